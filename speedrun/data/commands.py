@@ -1,0 +1,67 @@
+"""`python -m speedrun data {wiki,fineweb10b,check}`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from speedrun.data import paths, shards
+from speedrun.errors import SpeedrunError
+
+
+def build(args) -> int:
+    from speedrun.data import corpus
+
+    root = paths.data_dir(args.data_dir)
+    if args.text_files:
+        report = corpus.build_text_corpus(args.text_files, root, name=args.name or "custom",
+                                          force=args.force, val_fraction=args.val_fraction)
+    elif args.name:
+        raise SpeedrunError("--name names a corpus built from --text-files; give --text-files too")
+    else:
+        report = corpus.build_wiki(root, force=args.force, val_fraction=args.val_fraction)
+    print(report.summary())
+    return 0
+
+
+def download(args) -> int:
+    from speedrun.data import fineweb
+
+    report = fineweb.download_fineweb(paths.data_dir(args.data_dir), args.train_shards,
+                                      repo_id=args.repo)
+    print(report.summary())
+    return 0
+
+
+def shard_paths(items: list[str]) -> list[Path]:
+    """Files as given; folders expand to the .bin files directly inside them."""
+    out = []
+    for item in items:
+        p = Path(item)
+        out.extend(sorted(p.glob("*.bin")) if p.is_dir() else [p])
+    return out
+
+
+def check(args) -> int:
+    bad = total = 0
+    for item in args.paths:
+        files = shard_paths([item])
+        if not files:
+            print(f"INVALID {item}: no .bin shard files in this folder")
+            bad, total = bad + 1, total + 1
+        for f in files:
+            total += 1
+            try:
+                info = shards.validate_shard(f)
+            except shards.ShardError as e:
+                print(f"INVALID {e}")
+                bad += 1
+            else:
+                print(f"ok      {f}: {info.n_tokens:,} tokens, {info.n_docs:,} documents")
+    if bad:
+        print(f"{bad} invalid of {total} checked")
+    return 1 if bad else 0
+
+
+def main(args) -> int:
+    commands = {"wiki": build, "fineweb10b": download, "check": check}
+    return commands[args.data_command](args)

