@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 # command -> "module:function" taking the parsed args and returning an exit code
 COMMANDS = {
     "data": "speedrun.data.commands:main",
-    "run": "speedrun.train:main",
+    "run": "speedrun.run:main",
     "tricks": "tricks:main",
     "tracks": "speedrun.tracks:main",
     "leaderboard": "speedrun.leaderboard:main",

@@ -122,9 +122,15 @@ def config_hash(cfg: RunConfig) -> str:
 def parse_value(text: str) -> Any:
     """Parse the right-hand side of key=value as YAML (numbers, bools, lists, strings)."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-2" as a string; a user means the number
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def coerce(value: Any, default: Any, where: str) -> Any:

@@ -1,0 +1,150 @@
+"""The timed training loop for one seed.
+
+Timing follows modded-nanogpt: the step is compiled and warmed up before the clock starts, the
+clock stops while validating, and the run ends as soon as the validation loss reaches the
+target (or a step/time budget runs out, which counts as not reached). A non-finite loss raises
+``Diverged``; nothing here writes files (run.py writes the record after every seed succeeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from speedrun import distributed, evaluate, model
+from speedrun.config import RunConfig
+from speedrun.errors import SpeedrunError
+
+
+class Diverged(SpeedrunError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one seed's run measured (records.RunResult adds the log)."""
+
+    seed: int
+    status: str  # reached | budget
+    reached: bool
+    train_time_s: float
+    steps: int
+    tokens: int
+    final_val_loss: float
+    compile_time_s: float
+    curve: tuple  # ((step, train_time_s, tokens, val_loss), ...) at each validation
+
+
+def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation):
+    chunk = cfg.train.loss_chunk
+
+    def step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(model.loss)(params, x, y, cfg.model, hooks, chunk)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def _copy(tree):
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
+def train(
+    cfg: RunConfig,
+    seed: int,
+    hooks,
+    train_loader,
+    val_batches,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, dict], None] | None = None,
+) -> Outcome:
+    """Train one seed to the target. ``train_loader.batch(step, index, count)`` gives this
+    process's rows of the global batch; ``val_batches`` is the fixed validation set."""
+    t, m = cfg.train, distributed.mesh()
+    distributed.check_batch(t.batch_size)
+    rep, shard = distributed.replicated(m), distributed.batch_sharded(m)
+    index, count = distributed.process_slice()
+    tokens_per_step = t.batch_size * cfg.model.seq_len
+
+    params = jax.device_put(hooks.init(jax.random.PRNGKey(seed), cfg.model), rep)
+    tx = hooks.optimizer(params, cfg, hooks)
+    opt_state = jax.device_put(tx.init(params), rep)
+    evaluate_fn = evaluate.make_eval(cfg, hooks, m)
+
+    def put(a):
+        return distributed.put_batch(a, shard)
+
+    # --- compile and warm up, untimed: AOT-compile, then run once on dummy data and copies of
+    # the state, so the timed loop starts with everything built and the real state untouched.
+    t0 = time.perf_counter()
+    dummy = np.zeros((t.batch_size // count, cfg.model.seq_len), np.int32)
+    step_fn = jax.jit(make_step(cfg, hooks, tx), donate_argnums=(0, 1))
+    step_fn = step_fn.lower(params, opt_state, put(dummy), put(dummy)).compile()
+    jax.block_until_ready(step_fn(_copy(params), _copy(opt_state), put(dummy), put(dummy)))
+    first_val = evaluate_fn(params, val_batches)  # compiles the eval step; step 0 of the curve
+    compile_time = time.perf_counter() - t0
+    log(f"compiled and warmed up in {compile_time:.1f}s (not timed)")
+
+    curve = [(0, 0.0, 0, first_val)]
+    log(f"step:0/{t.max_steps} val_loss:{first_val:.4f} train_time:0ms step_avg:0.00ms")
+    _check_finite(first_val, 0, "val")
+    train_time, step, status = 0.0, 0, "budget"
+    val_loss = first_val
+    while step < t.max_steps:
+        t_start = time.perf_counter()
+        # Run steps until the next validation, log point, or the end; the host only waits for
+        # the device at log points, so data loading overlaps with compute.
+        stop_at = min(t.max_steps, (step // t.eval_every + 1) * t.eval_every)
+        while step < stop_at:
+            x, y = train_loader.batch(step, index, count)
+            params, opt_state, loss = step_fn(params, opt_state, put(x), put(y))
+            step += 1
+            if step % t.log_every == 0 or step == stop_at:
+                loss_value = float(loss)  # waits for the device
+                elapsed = train_time + time.perf_counter() - t_start
+                _check_finite(loss_value, step, "train")
+                log(f"step:{step}/{t.max_steps} train_loss:{loss_value:.4f} "
+                    f"train_time:{elapsed * 1e3:.0f}ms step_avg:{elapsed / step * 1e3:.2f}ms")
+                if progress:
+                    progress(step, {"loss": loss_value, "val": val_loss, "time": elapsed,
+                                    "tok_s": step * tokens_per_step / max(elapsed, 1e-9)})
+                if t.max_time_s and elapsed >= t.max_time_s:
+                    break
+        jax.block_until_ready(params)
+        train_time += time.perf_counter() - t_start  # the clock stops here for validation
+        val_loss = evaluate_fn(params, val_batches)
+        _check_finite(val_loss, step, "val")
+        curve.append((step, train_time, step * tokens_per_step, val_loss))
+        log(f"step:{step}/{t.max_steps} val_loss:{val_loss:.4f} train_time:{train_time * 1e3:.0f}ms "
+            f"step_avg:{train_time / step * 1e3:.2f}ms")
+        if progress:
+            progress(step, {"val": val_loss, "time": train_time})
+        if val_loss <= t.target:
+            status = "reached"
+            break
+        if t.max_time_s and train_time >= t.max_time_s:
+            break
+    return Outcome(
+        seed=seed,
+        status=status,
+        reached=status == "reached",
+        train_time_s=train_time,
+        steps=step,
+        tokens=step * tokens_per_step,
+        final_val_loss=val_loss,
+        compile_time_s=compile_time,
+        curve=tuple(curve),
+    )
+
+
+def _check_finite(value: float, step: int, what: str) -> None:
+    if not math.isfinite(value):
+        raise Diverged(f"diverged at step {step}: {what} loss is {value}")

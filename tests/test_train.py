@@ -1,0 +1,144 @@
+"""End-to-end training: a tiny GPT on tiny generated shards, through the real run command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tinydata
+import tricks
+from speedrun import cli, records, tracks, train
+from speedrun.data import loader
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A data dir holding the tiny dataset, the tiny track registered, records under tmp."""
+    data_dir = tmp_path / "data"
+    tinydata.write_dataset(data_dir)
+    monkeypatch.setitem(tracks.TRACKS, "tiny", tinydata.TINY)
+    monkeypatch.setenv("SPEEDRUN_DATA_DIR", str(data_dir))
+    return tmp_path
+
+
+def run_cli(tmp_path, *extra):
+    return cli.main(["run", "--track", "tiny", "--records-dir", str(tmp_path / "records"),
+                     "--quiet", *extra])
+
+
+def record_dirs(tmp_path):
+    return sorted(p.parent for p in (tmp_path / "records").rglob("record.yaml"))
+
+
+def train_tiny(cfg, data_dir, seed=0):
+    folder = Path(data_dir) / tinydata.DATASET
+    tr = sorted(folder.glob("*_train_*.bin"))
+    va = sorted(folder.glob("*_val_*.bin"))
+    t = cfg.train
+    val = loader.val_batches(va, t.val_tokens, t.val_batch_size, cfg.model.seq_len)
+    batches = loader.TrainLoader(tr, t.batch_size, cfg.model.seq_len, seed)
+    return train.train(cfg, seed, tricks.build_hooks(cfg), batches, val, log=lambda _: None)
+
+
+def test_loss_falls(tiny):
+    out = train_tiny(tinydata.tiny_config(target=0.0, max_steps=40), tiny / "data")
+    losses = [point[3] for point in out.curve]
+    assert out.status == "budget" and out.steps == 40
+    assert losses[-1] < losses[0] - 2.0, losses
+    assert [p[0] for p in out.curve] == [0, 10, 20, 30, 40]
+
+
+def test_compile_time_is_not_train_time(tiny):
+    out = train_tiny(tinydata.tiny_config(target=0.0, max_steps=3, eval_every=3), tiny / "data")
+    # Compiling the step dwarfs three tiny steps; had it been on the clock, train time would too.
+    assert out.compile_time_s > 0
+    assert 0 < out.train_time_s < 0.5 * out.compile_time_s
+
+
+def test_run_reaches_target_and_writes_complete_record(tiny, capsys):
+    assert run_cli(tiny, "--name", "tiny-baseline") == 0
+    (folder,) = record_dirs(tiny)
+    assert folder.name.endswith("_tiny-baseline")
+    assert records.verify(folder) == []
+    rec = records.load_record(folder)
+    (run,) = rec["runs"]
+    assert run["reached"] and run["final_val_loss"] <= rec["target"] == 3.0
+    assert run["steps"] < 80 and run["steps"] % 10 == 0
+    assert run["tokens"] == run["steps"] * 8 * 32
+    assert run["train_time_s"] > 0 and run["compile_time_s"] > 0
+    for key in ("git_commit", "git_dirty", "jax_version", "jaxlib_version", "optax_version",
+                "device_kind", "device_count", "host", "date", "command"):
+        assert key in rec["environment"], key
+    assert rec["config"]["model"]["d_model"] == 32 and rec["tricks"] == {}
+    assert (folder / run["log"]).read_text().count("val_loss") == len(run["curve"])
+    assert "reached 3.0" in capsys.readouterr().out
+
+
+def test_budget_exhausted_is_recorded_as_not_reached(tiny):
+    assert run_cli(tiny, "--set", "train.max_steps=10", "--set", "train.target=0.5") == 1
+    (folder,) = record_dirs(tiny)
+    rec = records.load_record(folder)
+    assert rec["runs"][0]["status"] == "budget" and not rec["runs"][0]["reached"]
+    assert not rec["summary"]["claim"]
+
+
+def test_divergence_is_reported_and_writes_no_record(tiny, capsys):
+    assert run_cli(tiny, "--set", "optim.lr=1e6", "--set", "optim.grad_clip=0") == 1
+    assert "diverged at step" in capsys.readouterr().err
+    assert record_dirs(tiny) == []
+
+
+def test_interrupt_writes_no_record(tiny, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train", interrupted)
+    assert run_cli(tiny) == 130
+    assert record_dirs(tiny) == []
+
+
+def test_unknown_setting_is_a_clear_error(tiny, capsys):
+    assert run_cli(tiny, "--set", "optim.lrr=0.1") == 1
+    err = capsys.readouterr().err
+    assert "unknown setting optim.lrr" in err and "lr" in err
+
+
+def test_unknown_trick_fails_before_training(tiny, capsys, monkeypatch):
+    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained anyway"))
+    assert run_cli(tiny, "--tricks", "nosuchtrick") == 1
+    assert "unknown trick 'nosuchtrick'" in capsys.readouterr().err
+
+
+DEVICE_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import jax, tinydata
+from speedrun import tracks
+from test_train import train_tiny
+out = train_tiny(tinydata.tiny_config(target=0.0, max_steps=20), {data!r})
+print(json.dumps({{"devices": jax.device_count(), "curve": [p[3] for p in out.curve]}}))
+"""
+
+
+def curve_on(devices: int, data_dir: Path) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
+    script = DEVICE_SCRIPT.format(tests=str(ROOT / "tests"), data=str(data_dir))
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_eight_devices_match_one(tiny):
+    one, eight = curve_on(1, tiny / "data"), curve_on(8, tiny / "data")
+    assert (one["devices"], eight["devices"]) == (1, 8)
+    assert eight["curve"] == pytest.approx(one["curve"], abs=2e-3)
+    assert one["curve"][-1] < one["curve"][0] - 1.0
