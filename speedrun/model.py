@@ -198,8 +198,9 @@ def identity(x):
 
 
 def embed(params, tokens, ctx: Ctx):
-    T = tokens.shape[1]
-    return params["wte"][tokens] + params["wpe"][:T]
+    x = params["wte"][tokens]
+    wpe = params.get("wpe")  # absent when a trick moves positions elsewhere (e.g. rotary)
+    return x if wpe is None else x + wpe[: tokens.shape[1]]
 
 
 def sequential_blocks(x, ctx: Ctx, run_block):

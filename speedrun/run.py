@@ -140,7 +140,7 @@ def main(args) -> int:
 
     if not args.no_record and distributed.jax.process_index() == 0:
         rec = records.build_record(cfg, results, env, name=args.name)
-        where = records.write_record(Path(args.records_dir), rec)
+        where = records.write_record(Path(args.records_dir), rec, results=results)
         s = rec["summary"]
         p = s.get("p_value")
         print(f"record written: {where}  (mean time {s['mean_time_s']:.1f}s over {len(results)} "

@@ -1,0 +1,87 @@
+"""What a run ran on and with: devices, host, library versions, git state."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import jax
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def short_device_name(kind: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'H100'; 'TPU v5 lite' -> 'TPUv5lite'."""
+    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Za-z]?)\b", kind)
+    if m:
+        return m.group(1)
+    return re.sub(r"\s+", "", kind) or "device"
+
+
+def describe() -> dict:
+    dev = jax.devices()[0]
+    cores = os.cpu_count() or 1
+    if dev.platform == "cpu":
+        hw_class = f"cpu-{cores}core"
+    else:
+        hw_class = f"{jax.device_count()}x{short_device_name(dev.device_kind)}"
+    return {
+        "hardware_class": hw_class,
+        "platform": dev.platform,
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+        "local_device_count": jax.local_device_count(),
+        "process_count": jax.process_count(),
+        "host": platform.node(),
+        "cpu": _cpu_name(),
+        "cpu_count": cores,
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(command: str) -> dict:
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        **describe(),
+        "git_commit": commit,
+        "git_dirty": bool(status) if commit else None,
+        "jax_version": jax.__version__,
+        "jaxlib_version": _version("jaxlib"),
+        "optax_version": _version("optax"),
+        "numpy_version": _version("numpy"),
+        "python_version": sys.version.split()[0],
+        "os": platform.platform(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }

@@ -1,0 +1,46 @@
+"""bfloat16 forward pass over float32 master weights.
+
+The cast hook returns bfloat16 copies of every floating parameter, so the forward pass (matmuls,
+attention, activations) runs in bfloat16 while the optimizer keeps and updates the float32
+parameters (the cast's gradient brings the bf16 gradients back to float32). The loss head upcasts
+logits to float32 and the norms compute their statistics in float32, as in the record
+(``model.bfloat16()`` with float32 ``CastedLinear`` weights cast to the activations' dtype).
+"""
+
+import jax
+import jax.numpy as jnp
+
+from speedrun.errors import SpeedrunError
+from tricks import Trick
+
+DTYPES = {"bfloat16": jnp.bfloat16, "float16": jnp.float16, "float32": jnp.float32}
+
+
+def configure(cfg, hp):
+    if hp.dtype not in DTYPES:
+        raise SpeedrunError(f"bf16.dtype must be one of {', '.join(DTYPES)}, got {hp.dtype!r}")
+    return cfg
+
+
+def apply(hooks, hp):
+    configure(None, hp)
+    dtype, prev = DTYPES[hp.dtype], hooks.cast
+
+    def to_low(x):
+        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    def cast(params):
+        return jax.tree_util.tree_map(to_low, prev(params))
+
+    return hooks.replace(cast=cast)
+
+
+TRICK = Trick(
+    name="bf16",
+    summary="bfloat16 activations and weights in the forward pass, float32 master weights",
+    changes=("model",),
+    params={"dtype": "bfloat16"},
+    apply=apply,
+    configure=configure,
+    source="modded-nanogpt record 10 (11/08/24, CastBf16)",
+)
