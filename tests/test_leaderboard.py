@@ -1,0 +1,56 @@
+"""leaderboard.md: ranking, unranked records, ablations, byte-identical regeneration, --check."""
+
+from __future__ import annotations
+
+import re
+
+from test_records import result, write
+
+from speedrun import cli
+
+
+def build(tmp_path):
+    write(tmp_path, [result(0, 2.99, 20.0), result(1, 2.98, 22.0)], name="baseline")
+    write(tmp_path, [result(0, 2.97, 10.0), result(1, 2.96, 12.0)], ["softcap"])
+    write(tmp_path, [result(0, 3.2, 30.0)], ["rotary"])  # did not reach: never ranked
+
+
+def render(tmp_path, *extra):
+    out = tmp_path / "leaderboard.md"
+    code = cli.main(["leaderboard", "--records-dir", str(tmp_path / "records"),
+                     "--output", str(out), *extra])
+    return code, out
+
+
+def test_ranking_and_unranked(tmp_path):
+    build(tmp_path)
+    code, out = render(tmp_path)
+    text = out.read_text()
+    assert code == 0
+    ranked = text.split("### Not ranked")[0]
+    assert ranked.index("| softcap") < ranked.index("| baseline")  # faster first
+    assert re.search(r"\| 1\s+\| 11\.0 ± 1\.4 s", ranked)
+    assert "rotary" not in ranked
+    assert "target not reached" in text.split("### Not ranked")[1]
+    ablation = text.split("### Ablations")[1]
+    assert re.search(r"\| softcap\s+\| baseline\s+\| 21\.0 s → 11\.0 s\s+\| 0\.52x", ablation)
+
+
+def test_regeneration_is_identical_and_check_detects_staleness(tmp_path):
+    build(tmp_path)
+    _, out = render(tmp_path)
+    first = out.read_bytes()
+    render(tmp_path)
+    assert out.read_bytes() == first
+    assert render(tmp_path, "--check")[0] == 0
+    write(tmp_path, [result(0, 2.95, 5.0), result(1, 2.95, 6.0)], ["softcap", "rotary"])
+    assert render(tmp_path, "--check")[0] == 1
+    assert out.read_bytes() == first  # --check never writes
+
+
+def test_failed_verification_is_listed_not_ranked(tmp_path):
+    folder = write(tmp_path, [result(0, 2.97, 10.0), result(1, 2.96, 12.0)], ["softcap"])
+    (folder / "seed0.log").unlink()
+    _, out = render(tmp_path)
+    text = out.read_text()
+    assert "_No ranked records._" in text and "seed0.log is missing" in text
