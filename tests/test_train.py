@@ -142,3 +142,16 @@ def test_eight_devices_match_one(tiny):
     assert (one["devices"], eight["devices"]) == (1, 8)
     assert eight["curve"] == pytest.approx(one["curve"], abs=2e-3)
     assert one["curve"][-1] < one["curve"][0] - 1.0
+
+
+def test_from_record_reproduces_config_and_curve(tiny):
+    assert run_cli(tiny, "--tricks", "softcap", "--set", "softcap.cap=20", "--seed", "3") == 0
+    (original,) = record_dirs(tiny)
+    assert cli.main(["run", "--from-record", str(original), "--quiet",
+                     "--records-dir", str(tiny / "again")]) == 0
+    (again,) = sorted((tiny / "again").rglob("record.yaml"))
+    a, b = records.load_record(original), records.load_record(again)
+    assert b["config_hash"] == a["config_hash"] and b["tricks"] == {"softcap": {"cap": 20.0}}
+    assert [r["seed"] for r in b["runs"]] == [3]
+    assert [p[3] for p in b["runs"][0]["curve"]] == [p[3] for p in a["runs"][0]["curve"]]
+    assert run_cli(tiny, "--from-record", str(original), "--tricks", "rotary") == 1
