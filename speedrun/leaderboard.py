@@ -35,6 +35,11 @@ def _p(p) -> str:
     return "n/a" if p is None else f"{p:.2g}"
 
 
+def _link(path: Path, records_dir: Path) -> str:
+    return path.relative_to(records_dir.parent).as_posix() \
+        if records_dir.parent in path.parents else path.as_posix()
+
+
 def load_all(records_dir: Path) -> pd.DataFrame:
     rows = []
     for folder in R.find_records([records_dir]):
@@ -45,24 +50,25 @@ def load_all(records_dir: Path) -> pd.DataFrame:
             rec, problems = {}, [str(e)]
         s = rec.get("summary") or {}
         rows.append({
-            "folder": folder.relative_to(records_dir.parent).as_posix()
-            if records_dir.parent in folder.parents else folder.as_posix(),
+            "folder": _link(folder, records_dir), "path": str(folder),
             "track": rec.get("track", "?"), "hardware": rec.get("hardware_class", "?"),
-            "date": rec.get("date", "?"), "description": rec.get("description", "?"),
+            "date": rec.get("date", "?"),
+            "when": str((rec.get("environment") or {}).get("date") or rec.get("date", "?")),
+            "description": rec.get("description", "?"),
             "tricks": tuple(sorted(rec.get("tricks") or {})), "target": rec.get("target"),
             "seeds": s.get("seeds", 0), "all_reached": bool(s.get("all_reached")),
             "time": s.get("mean_time_s"), "time_std": s.get("std_time_s"),
             "steps": s.get("mean_steps"), "tokens": s.get("mean_tokens"),
-            "loss": s.get("mean_val_loss"), "p": s.get("p_value"),
+            "loss": s.get("mean_val_loss"), "p": s.get("p_value"), "reached": s.get("reached", 0),
             "problem": "; ".join(problems) if problems else "",
         })
-    columns = ["folder", "track", "hardware", "date", "description", "tricks", "target", "seeds",
-               "all_reached", "time", "time_std", "steps", "tokens", "loss", "p", "problem"]
+    columns = ["folder", "path", "track", "hardware", "date", "when", "description", "tricks", "target", "seeds",
+               "reached", "all_reached", "time", "time_std", "steps", "tokens", "loss", "p", "problem"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def _ranked_table(df: pd.DataFrame) -> str:
-    df = df.sort_values(["time", "date", "folder"], kind="stable").reset_index(drop=True)
+    df = df.reset_index(drop=True)  # already sorted by time
     table = pd.DataFrame({
         "#": range(1, len(df) + 1),
         "time to target": [_fmt_time(t, s) for t, s in zip(df["time"], df["time_std"])],
@@ -101,27 +107,72 @@ def _ablations(df: pd.DataFrame) -> str:
     return table.to_markdown(index=False, tablefmt="github", disable_numparse=True) + "\n"
 
 
+TOP_CURVES = 5  # records drawn in each section's curve comparison
+
+
+def plot_paths(records_dir: Path, track: str, hw: str) -> tuple[Path, Path]:
+    """Where a section's progression and curve-comparison plots live (beside its records)."""
+    folder = records_dir / track
+    return folder / f"progression_{hw}.png", folder / f"top-curves_{hw}.png"
+
+
+def _unranked_line(r: dict) -> str:
+    name = f"[{Path(r['folder']).name}]({r['folder']}) ({r['description']})"
+    if r["problem"]:
+        return f"- {name}: {r['problem']}\n"
+    # An honest account of a record that did not reach the target on every seed.
+    return (f"- {name}: target not reached by every seed ({r['reached']}/{r['seeds']} reached; "
+            f"mean final val loss {r['loss']:.4f} after {r['steps']:.0f} steps, "
+            f"{r['time']:.1f} s)\n")
+
+
+def sections(df: pd.DataFrame):
+    """(track, hardware, ranked rows sorted by time, every row of the section), in order."""
+    ok = df[(df["problem"] == "") & df["all_reached"]]
+    for (track, hw), group in sorted(df.groupby(["track", "hardware"]), key=lambda kv: kv[0]):
+        ranked = ok[(ok["track"] == track) & (ok["hardware"] == hw)]
+        ranked = ranked.sort_values(["time", "date", "folder"], kind="stable")
+        yield track, hw, ranked, group
+
+
 def render(records_dir: Path) -> str:
     df = load_all(records_dir)
     out = [HEADER]
     if df.empty:
         out.append("\n_No records yet._\n")
         return "".join(out)
-    ok = df[(df["problem"] == "") & df["all_reached"]]
-    for (track, hw), group in sorted(df.groupby(["track", "hardware"]), key=lambda kv: kv[0]):
-        ranked = ok[(ok["track"] == track) & (ok["hardware"] == hw)]
+    for track, hw, ranked, group in sections(df):
         target = group["target"].iloc[0]
         out.append(f"\n## `{track}` on {hw} (target val loss {target})\n\n")
         out.append(_ranked_table(ranked) + "\n" if len(ranked) else "_No ranked records._\n")
+        if len(ranked):
+            prog, top = (_link(p, records_dir) for p in plot_paths(records_dir, track, hw))
+            out.append(f"\n![progression of `{track}` on {hw}]({prog}) "
+                       f"![top {TOP_CURVES} curves of `{track}` on {hw}]({top})\n")
         if len(ranked) > 1:
             out.append(f"\n### Ablations (`{track}`, {hw})\n\n" + _ablations(ranked))
         unranked = group[~group["folder"].isin(ranked["folder"])].sort_values("folder")
         if len(unranked):
             out.append("\n### Not ranked\n\n")
-            for r in unranked.to_dict("records"):
-                why = r["problem"] or "target not reached by every seed"
-                out.append(f"- [{Path(r['folder']).name}]({r['folder']}) ({r['description']}): {why}\n")
+            out += [_unranked_line(r) for r in unranked.to_dict("records")]
     return "".join(out)
+
+
+def write_plots(records_dir: Path) -> list[Path]:
+    """Each section's progression plot and its top records' val-loss curves."""
+    from speedrun import plots
+
+    written = []
+    for track, hw, ranked, group in sections(load_all(records_dir)):
+        if not len(ranked):
+            continue
+        prog, top = plot_paths(records_dir, track, hw)
+        plots.progression(ranked.to_dict("records"), f"{track} on {hw}: record progression", prog)
+        best = [R.load_record(f) for f in ranked["path"].head(TOP_CURVES)]
+        plots.compare_curves(best, group["target"].iloc[0],
+                             f"{track} on {hw}: top {len(best)} records", top)
+        written += [prog, top]
+    return written
 
 
 def main(args) -> int:
@@ -132,10 +183,16 @@ def main(args) -> int:
         if not out.exists() or out.read_text() != text:
             print(f"{out} is stale: run `python -m speedrun leaderboard` and commit it")
             return 1
+        missing = [p for t, hw, ranked, _ in sections(load_all(records_dir)) if len(ranked)
+                   for p in plot_paths(records_dir, t, hw) if not p.exists()]
+        if missing:
+            print(f"missing plots {', '.join(map(str, missing))}: run `python -m speedrun leaderboard`")
+            return 1
         print(f"{out} is up to date")
         return 0
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, out)
-    print(f"wrote {out}")
+    plots = write_plots(records_dir)
+    print(f"wrote {out} and {len(plots)} plots")
     return 0

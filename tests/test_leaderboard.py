@@ -31,7 +31,8 @@ def test_ranking_and_unranked(tmp_path):
     assert ranked.index("| softcap") < ranked.index("| baseline")  # faster first
     assert re.search(r"\| 1\s+\| 11\.0 ± 1\.4 s", ranked)
     assert "rotary" not in ranked
-    assert "target not reached" in text.split("### Not ranked")[1]
+    assert "target not reached by every seed (0/1 reached; mean final val loss 3.2000" \
+        in text.split("### Not ranked")[1]
     ablation = text.split("### Ablations")[1]
     assert re.search(r"\| softcap\s+\| baseline\s+\| 21\.0 s → 11\.0 s\s+\| 0\.52x", ablation)
 
@@ -54,3 +55,20 @@ def test_failed_verification_is_listed_not_ranked(tmp_path):
     _, out = render(tmp_path)
     text = out.read_text()
     assert "_No ranked records._" in text and "seed0.log is missing" in text
+
+
+def test_plots_are_written_linked_and_checked(tmp_path):
+    build(tmp_path)
+    _, out = render(tmp_path)
+    prog = tmp_path / "records" / "wiki" / "progression_cpu-2core.png"
+    top = tmp_path / "records" / "wiki" / "top-curves_cpu-2core.png"
+    text = out.read_text()
+    for png in (prog, top):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png.relative_to(tmp_path).as_posix()})" in text
+    first = prog.read_bytes(), top.read_bytes()
+    render(tmp_path)
+    assert (prog.read_bytes(), top.read_bytes()) == first  # plots regenerate byte-identically
+    prog.unlink()
+    assert render(tmp_path, "--check")[0] == 1  # a missing plot makes the leaderboard stale
+    assert not prog.exists()
