@@ -8,6 +8,7 @@ the records, so regenerating is byte-identical and ``--check`` can catch a stale
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -40,7 +41,20 @@ def _link(path: Path, records_dir: Path) -> str:
         if records_dir.parent in path.parents else path.as_posix()
 
 
+def _label(rec: dict, registry) -> str:
+    """The record's description plus every trick hyperparameter it set away from the default,
+    so two rows with the same tricks but different settings read differently."""
+    changed = [f"{name}.{k}={v}" for name, hp in (rec.get("tricks") or {}).items()
+               if name in registry for k, v in (hp or {}).items()
+               if registry[name].params.get(k) != v]
+    text = str(rec.get("description", "?"))
+    return f"{text} ({', '.join(changed)})" if changed else text
+
+
 def load_all(records_dir: Path) -> pd.DataFrame:
+    import tricks
+
+    registry = tricks.available()
     rows = []
     for folder in R.find_records([records_dir]):
         problems = R.verify(folder)
@@ -49,20 +63,25 @@ def load_all(records_dir: Path) -> pd.DataFrame:
         except SpeedrunError as e:
             rec, problems = {}, [str(e)]
         s = rec.get("summary") or {}
+        cfg = rec.get("config") or {}
+        settings = {"tricks": cfg.get("tricks") or {}, "optim": cfg.get("optim"),
+                    "train": cfg.get("train")}
         rows.append({
             "folder": _link(folder, records_dir), "path": str(folder),
             "track": rec.get("track", "?"), "hardware": rec.get("hardware_class", "?"),
             "date": rec.get("date", "?"),
             "when": str((rec.get("environment") or {}).get("date") or rec.get("date", "?")),
             "description": rec.get("description", "?"),
-            "tricks": tuple(sorted(rec.get("tricks") or {})), "target": rec.get("target"),
+            "tricks": tuple(sorted(rec.get("tricks") or {})),
+            "settings": json.dumps(settings, sort_keys=True),
+            "label": _label(rec, registry), "target": rec.get("target"),
             "seeds": s.get("seeds", 0), "all_reached": bool(s.get("all_reached")),
             "time": s.get("mean_time_s"), "time_std": s.get("std_time_s"),
             "steps": s.get("mean_steps"), "tokens": s.get("mean_tokens"),
             "loss": s.get("mean_val_loss"), "p": s.get("p_value"), "reached": s.get("reached", 0),
             "problem": "; ".join(problems) if problems else "",
         })
-    columns = ["folder", "path", "track", "hardware", "date", "when", "description", "tricks", "target", "seeds",
+    columns = ["folder", "path", "track", "hardware", "date", "when", "description", "tricks", "settings", "label", "target", "seeds",
                "reached", "all_reached", "time", "time_std", "steps", "tokens", "loss", "p", "problem"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -74,7 +93,7 @@ def _ranked_table(df: pd.DataFrame) -> str:
         "time to target": [_fmt_time(t, s) for t, s in zip(df["time"], df["time_std"])],
         "steps": [f"{x:.0f}" for x in df["steps"]],
         "tokens": [f"{x:,.0f}" for x in df["tokens"]],
-        "tricks": df["description"],
+        "tricks": df["label"],
         "date": df["date"],
         "hardware": df["hardware"],
         "seeds": df["seeds"],
@@ -85,18 +104,25 @@ def _ranked_table(df: pd.DataFrame) -> str:
     return table.to_markdown(index=False, tablefmt="github", disable_numparse=True)
 
 
+def _without(settings: str, trick: str) -> str:
+    s = json.loads(settings)
+    s["tricks"] = {k: v for k, v in s["tricks"].items() if k != trick}
+    return json.dumps(s, sort_keys=True)
+
+
 def _ablations(df: pd.DataFrame) -> str:
-    """Pairs of ranked records whose trick sets differ by exactly one trick."""
+    """Pairs of ranked records that differ by exactly one trick and nothing else (same
+    hyperparameters for the shared tricks, same optimizer and training settings)."""
     rows = []
-    by_tricks = {t: r for t, r in zip(df["tricks"], df.to_dict("records"))}
-    for with_t, a in sorted(by_tricks.items()):
-        for without_t, b in sorted(by_tricks.items()):
-            extra = set(with_t) - set(without_t)
-            if len(with_t) == len(without_t) + 1 and set(without_t) <= set(with_t):
-                (trick,) = extra
+    records = df.to_dict("records")
+    for a in records:
+        for trick in json.loads(a["settings"])["tricks"]:
+            for b in records:
+                if b["settings"] != _without(a["settings"], trick):
+                    continue
                 rows.append({
                     "trick": trick,
-                    "on top of": " + ".join(without_t) or "baseline",
+                    "on top of": b["label"] if b["tricks"] else "baseline",
                     "time without → with": f"{b['time']:.1f} s → {a['time']:.1f} s",
                     "ratio": f"{a['time'] / b['time']:.2f}x",
                     "Δ steps": f"{a['steps'] - b['steps']:+.0f}",
@@ -117,7 +143,7 @@ def plot_paths(records_dir: Path, track: str, hw: str) -> tuple[Path, Path]:
 
 
 def _unranked_line(r: dict) -> str:
-    name = f"[{Path(r['folder']).name}]({r['folder']}) ({r['description']})"
+    name = f"[{Path(r['folder']).name}]({r['folder']}) ({r['label']})"
     if r["problem"]:
         return f"- {name}: {r['problem']}\n"
     # An honest account of a record that did not reach the target on every seed.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
-from test_records import result, write
+import dataclasses
 
-from speedrun import cli
+from test_records import ENV, config, result, write
+
+from speedrun import cli, records
 
 
 def build(tmp_path):
@@ -72,3 +74,19 @@ def test_plots_are_written_linked_and_checked(tmp_path):
     prog.unlink()
     assert render(tmp_path, "--check")[0] == 1  # a missing plot makes the leaderboard stale
     assert not prog.exists()
+
+
+def test_ablations_pair_only_records_that_differ_by_one_trick_alone(tmp_path):
+    build(tmp_path)  # baseline, softcap (cap 15) ranked
+    cfg = config(["softcap", "rotary"])
+    cfg = dataclasses.replace(cfg, tricks={**cfg.tricks, "softcap": {"cap": 30.0}})
+    runs = [result(0, 2.95, 8.0), result(1, 2.95, 9.0)]
+    records.write_record(tmp_path / "records", records.build_record(cfg, runs, ENV,
+                                                                    date="2026-11-24"), results=runs)
+    _, out = render(tmp_path)
+    text = out.read_text()
+    assert "rotary + softcap (softcap.cap=30.0)" in text.split("### Ablations")[0]
+    ablation = text.split("### Ablations")[1]
+    assert re.search(r"\| softcap\s+\| baseline\s+\|", ablation)
+    # softcap at cap 30 + rotary is not "rotary on top of softcap (cap 15)": no such row
+    assert not re.search(r"\| rotary\s+\|", ablation)
