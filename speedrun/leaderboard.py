@@ -8,6 +8,7 @@ the records, so regenerating is byte-identical and ``--check`` can catch a stale
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from pathlib import Path
@@ -104,6 +105,13 @@ def _ranked_table(df: pd.DataFrame) -> str:
     return table.to_markdown(index=False, tablefmt="github", disable_numparse=True)
 
 
+def _seconds(when: str) -> float:
+    try:
+        return datetime.datetime.fromisoformat(when).timestamp()
+    except ValueError:  # a bare or malformed date sorts as the start of time
+        return 0.0
+
+
 def _without(settings: str, trick: str) -> str:
     s = json.loads(settings)
     s["tricks"] = {k: v for k, v in s["tricks"].items() if k != trick}
@@ -117,22 +125,30 @@ def _ablations(df: pd.DataFrame) -> str:
     records = df.to_dict("records")
     for a in records:
         for trick in json.loads(a["settings"])["tricks"]:
-            for b in records:
-                if b["settings"] != _without(a["settings"], trick):
-                    continue
-                rows.append({
-                    "trick": trick,
-                    "on top of": b["label"] if b["tricks"] else "baseline",
-                    "time without → with": f"{b['time']:.1f} s → {a['time']:.1f} s",
-                    "ratio": f"{a['time'] / b['time']:.2f}x",
-                    "Δ steps": f"{a['steps'] - b['steps']:+.0f}",
-                })
+            same = [b for b in records if b["settings"] == _without(a["settings"], trick)]
+            if not same:
+                continue
+            # A machine's speed drifts between sessions, so when the same configuration was
+            # recorded more than once, compare with the record made closest in time.
+            b = min(same, key=lambda b: (abs(_seconds(b["when"]) - _seconds(a["when"])), b["folder"]))
+            rows.append({
+                "trick": trick,
+                "on top of": b["label"] if b["tricks"] else "baseline",
+                "time without → with": f"{b['time']:.1f} s → {a['time']:.1f} s",
+                "ratio": f"{a['time'] / b['time']:.2f}x",
+                "Δ steps": f"{a['steps'] - b['steps']:+.0f}",
+                "records (without → with)": f"{Path(b['folder']).name} → {Path(a['folder']).name}",
+            })
     if not rows:
         return "_No pair of ranked records differs by exactly one trick yet._\n"
     table = pd.DataFrame(rows).sort_values(["trick", "on top of"], kind="stable")
     return table.to_markdown(index=False, tablefmt="github", disable_numparse=True) + "\n"
 
 
+ABLATIONS = """Each row pairs two ranked records that differ by one trick and nothing else. Where the
+same configuration was recorded more than once, the pair uses the record made closest in time:
+a shared machine's speed drifts between sessions, so only records made side by side compare
+fairly on time (steps to target do not drift)."""
 TOP_CURVES = 5  # records drawn in each section's curve comparison
 
 
@@ -176,7 +192,7 @@ def render(records_dir: Path) -> str:
             out.append(f"\n![progression of `{track}` on {hw}]({prog}) "
                        f"![top {TOP_CURVES} curves of `{track}` on {hw}]({top})\n")
         if len(ranked) > 1:
-            out.append(f"\n### Ablations (`{track}`, {hw})\n\n" + _ablations(ranked))
+            out.append(f"\n### Ablations (`{track}`, {hw})\n\n{ABLATIONS}\n\n" + _ablations(ranked))
         unranked = group[~group["folder"].isin(ranked["folder"])].sort_values("folder")
         if len(unranked):
             out.append("\n### Not ranked\n\n")

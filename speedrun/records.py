@@ -48,7 +48,9 @@ RECORD_FILE = "record.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
-class RunResult:
+class Outcome:
+    """What one seed's run measured (speedrun.train returns it)."""
+
     seed: int
     status: str  # reached | budget (diverged or interrupted runs never become records)
     reached: bool
@@ -57,8 +59,12 @@ class RunResult:
     tokens: int
     final_val_loss: float
     compile_time_s: float
-    curve: tuple  # ((step, train_time_s, tokens, val_loss), ...)
-    log: str  # full text log of the seed
+    curve: tuple  # ((step, train_time_s, tokens, val_loss), ...) at each validation
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult(Outcome):
+    log: str = ""  # full text log of the seed
 
 
 RUN_FIELDS = {"seed": int, "status": str, "reached": bool, "train_time_s": (int, float),

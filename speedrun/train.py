@@ -8,7 +8,6 @@ target (or a step/time budget runs out, which counts as not reached). A non-fini
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import Callable
@@ -21,25 +20,11 @@ import optax
 from speedrun import distributed, evaluate, model
 from speedrun.config import RunConfig
 from speedrun.errors import SpeedrunError
+from speedrun.records import Outcome
 
 
 class Diverged(SpeedrunError):
     pass
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """What one seed's run measured (records.RunResult adds the log)."""
-
-    seed: int
-    status: str  # reached | budget
-    reached: bool
-    train_time_s: float
-    steps: int
-    tokens: int
-    final_val_loss: float
-    compile_time_s: float
-    curve: tuple  # ((step, train_time_s, tokens, val_loss), ...) at each validation
 
 
 def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation):
@@ -112,7 +97,8 @@ def train(
                 elapsed = train_time + time.perf_counter() - t_start
                 _check_finite(loss_value, step, "train")
                 log(f"step:{step}/{t.max_steps} train_loss:{loss_value:.4f} "
-                    f"train_time:{elapsed * 1e3:.0f}ms step_avg:{elapsed / step * 1e3:.2f}ms")
+                    f"train_time:{elapsed * 1e3:.0f}ms step_avg:{elapsed / step * 1e3:.2f}ms "
+                    f"tokens/s:{step * tokens_per_step / max(elapsed, 1e-9):.0f}")
                 if progress:
                     progress(step, {"loss": loss_value, "val": val_loss, "time": elapsed,
                                     "tok_s": step * tokens_per_step / max(elapsed, 1e-9)})

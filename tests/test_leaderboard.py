@@ -90,3 +90,21 @@ def test_ablations_pair_only_records_that_differ_by_one_trick_alone(tmp_path):
     assert re.search(r"\| softcap\s+\| baseline\s+\|", ablation)
     # softcap at cap 30 + rotary is not "rotary on top of softcap (cap 15)": no such row
     assert not re.search(r"\| rotary\s+\|", ablation)
+
+
+def test_ablation_uses_the_closest_record_in_time(tmp_path):
+    def rec(trick_names, seconds, when):
+        runs = [result(0, 2.95, seconds), result(1, 2.96, seconds + 1)]
+        r = records.build_record(config(trick_names), runs, {**ENV, "date": when},
+                                 name="-".join(trick_names) or f"baseline-{when[11:13]}",
+                                 date="2026-11-24")
+        return records.write_record(tmp_path / "records", r, results=runs)
+
+    rec([], 30.0, "2026-11-24T01:00:00+00:00")  # a slow session
+    rec(["softcap"], 27.0, "2026-11-24T02:00:00+00:00")
+    rec([], 20.0, "2026-11-24T09:00:00+00:00")  # a fast one, later
+    rec(["rotary"], 19.0, "2026-11-24T10:00:00+00:00")
+    _, out = render(tmp_path)
+    ablation = out.read_text().split("### Ablations")[1]
+    assert re.search(r"\| softcap\s+\| baseline\s+\| 30\.5 s → 27\.5 s", ablation)
+    assert re.search(r"\| rotary\s+\| baseline\s+\| 20\.5 s → 19\.5 s", ablation)

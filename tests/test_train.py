@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,13 @@ def test_run_reaches_target_and_writes_complete_record(tiny, capsys):
                 "device_kind", "device_count", "host", "date", "command"):
         assert key in rec["environment"], key
     assert rec["config"]["model"]["d_model"] == 32 and rec["tricks"] == {}
-    assert (folder / run["log"]).read_text().count("val_loss") == len(run["curve"])
+    log = (folder / run["log"]).read_text()
+    assert log.count("val_loss") == len(run["curve"])
+    step_line = re.search(r"step:(\d+)/\d+ train_loss:[\d.]+ train_time:(\d+)ms step_avg:[\d.]+ms "
+                          r"tokens/s:(\d+)", log)
+    assert step_line, log  # per-step progress: loss, clock, step average, throughput
+    step, ms, tok_s = map(int, step_line.groups())
+    assert tok_s == pytest.approx(step * 8 * 32 / (ms / 1e3), rel=0.05, abs=1)
     assert "reached 3.0" in capsys.readouterr().out
 
 
