@@ -177,8 +177,8 @@ def sections(df: pd.DataFrame):
         yield track, hw, ranked, group
 
 
-def render(records_dir: Path) -> str:
-    df = load_all(records_dir)
+def render(records_dir: Path, df: pd.DataFrame) -> str:
+    """leaderboard.md's text from ``load_all(records_dir)``."""
     out = [HEADER]
     if df.empty:
         out.append("\n_No records yet._\n")
@@ -200,12 +200,12 @@ def render(records_dir: Path) -> str:
     return "".join(out)
 
 
-def write_plots(records_dir: Path) -> list[Path]:
+def write_plots(records_dir: Path, df: pd.DataFrame) -> list[Path]:
     """Each section's progression plot and its top records' val-loss curves."""
     from speedrun import plots
 
     written = []
-    for track, hw, ranked, group in sections(load_all(records_dir)):
+    for track, hw, ranked, group in sections(df):
         if not len(ranked):
             continue
         prog, top = plot_paths(records_dir, track, hw)
@@ -219,13 +219,14 @@ def write_plots(records_dir: Path) -> list[Path]:
 
 def main(args) -> int:
     records_dir = Path(args.records_dir)
-    text = render(records_dir)
+    df = load_all(records_dir)  # verifies every record: once per command
+    text = render(records_dir, df)
     out = Path(args.output)
     if args.check:
         if not out.exists() or out.read_text() != text:
             print(f"{out} is stale: run `python -m speedrun leaderboard` and commit it")
             return 1
-        missing = [p for t, hw, ranked, _ in sections(load_all(records_dir)) if len(ranked)
+        missing = [p for t, hw, ranked, _ in sections(df) if len(ranked)
                    for p in plot_paths(records_dir, t, hw) if not p.exists()]
         if missing:
             print(f"missing plots {', '.join(map(str, missing))}: run `python -m speedrun leaderboard`")
@@ -235,6 +236,6 @@ def main(args) -> int:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, out)
-    plots = write_plots(records_dir)
+    plots = write_plots(records_dir, df)
     print(f"wrote {out} and {len(plots)} plots")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -13,9 +14,12 @@ PNG_META = {"Software": None}  # matplotlib otherwise stamps its version into th
 
 
 def _save(fig, out: Path) -> None:
+    """Write atomically: a reader never sees half a PNG."""
     fig.tight_layout()
-    fig.savefig(out, dpi=100, metadata=PNG_META)
+    tmp = out.with_name(out.name + ".tmp")
+    fig.savefig(tmp, dpi=100, metadata=PNG_META, format="png")
     plt.close(fig)
+    os.replace(tmp, out)
 
 
 def record_curve(record: dict, out_png: Path) -> None:
