@@ -82,8 +82,9 @@ def load_all(records_dir: Path) -> pd.DataFrame:
             "loss": s.get("mean_val_loss"), "p": s.get("p_value"), "reached": s.get("reached", 0),
             "problem": "; ".join(problems) if problems else "",
         })
-    columns = ["folder", "path", "track", "hardware", "date", "when", "description", "tricks", "settings", "label", "target", "seeds",
-               "reached", "all_reached", "time", "time_std", "steps", "tokens", "loss", "p", "problem"]
+    columns = ["folder", "path", "track", "hardware", "date", "when", "description", "tricks",
+               "settings", "label", "target", "seeds", "reached", "all_reached", "time",
+               "time_std", "steps", "tokens", "loss", "p", "problem"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -125,7 +126,8 @@ def _ablations(df: pd.DataFrame) -> str:
     records = df.to_dict("records")
     for a in records:
         for trick in json.loads(a["settings"])["tricks"]:
-            same = [b for b in records if b["settings"] == _without(a["settings"], trick)]
+            without = _without(a["settings"], trick)
+            same = [b for b in records if b["settings"] == without]
             if not same:
                 continue
             # A machine's speed drifts between sessions, so when the same configuration was

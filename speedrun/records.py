@@ -64,7 +64,7 @@ class Outcome:
 
 @dataclasses.dataclass(frozen=True)
 class RunResult(Outcome):
-    log: str = ""  # full text log of the seed
+    log: str  # full text log of the seed
 
 
 RUN_FIELDS = {"seed": int, "status": str, "reached": bool, "train_time_s": (int, float),
