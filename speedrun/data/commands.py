@@ -1,7 +1,8 @@
-"""`python -m speedrun data {wiki,fineweb10b,check}`."""
+"""`python -m speedrun data {wiki,wiki-bytes,fineweb10b,check}`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from speedrun.data import paths, shards
@@ -19,6 +20,15 @@ def build(args) -> int:
         raise SpeedrunError("--name names a corpus built from --text-files; give --text-files too")
     else:
         report = corpus.build_wiki(root, force=args.force, val_fraction=args.val_fraction)
+    print(report.summary())
+    return 0
+
+
+def build_bytes(args) -> int:
+    from speedrun.data import corpus
+
+    report = corpus.build_wiki_bytes(paths.data_dir(args.data_dir), force=args.force,
+                                     val_fraction=args.val_fraction)
     print(report.summary())
     return 0
 
@@ -41,6 +51,18 @@ def shard_paths(items: list[str]) -> list[Path]:
     return out
 
 
+def separator_for(shard: Path) -> int:
+    """The document separator of a shard: BYTE_SEP when the manifest beside it says the
+    tokenizer is "bytes", else EOT."""
+    from speedrun.data import bytelevel
+
+    try:
+        kind = json.loads((shard.parent / "manifest.json").read_text()).get("tokenizer", "gpt2")
+        return bytelevel.separator(kind)
+    except (OSError, ValueError, AttributeError, SpeedrunError):
+        return bytelevel.separator("gpt2")
+
+
 def check(args) -> int:
     bad = total = 0
     for item in args.paths:
@@ -51,7 +73,7 @@ def check(args) -> int:
         for f in files:
             total += 1
             try:
-                info = shards.validate_shard(f)
+                info = shards.validate_shard(f, separator_for(f))
             except shards.ShardError as e:
                 print(f"INVALID {e}")
                 bad += 1
@@ -63,5 +85,5 @@ def check(args) -> int:
 
 
 def main(args) -> int:
-    commands = {"wiki": build, "fineweb10b": download, "check": check}
+    commands = {"wiki": build, "wiki-bytes": build_bytes, "fineweb10b": download, "check": check}
     return commands[args.data_command](args)

