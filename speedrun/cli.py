@@ -22,6 +22,15 @@ def _data_dir_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", default="wiki", help="track to run (default: wiki; see `tracks`)")
+    p.add_argument("--tricks", default="", metavar="A,B,...",
+                   help="comma-separated trick names (see `python -m speedrun tricks`)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set optim.lr=1e-3, or a trick's, e.g. "
+                   "--set muon.lr=0.03 with --tricks muon (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m speedrun",
@@ -50,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fraction of documents in the val split (default 0.05)")
     wiki.add_argument("--force", action="store_true", help="rebuild even if valid shards exist")
 
+    wiki_bytes = dsub.add_parser(
+        "wiki-bytes",
+        help="build the byte-level wiki shards (offline)",
+        description="Write the `wiki` track's Wikipedia lead paragraphs, with the same train/val "
+        "split, as UTF-8 bytes (token = byte value 0..255; byte 0 precedes every document). "
+        "manifest.json records counts, checksums and unigram/bigram/trigram reference losses. "
+        "Skipped when the shards already exist and validate.",
+    )
+    _data_dir_flag(wiki_bytes)
+    wiki_bytes.add_argument("--val-fraction", type=float, default=0.05,
+                            help="fraction of documents in the val split (default 0.05)")
+    wiki_bytes.add_argument("--force", action="store_true",
+                            help="rebuild even if valid shards exist")
+
     fw = dsub.add_parser(
         "fineweb10b",
         help="download FineWeb10B GPT-2 shards from the Hugging Face hub",
@@ -72,15 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     # --- run --------------------------------------------------------------------------------
     run = sub.add_parser(
         "run",
-        help="timed training run to the track's target; writes a record",
-        description="Train the baseline GPT (plus --tricks) until val loss reaches the track's "
-        "target. Compilation and validation are not timed. Writes records/<track>/<date>_<slug>/.",
+        help="timed fixed-length training run; writes a record (a claim)",
+        description="Train the baseline GPT (plus --tricks) for exactly train.steps steps (the "
+        "horizon of every schedule) and record the final val loss of each seed. Compilation and "
+        "validation are not timed. A record is a claim when the seeds' final losses are below "
+        "the track's target with p < 0.01 over >= 3 seeds. Writes "
+        "records/<track>/<date>_<slug>/.",
     )
-    run.add_argument("--track", default="wiki", help="track to run (default: wiki; see `tracks`)")
-    run.add_argument("--tricks", default="", metavar="A,B,...",
-                     help="comma-separated trick names (see `python -m speedrun tricks`)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a setting, e.g. --set optim.lr=1e-3 --set muon.lr=0.03 (repeatable)")
+    _config_flags(run)
+    run.add_argument("--steps", type=int, default=None, metavar="N",
+                     help="the run's length, and every schedule's horizon (default: the track's "
+                     "baseline steps; `find-steps` finds the fewest that make a claim)")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None, help="single seed (default 0)")
     seeds.add_argument("--seeds", default=None, metavar="N|A,B,...",
@@ -94,20 +119,72 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
     _data_dir_flag(run)
 
+    # --- find-steps -------------------------------------------------------------------------
+    fs = sub.add_parser(
+        "find-steps",
+        help="find the fewest steps at which a configuration makes its claim",
+        description="Search over --steps: every probe is a full fixed-length run over the same "
+        "seeds; a probe passes when its seeds make the claim (p < 0.01, >= 3 seeds) or, with "
+        "fewer seeds, when every seed ends below the target. Brackets by doubling/halving, then "
+        "bisects; prints the exact `run` command that makes the claim. Writes no records.",
+    )
+    _config_flags(fs)
+    fs.add_argument("--seeds", default="3", metavar="N|A,B,...",
+                    help="seeds of every probe: a count or a list (default 3)")
+    fs.add_argument("--start", type=int, default=None, metavar="N",
+                    help="first probe's steps (default: the track's baseline steps)")
+    fs.add_argument("--multiple", type=int, default=None, metavar="M",
+                    help="probe only multiples of M steps (default: 2%% of --start)")
+    fs.add_argument("--max-probes", type=int, default=8, metavar="K",
+                    help="at most K probes (default 8)")
+    fs.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    _data_dir_flag(fs)
+
+    # --- compare ----------------------------------------------------------------------------
+    cmp_ = sub.add_parser(
+        "compare",
+        help="time two configurations side by side (A B A B ...) and write both records",
+        description="Run configurations A and B interleaved on this machine, seed by seed, and "
+        "report each mean time ± std, the time ratio B/A with a 95%% confidence interval and "
+        "each claim's p. Writes both records. Example: compare --b muon --steps-b 150.",
+    )
+    cmp_.add_argument("--track", default="wiki", help="track (default: wiki)")
+    for side in ("a", "b"):
+        cmp_.add_argument(f"--{side}", default="", metavar="A,B,...",
+                          help=f"tricks of configuration {side.upper()} (default: the baseline)")
+        cmp_.add_argument(f"--set-{side}", action="append", default=[], metavar="KEY=VALUE",
+                          help=f"a setting of configuration {side.upper()} (repeatable)")
+        cmp_.add_argument(f"--steps-{side}", type=int, default=None, metavar="N",
+                          help=f"steps of configuration {side.upper()} (default: the track's)")
+        cmp_.add_argument(f"--name-{side}", default=None,
+                          help=f"record name of configuration {side.upper()}")
+    cmp_.add_argument("--seeds", default="3", metavar="N|A,B,...",
+                      help="seeds, run by both (default 3)")
+    cmp_.add_argument("--records-dir", default="records", metavar="DIR",
+                      help="where the two records are written (default: ./records)")
+    cmp_.add_argument("--no-record", action="store_true", help="do not write records")
+    cmp_.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
+    _data_dir_flag(cmp_)
+
     # --- tricks -----------------------------------------------------------------------------
     tr = sub.add_parser("tricks", help="list tricks, or show one with its hyperparameters",
                         description="List every registered trick, or show one in detail.")
     tr.add_argument("name", nargs="?", help="trick to show")
 
     # --- tracks -----------------------------------------------------------------------------
-    sub.add_parser("tracks", help="list tracks and their targets",
-                   description="List the tracks: data, target loss, baseline model.")
+    trk = sub.add_parser("tracks", help="list tracks: targets, rules, baselines, reference losses",
+                         description="List the tracks: target loss, count-model reference losses "
+                         "(unigram/bigram/trigram, where the data is built), the rules no record "
+                         "may change, and each baseline.")
+    _data_dir_flag(trk)
 
     # --- leaderboard ------------------------------------------------------------------------
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md from records/",
                         description="Regenerate leaderboard.md (and its plots) from records/.")
-    lb.add_argument("--records-dir", default="records", metavar="DIR")
-    lb.add_argument("--output", default="leaderboard.md", metavar="FILE")
+    lb.add_argument("--records-dir", default="records", metavar="DIR",
+                    help="the records to rank (default: ./records)")
+    lb.add_argument("--output", default="leaderboard.md", metavar="FILE",
+                    help="the file to write (default: ./leaderboard.md)")
     lb.add_argument("--check", action="store_true",
                     help="do not write; exit non-zero if the file on disk is stale")
 
@@ -132,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "data": "speedrun.data.commands:main",
     "run": "speedrun.run:main",
+    "find-steps": "speedrun.find_steps:main",
+    "compare": "speedrun.compare:main",
     "tricks": "tricks:main",
     "tracks": "speedrun.tracks:main",
     "leaderboard": "speedrun.leaderboard:main",

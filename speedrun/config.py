@@ -47,19 +47,18 @@ class OptimConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # global-norm clip; 0 disables
     warmup_steps: int = 700
-    decay: str = "cosine"  # cosine | linear | constant, from the end of warm-up to train.max_steps
+    decay: str = "cosine"  # cosine | linear | constant, from the end of warm-up to train.steps
     min_lr_frac: float = 0.1  # final lr as a fraction of the peak
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 512  # sequences per step, across all devices
-    max_steps: int = 20000  # step budget; also the horizon of the lr schedule
-    max_time_s: float = 0.0  # train-time budget in seconds; 0 = none
-    eval_every: int = 250  # validate every N steps (and at the end)
+    steps: int = 20000  # the run's length, and the horizon of every schedule (lr, cool-down, ...)
+    eval_every: int = 250  # validate every N steps, untimed, for the curve (and after the last)
     val_tokens: int = 10_485_760  # validate on the first N tokens of the val split
     val_batch_size: int = 0  # sequences per validation batch; 0 = batch_size
-    target: float = 3.28  # val loss that ends the run successfully
+    target: float = 3.28  # val loss the run's final validation must be below (a track rule)
     align_docs: bool = False  # start every sequence at a document start (<|endoftext|>)
     loss_chunk: int = 2048  # tokens per logits/cross-entropy chunk (never the whole batch at once)
     log_every: int = 10

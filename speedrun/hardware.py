@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 import platform
 import re
 import subprocess
@@ -12,8 +13,29 @@ from importlib import metadata
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
+    """Best observed FLOP/s of an n x n matmul on the default device."""
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda a, b: a @ b)
+    f(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def machine_gflops() -> float:
+    """The machine-speed probe stored with every seed (untimed, just before it): float32
+    2048^3 matmul GFLOP/s, best of 5. On a shared machine the speed drifts between days; this
+    figure, shown next to a record's times, makes that drift visible."""
+    return round(matmul_peak(2048, jnp.float32, repeats=5) / 1e9, 1)
 
 
 def _cpu_name() -> str:

@@ -51,7 +51,7 @@ class Hooks:
     lr_schedule: Fn  # (RunConfig) -> step -> multiplier of each group's peak lr
     optimizer: Fn  # (params, RunConfig, hooks) -> optax.GradientTransformation
     # Hook points that tricks define for other tricks. Known names:
-    #   'muon_momentum': step -> Muon momentum (set by momentum-warmup, read by muon)
+    #   'muon_momentum': RunConfig -> step -> Muon momentum (set by momentum-warmup, read by muon)
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> "Hooks":

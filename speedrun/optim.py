@@ -2,7 +2,8 @@
 
 AdamW on the hidden weight matrices (and an untied head, if a trick adds one); Adam without
 weight decay on embeddings, gains, biases and scalars; global-norm gradient clipping; linear
-warm-up then cosine (or linear) decay to ``min_lr_frac`` of the peak at ``train.max_steps``.
+warm-up then cosine (or linear) decay to ``min_lr_frac`` of the peak at the run's last step
+(``train.steps`` is the horizon of every schedule: the run's length, never a budget).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from speedrun.config import RunConfig
 
 def lr_schedule(cfg: RunConfig) -> optax.Schedule:
     """Multiplier (0..1] of each parameter group's peak learning rate, by step."""
-    o, steps = cfg.optim, cfg.train.max_steps
+    o, steps = cfg.optim, cfg.train.steps
     warm = min(o.warmup_steps, max(steps - 1, 0))
-    decay_steps = max(steps - warm, 1)
+    # Updates are steps 0 .. steps-1; the decay ends exactly at the last one.
+    decay_steps = max(steps - 1 - warm, 1)
     if o.decay == "cosine":
         decay = optax.cosine_decay_schedule(1.0, decay_steps, alpha=o.min_lr_frac)
     elif o.decay == "linear":

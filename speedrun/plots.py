@@ -38,7 +38,7 @@ def record_curve(record: dict, out_png: Path) -> None:
 
 
 def progression(points: list[dict], title: str, out_png: Path) -> None:
-    """The speedrun's record progression: every ranked record's mean time to target in the
+    """The speedrun's record progression: every ranked claim's mean train time in the
     order the records were made (``when``, an ISO timestamp), the running best as a step line,
     and each new best labelled. ``points``: dicts with when, date, time, description."""
     points = sorted(points, key=lambda p: (p["when"], p["description"]))
@@ -59,7 +59,7 @@ def progression(points: list[dict], title: str, out_png: Path) -> None:
                     ha="right" if right else "left")
     ax.set_ylim(bottom=0)
     ax.set_xlabel(f"record, in order made ({points[0]['date']} to {points[-1]['date']})")
-    ax.set_ylabel("mean train time to target (s)")
+    ax.set_ylabel("mean train time of the claim (s)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -3,24 +3,41 @@
 A record is a folder ``records/<track>/<YYYY-MM-DD>_<slug>/`` holding ``record.yaml``, one log
 per seed (``seed<N>.log``) and ``curve.png`` (val loss vs train time, every seed).
 
-record.yaml, schema version 1 (every field required unless marked optional):
+A record is a *claim*, as in modded-nanogpt: "this configuration reaches the target in S steps
+and T seconds on this hardware". Every seed trains exactly ``train.steps`` steps; the claim holds
+when a one-sided t-test of the seeds' final val losses against the track's target gives
+p < 0.01 over at least 3 distinct seeds (``stats.summarize``).
 
-    schema_version  1
-    track           track name;  target: the track's target val loss for this run
+record.yaml, schema version 2 (every field required unless marked optional):
+
+    schema_version  2
+    track           track name;  target: the track's target val loss
     name, slug      short name; folder slug;  date: YYYY-MM-DD (UTC)
     description     "baseline" or the tricks joined with " + "
     hardware_class  e.g. "cpu-2core", "8xH100" (records are ranked within a track and class)
     tricks          {trick: {hyperparameter: resolved value}}, in application order
     config          the full RunConfig (speedrun.config.RunConfig.to_dict())
     config_hash     speedrun.config.config_hash(config): identical configs hash identically
+    data            dataset, tokenizer, train_sha256, val_tokens (scored), val_sha256: measured
+                    at run time, checked against the track's rules (speedrun.tracks.Rules);
+                    val_bytes: UTF-8 bytes of the scored text (for bits per byte; optional)
     environment     devices, host, git commit + dirty flag, jax/jaxlib/optax versions, date, command
-    runs            one per seed: seed, status (reached | budget), reached, train_time_s (at the
-                    target, or at the end), steps, tokens, final_val_loss, compile_time_s,
-                    curve [[step, train_time_s, tokens, val_loss], ...] (every validation), log
-    summary         seeds, reached, all_reached, mean_/std_ of time_s, steps, tokens, val_loss,
-                    p_value (one-sided t-test of mean final val loss <= target; null for 1 seed),
-                    claim (all reached and p < 0.01)
-    content_hash    sha256 of the canonical JSON of every other field: an edited number shows
+    runs            one per seed: seed, steps (= train.steps), train_time_s, tokens,
+                    final_val_loss (after the last step), reached (final <= target),
+                    first_reached ([step, time] of the first validation at or below the target,
+                    or null; information only), compile_time_s, machine_gflops (the speed probe
+                    taken before the seed), curve [[step, train_time_s, tokens, val_loss], ...],
+                    log (file name), log_sha256
+    summary         stats.summarize(runs, target): seeds, mean/std of time, loss, ..., p_value,
+                    claim, reasons (why it is not a claim; empty for a claim), and
+                    mean_val_bpb (bits per byte of the mean final loss; null without val_bytes)
+    content_hash    sha256 of the canonical JSON of every other field (the logs' sha256 included)
+
+What the hashes guard against: accidents and hand edits (a changed number in record.yaml, or in a
+log whose sha256 was not updated). What they cannot: a determined forger can recompute every hash
+after editing, which is why ``verify`` also re-derives every run's curve, steps, time and final
+loss from its log, checks the track's rules, and why the real check is re-running the record
+(``run --from-record``).
 """
 
 from __future__ import annotations
@@ -43,22 +60,23 @@ from speedrun import stats
 from speedrun.config import RunConfig, config_hash
 from speedrun.errors import SpeedrunError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECORD_FILE = "record.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What one seed's run measured (speedrun.train returns it)."""
+    """What one seed's fixed-length run measured (speedrun.train returns it)."""
 
     seed: int
-    status: str  # reached | budget (diverged or interrupted runs never become records)
-    reached: bool
-    train_time_s: float
     steps: int
+    train_time_s: float  # of all ``steps`` steps, compilation and validation excluded
     tokens: int
-    final_val_loss: float
+    final_val_loss: float  # after the last step: the seed's result
+    reached: bool  # final_val_loss <= target
+    first_reached: tuple | None  # (step, train_time_s) of the first validation <= target
     compile_time_s: float
+    machine_gflops: float | None  # machine-speed probe before the seed
     curve: tuple  # ((step, train_time_s, tokens, val_loss), ...) at each validation
 
 
@@ -67,13 +85,16 @@ class RunResult(Outcome):
     log: str  # full text log of the seed
 
 
-RUN_FIELDS = {"seed": int, "status": str, "reached": bool, "train_time_s": (int, float),
-              "steps": int, "tokens": int, "final_val_loss": (int, float),
-              "compile_time_s": (int, float), "curve": list, "log": str}
+RUN_FIELDS = {"seed": int, "steps": int, "train_time_s": (int, float), "tokens": int,
+              "final_val_loss": (int, float), "reached": bool, "first_reached": (list, type(None)),
+              "compile_time_s": (int, float), "machine_gflops": (int, float, type(None)),
+              "curve": list, "log": str, "log_sha256": str}
 FIELDS = {"schema_version": int, "track": str, "target": (int, float), "name": str, "slug": str,
           "date": str, "description": str, "hardware_class": str, "tricks": dict,
-          "config": dict, "config_hash": str, "environment": dict, "runs": list,
+          "config": dict, "config_hash": str, "data": dict, "environment": dict, "runs": list,
           "summary": dict, "content_hash": str}
+DATA_FIELDS = {"dataset": str, "tokenizer": (str, type(None)), "train_sha256": str,
+               "val_tokens": int, "val_sha256": str}
 
 
 def slugify(text: str) -> str:
@@ -86,19 +107,36 @@ def content_hash(record: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _run_dict(r: RunResult) -> dict:
     return {
-        "seed": int(r.seed), "status": r.status, "reached": bool(r.reached),
-        "train_time_s": round(float(r.train_time_s), 4), "steps": int(r.steps),
-        "tokens": int(r.tokens), "final_val_loss": round(float(r.final_val_loss), 6),
+        "seed": int(r.seed), "steps": int(r.steps),
+        "train_time_s": round(float(r.train_time_s), 4), "tokens": int(r.tokens),
+        "final_val_loss": round(float(r.final_val_loss), 6), "reached": bool(r.reached),
+        "first_reached": None if r.first_reached is None
+        else [int(r.first_reached[0]), round(float(r.first_reached[1]), 4)],
         "compile_time_s": round(float(r.compile_time_s), 3),
+        "machine_gflops": None if r.machine_gflops is None else round(float(r.machine_gflops), 1),
         "curve": [[int(s), round(float(t), 4), int(n), round(float(v), 6)] for s, t, n, v in r.curve],
         "log": f"seed{r.seed}.log",
+        "log_sha256": sha256_text(r.log),
     }
 
 
-def build_record(cfg: RunConfig, results: list[RunResult], env: dict, name: str | None = None,
-                 date: str | None = None) -> dict:
+def summary(runs: list[dict], target: float, data: dict) -> dict:
+    """stats.summarize plus the mean final loss in bits per byte, where the bytes are known."""
+    out = stats.summarize(runs, target)
+    n_bytes = data.get("val_bytes")
+    out["mean_val_bpb"] = round(out["mean_val_loss"] * data["val_tokens"] / n_bytes / math.log(2), 6) \
+        if n_bytes else None
+    return out
+
+
+def build_record(cfg: RunConfig, results: list[RunResult], env: dict, data: dict,
+                 name: str | None = None, date: str | None = None) -> dict:
     runs = [_run_dict(r) for r in results]
     description = " + ".join(cfg.trick_names) or "baseline"
     name = name or "-".join(cfg.trick_names) or "baseline"
@@ -114,9 +152,10 @@ def build_record(cfg: RunConfig, results: list[RunResult], env: dict, name: str 
         "tricks": {k: dict(v) for k, v in cfg.tricks.items()},
         "config": cfg.to_dict(),
         "config_hash": config_hash(cfg),
+        "data": dict(data),
         "environment": dict(env),
         "runs": runs,
-        "summary": stats.summarize(runs, cfg.train.target),
+        "summary": summary(runs, cfg.train.target, data),
     }
     # YAML round trip so the hash covers exactly what load_record will read back.
     record = yaml.safe_load(yaml.safe_dump(record, sort_keys=False))
@@ -186,9 +225,16 @@ def _type_problems(obj: dict, fields: dict, where: str) -> list[str]:
 
 def validate(record: dict, where: str) -> list[str]:
     """Schema problems, each naming the file and the field."""
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        if version == 1:
+            return [f"{where}: schema_version 1 was made under the old stop-at-target rules and is "
+                    f"not a claim; re-run it with `python -m speedrun run --from-record`"]
+        return [f"{where}: unsupported schema_version {version!r} (this harness reads "
+                f"{SCHEMA_VERSION})"]
     problems = _type_problems(record, FIELDS, where)
-    if record.get("schema_version") not in (None, SCHEMA_VERSION):
-        problems.append(f"{where}: unsupported schema_version {record['schema_version']!r}")
+    if isinstance(record.get("data"), dict):
+        problems += _type_problems(record["data"], DATA_FIELDS, f"{where}: data")
     for i, run in enumerate(record.get("runs") or []):
         if not isinstance(run, dict):
             problems.append(f"{where}: runs[{i}] must be a mapping")
@@ -205,8 +251,97 @@ def _close(a, b, tol=1e-6) -> bool:
     return math.isclose(float(a), float(b), rel_tol=tol, abs_tol=tol)
 
 
+# --- logs as evidence ----------------------------------------------------------------------------
+
+_VAL_LINE = re.compile(r"^step:(\d+)/(\d+) val_loss:(\S+) train_time:([0-9.]+)ms\b")
+_MACHINE_LINE = re.compile(r"^machine: float32 matmul ([0-9.]+) GFLOP/s")
+_SEED_LINE = re.compile(r"^# seed: (\d+)$")
+
+
+def machine_line(gflops: float | None) -> str:
+    return f"machine: float32 matmul {gflops} GFLOP/s (speed probe before the seed, untimed)"
+
+
+def parse_log(text: str) -> dict:
+    """What a seed's log says: its seed, the machine probe and every validation
+    (step, train_time_s, val_loss), at the precision the record stores."""
+    out: dict[str, Any] = {"seed": None, "machine_gflops": None, "steps_total": None, "vals": []}
+    for line in text.splitlines():
+        if m := _SEED_LINE.match(line):
+            out["seed"] = int(m.group(1))
+        elif m := _MACHINE_LINE.match(line):
+            out["machine_gflops"] = float(m.group(1))
+        elif m := _VAL_LINE.match(line):
+            out["steps_total"] = int(m.group(2))
+            out["vals"].append((int(m.group(1)), float(m.group(4)) / 1e3, float(m.group(3))))
+    return out
+
+
+def _log_problems(run: dict, text: str, tokens_per_step: int, where: str) -> list[str]:
+    """Re-derive the run's numbers from its log; every disagreement is a problem."""
+    log = parse_log(text)
+    if log["seed"] != run["seed"]:
+        return [f"{where}: the log is of seed {log['seed']}, the record says {run['seed']}"]
+    if not log["vals"]:
+        return [f"{where}: the log has no validation lines"]
+    curve = [(s, t, s * tokens_per_step, v) for s, t, v in log["vals"]]
+    rec_curve = run["curve"]
+    if len(curve) != len(rec_curve) or any(
+            a[0] != b[0] or a[2] != b[2] or abs(a[1] - b[1]) > 1.5e-4 or abs(a[3] - b[3]) > 1.5e-6
+            for a, b in zip(curve, rec_curve)):
+        return [f"{where}: the curve disagrees with its log"]
+    problems = []
+    last = curve[-1]
+    if last[0] != run["steps"] or log["steps_total"] != run["steps"]:
+        problems.append(f"{where}: steps disagree with the log ({last[0]} of {log['steps_total']})")
+    if abs(last[1] - run["train_time_s"]) > 1.5e-4:
+        problems.append(f"{where}: train_time_s disagrees with the log ({last[1]:.4f}s)")
+    if abs(last[3] - run["final_val_loss"]) > 1.5e-6:
+        problems.append(f"{where}: final_val_loss disagrees with the log ({last[3]})")
+    if not _close(log["machine_gflops"], run["machine_gflops"], 1e-3):
+        problems.append(f"{where}: machine_gflops disagrees with the log")
+    return problems
+
+
+def _run_problems(run: dict, folder: Path, cfg: RunConfig, target: float, where: str) -> list[str]:
+    from speedrun.train import first_crossing
+
+    problems = []
+    curve = run["curve"]
+    if not curve or any(not isinstance(p, list) or len(p) != 4 for p in curve):
+        return [f"{where}: curve must be [[step, time, tokens, loss], ...]"]
+    for col, label in ((0, "steps"), (1, "times"), (2, "tokens")):
+        if any(b[col] < a[col] for a, b in zip(curve, curve[1:])):
+            problems.append(f"{where}: curve {label} are not monotone")
+    last = curve[-1]
+    if not _close(last[3], run["final_val_loss"]) or last[0] != run["steps"] \
+            or not _close(last[1], run["train_time_s"]) or last[2] != run["tokens"]:
+        problems.append(f"{where}: final values disagree with the last curve point")
+    if run["steps"] != cfg.train.steps:
+        problems.append(f"{where}: ran {run['steps']} steps, the config's train.steps is "
+                        f"{cfg.train.steps} (a run is fixed-length)")
+    if run["reached"] != (float(run["final_val_loss"]) <= target):
+        problems.append(f"{where}: reached flag disagrees with final loss vs target")
+    crossing = first_crossing(curve, target)
+    if (None if crossing is None else [crossing[0], crossing[1]]) != run["first_reached"]:
+        problems.append(f"{where}: first_reached disagrees with the curve")
+    log_file = folder / run["log"]
+    if not log_file.exists():
+        return problems + [f"{where}: log file {run['log']} is missing"]
+    text = log_file.read_text()
+    if sha256_text(text) != run["log_sha256"]:
+        return problems + [f"{where}: {run['log']} does not match its log_sha256 (edited log)"]
+    tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
+    return problems + _log_problems(run, text, tokens_per_step, where)
+
+
 def verify(path: Path | str) -> list[str]:
-    """Every problem with a record: schema, hash, consistency, tricks, logs. [] means OK."""
+    """Every problem with a record: schema, hashes, track rules, tricks, consistency, logs.
+    [] means OK (which says nothing about whether it is a claim: see summary.claim)."""
+    import tricks as registry
+
+    from speedrun import tracks
+
     f = record_file(path)
     try:
         rec = load_record(f)
@@ -219,44 +354,37 @@ def verify(path: Path | str) -> list[str]:
         problems.append(f"{f}: content hash mismatch: the record was edited after it was written")
     try:
         cfg = RunConfig.from_dict(rec["config"])
-        if config_hash(cfg) != rec["config_hash"]:
-            problems.append(f"{f}: config_hash does not match config")
-        if cfg.track != rec["track"] or not _close(cfg.train.target, rec["target"]):
-            problems.append(f"{f}: track/target disagree with config")
-        if {k: dict(v) for k, v in cfg.tricks.items()} != rec["tricks"]:
-            problems.append(f"{f}: tricks disagree with config")
     except (SpeedrunError, TypeError) as e:
-        problems.append(f"{f}: config: {e}")
-    import tricks as registry
-
-    known = registry.available()
-    for name in rec["tricks"]:
-        if name not in known:
-            problems.append(f"{f}: unknown trick {name!r}")
+        return problems + [f"{f}: config: {e}"]
+    if config_hash(cfg) != rec["config_hash"]:
+        problems.append(f"{f}: config_hash does not match config")
+    if cfg.track != rec["track"] or not _close(cfg.train.target, rec["target"]):
+        problems.append(f"{f}: track/target disagree with config")
+    if {k: dict(v) for k, v in cfg.tricks.items()} != rec["tricks"]:
+        problems.append(f"{f}: tricks disagree with config")
+    try:  # never trust the stored order: the tricks must resolve as a run would resolve them
+        cfg = registry.canonical(cfg)
+    except SpeedrunError as e:
+        problems.append(f"{f}: tricks: {e}")
+    try:
+        track = tracks.get(rec["track"])
+    except SpeedrunError as e:
+        problems.append(f"{f}: {e}")
+    else:
+        problems += [f"{f}: {p}" for p in track.rules.problems(cfg, rec["data"])]
+    seeds = [run["seed"] for run in rec["runs"]]
+    if len(set(seeds)) != len(seeds):
+        problems.append(f"{f}: duplicate seeds {sorted(seeds)}: each seed may appear once")
     target = float(rec["target"])
     for i, run in enumerate(rec["runs"]):
-        where = f"{f}: runs[{i}] (seed {run['seed']})"
-        curve = run["curve"]
-        if not curve or any(len(p) != 4 for p in curve):
-            problems.append(f"{where}: curve must be [[step, time, tokens, loss], ...]")
-            continue
-        for col, label in ((0, "steps"), (1, "times"), (2, "tokens")):
-            if any(b[col] < a[col] for a, b in zip(curve, curve[1:])):
-                problems.append(f"{where}: curve {label} are not monotone")
-        last = curve[-1]
-        if not _close(last[3], run["final_val_loss"]) or last[0] != run["steps"] \
-                or not _close(last[1], run["train_time_s"]) or last[2] != run["tokens"]:
-            problems.append(f"{where}: final values disagree with the last curve point")
-        reached = float(run["final_val_loss"]) <= target
-        if run["reached"] != reached or (run["status"] == "reached") != reached:
-            problems.append(f"{where}: reached flag disagrees with final loss vs target")
-        if not (f.parent / run["log"]).exists():
-            problems.append(f"{where}: log file {run['log']} is missing")
-    expected = stats.summarize(rec["runs"], target)
+        problems += _run_problems(run, f.parent, cfg, target, f"{f}: runs[{i}] (seed {run['seed']})")
+    expected = summary(rec["runs"], target, rec["data"])
     for key, value in expected.items():
         got = rec["summary"].get(key)
-        same = got == value if isinstance(value, (bool, type(None))) or isinstance(got, bool) \
-            else _close(got, value)
+        if isinstance(value, (bool, type(None), list, str)) or isinstance(got, (bool, list, str)):
+            same = got == value
+        else:
+            same = _close(got, value)
         if not same:
             problems.append(f"{f}: summary.{key} is {got!r}, runs give {value!r}")
     return problems

@@ -1,13 +1,17 @@
 """`python -m speedrun run`: resolve the configuration, train every seed, write one record.
 
-The record is written only after every seed has finished (reached the target or ran out of
-budget); a divergence, a crash or Ctrl-C leaves no record behind.
+Each seed is a fixed-length run of ``train.steps`` steps. The record is written only after every
+seed has finished; a divergence, a crash or Ctrl-C leaves no record behind. ``prepare``,
+``run_seed`` and ``save`` are the pieces `find-steps` and `compare` reuse.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -15,7 +19,7 @@ import yaml
 import tricks as trick_registry
 from speedrun import distributed, evaluate, hardware, records, tracks, train
 from speedrun.config import RunConfig, apply_overrides, config_hash
-from speedrun.data import corpus, loader, paths
+from speedrun.data import bytelevel, corpus, fingerprint, loader, paths
 from speedrun.errors import SpeedrunError
 
 
@@ -35,23 +39,40 @@ def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
     return values
 
 
-def resolve(args) -> tuple[RunConfig, list[int]]:
-    """The exact configuration and seeds a `run` invocation asks for."""
+def with_steps(cfg: RunConfig, steps: int | None) -> RunConfig:
+    """``--steps N``: the run's length (and every schedule's horizon)."""
+    if steps is None:
+        return cfg
+    if steps < 1:
+        raise SpeedrunError(f"--steps must be at least 1, got {steps}")
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+
+
+def config_for(track: str, trick_names: str, overrides: list[str], steps: int | None = None):
+    """A track's baseline + tricks (in their one application order) + overrides + --steps."""
+    cfg = trick_registry.with_tricks(tracks.get(track).config, trick_registry.parse_names(trick_names))
+    return with_steps(trick_registry.configure(apply_overrides(cfg, overrides)), steps)
+
+
+def resolve(args) -> tuple[RunConfig, list[int], str | None]:
+    """The exact configuration, seeds and record name a `run` invocation asks for."""
     if args.from_record:
-        if args.tricks or args.overrides:
-            raise SpeedrunError("--from-record re-runs a record exactly; drop --tricks/--set")
+        if args.tricks or args.overrides or args.steps is not None:
+            raise SpeedrunError("--from-record re-runs a record exactly; drop --tricks/--set/--steps")
         rec = records.load_record(args.from_record)
-        cfg = RunConfig.from_dict(rec["config"])
+        try:
+            cfg = RunConfig.from_dict(rec["config"])
+        except (KeyError, TypeError) as e:
+            raise SpeedrunError(f"{args.from_record}: not a record this harness can re-run ({e})")
         if config_hash(cfg) != rec.get("config_hash"):
             raise SpeedrunError(f"{args.from_record}: config does not match its config_hash")
+        cfg = trick_registry.canonical(cfg)  # the stored order is not trusted
         record_seeds = [r["seed"] for r in rec["runs"]]
         seeds = record_seeds if args.seed is None and args.seeds is None else parse_seeds(
             args.seed, args.seeds)
-        return cfg, seeds
-    track = tracks.get(args.track)
-    cfg = trick_registry.with_tricks(track.config, trick_registry.parse_names(args.tricks))
-    cfg = trick_registry.configure(apply_overrides(cfg, args.overrides))
-    return cfg, parse_seeds(args.seed, args.seeds)
+        return cfg, seeds, args.name or rec.get("name")
+    cfg = config_for(args.track, args.tricks, args.overrides, args.steps)
+    return cfg, parse_seeds(args.seed, args.seeds), args.name
 
 
 def data_for(cfg: RunConfig, data_dir: str | None):
@@ -93,6 +114,9 @@ class Console:
             self.bar.write(line)
 
     def progress(self, step: int, info: dict) -> None:
+        if "compiled" in info:  # the rate counts train steps, not the compile wait
+            self.bar.reset(total=self.bar.total)
+            return
         self.bar.n = step
         shown = {k: f"{v:.3f}" if k in ("loss", "val") else f"{v:.0f}" for k, v in info.items()}
         self.bar.set_postfix(shown, refresh=True)
@@ -108,44 +132,91 @@ def log_header(cfg: RunConfig, seed: int, env: dict) -> list[str]:
     return ["# " + line for line in yaml.safe_dump(body, sort_keys=False).splitlines()]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Everything a configuration's seeds share: built once, before any compilation."""
+
+    cfg: RunConfig
+    hooks: object
+    train_files: list
+    val: list  # validation batches
+    data: dict  # the record's data section (fingerprints)
+    env: dict
+
+
+def prepare(cfg: RunConfig, data_dir: str | None, command: str) -> Plan:
+    hooks = trick_registry.build_hooks(cfg)  # fails here, before data or compilation, if broken
+    train_files, val_files = data_for(cfg, data_dir)
+    val = validation_set(cfg, val_files)
+    dataset = tracks.get(cfg.track).dataset
+    data = fingerprint.describe(train_files[0].parent, dataset, train_files, val)
+    env = hardware.environment(command=command)
+    return Plan(cfg, hooks, train_files, val, data, env)
+
+
+def command_line() -> str:
+    return shlex.join(["python", "-m", "speedrun", *sys.argv[1:]])
+
+
+def label(cfg: RunConfig) -> str:
+    return ",".join(cfg.trick_names) or "baseline"
+
+
+def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "") -> records.RunResult:
+    """One fixed-length run: the machine-speed probe (untimed), then training, then its log."""
+    cfg = plan.cfg
+    gflops = hardware.machine_gflops()
+    console = Console(cfg.train.steps, quiet, f"{tag}seed {seed}")
+    console.lines += log_header(cfg, seed, plan.env)
+    console.log(records.machine_line(gflops))
+    tokenizer = plan.data["tokenizer"] or "gpt2"
+    batches = loader.TrainLoader(plan.train_files, cfg.train.batch_size, cfg.model.seq_len, seed,
+                                 align_docs=cfg.train.align_docs,
+                                 doc_sep=bytelevel.separator(tokenizer))
+    n_bytes = plan.data.get("val_bytes")
+    bpb_per_nat = plan.data["val_tokens"] / n_bytes / math.log(2) if n_bytes else None
+    try:
+        out = train.train(cfg, seed, plan.hooks, batches, plan.val, console.log, console.progress,
+                          machine_gflops=gflops, bpb_per_nat=bpb_per_nat)
+    finally:
+        console.close()
+    crossed = ("never crossed the target" if out.first_reached is None else
+               f"first at or below the target at step {out.first_reached[0]} "
+               f"({out.first_reached[1]:.1f}s)")
+    summary = (f"{tag}seed {seed}: {out.steps} steps in {out.train_time_s:.1f}s train time, "
+               f"final val loss {out.final_val_loss:.4f} "
+               f"({'below' if out.reached else 'NOT below'} the target {cfg.train.target}; "
+               f"{crossed}; compile {out.compile_time_s:.1f}s; machine {gflops} GFLOP/s)")
+    console.lines.append(summary)
+    print(summary)
+    return records.RunResult(**vars(out), log="\n".join(console.lines) + "\n")
+
+
+def save(plan: Plan, results: list, records_dir: str, name: str | None) -> tuple[Path, dict]:
+    rec = records.build_record(plan.cfg, results, plan.env, plan.data, name=name)
+    return records.write_record(Path(records_dir), rec, results=results), rec
+
+
+def claim_line(rec: dict) -> str:
+    s = rec["summary"]
+    p = s.get("p_value")
+    verdict = "a claim" if s["claim"] else "NOT a claim (" + "; ".join(s["reasons"]) + ")"
+    return (f"{rec['description']}: {s['mean_steps']:.0f} steps, {s['mean_time_s']:.1f} ± "
+            f"{s['std_time_s']:.1f}s, final val loss {s['mean_val_loss']:.4f} ± "
+            f"{s['std_val_loss']:.4f} over {s['seeds']} seed(s), "
+            f"p {'n/a' if p is None else f'{p:.2g}'}: {verdict}")
+
+
 def main(args) -> int:
     distributed.maybe_initialize()
-    cfg, seeds = resolve(args)
-    hooks = trick_registry.build_hooks(cfg)  # fails here, before data or compilation, if broken
-    train_files, val_files = data_for(cfg, args.data_dir)
-    val = validation_set(cfg, val_files)
-    env = hardware.environment(command=shlex.join(["python", "-m", "speedrun", *sys.argv[1:]]))
-    label = ",".join(cfg.trick_names) or "baseline"
-    print(f"track {cfg.track}: target val loss {cfg.train.target}, tricks: {label}, "
-          f"seeds: {seeds}, devices: {env['device_count']} x {env['device_kind']}")
-
-    results = []
-    for seed in seeds:
-        console = Console(cfg.train.max_steps, args.quiet, f"seed {seed}")
-        for line in log_header(cfg, seed, env):
-            console.lines.append(line)
-        batches = loader.TrainLoader(train_files, cfg.train.batch_size, cfg.model.seq_len, seed,
-                                     align_docs=cfg.train.align_docs)
-        try:
-            out = train.train(cfg, seed, hooks, batches, val, console.log, console.progress)
-        finally:
-            console.close()
-        verdict = "reached" if out.reached else "did NOT reach"
-        summary = (f"seed {seed}: {verdict} {cfg.train.target} in {out.train_time_s:.1f}s "
-                   f"train time, {out.steps} steps, {out.tokens:,} tokens, "
-                   f"final val loss {out.final_val_loss:.4f} (compile {out.compile_time_s:.1f}s)")
-        console.lines.append(summary)
-        print(summary)
-        results.append(records.RunResult(**vars(out), log="\n".join(console.lines) + "\n"))
-
+    cfg, seeds, name = resolve(args)
+    plan = prepare(cfg, args.data_dir, command_line())
+    print(f"track {cfg.track}: {cfg.train.steps} steps, target val loss {cfg.train.target}, "
+          f"tricks: {label(cfg)}, seeds: {seeds}, devices: {plan.env['device_count']} x "
+          f"{plan.env['device_kind']}")
+    results = [run_seed(plan, seed, args.quiet) for seed in seeds]
     if not args.no_record and distributed.jax.process_index() == 0:
-        rec = records.build_record(cfg, results, env, name=args.name)
-        where = records.write_record(Path(args.records_dir), rec, results=results)
-        s = rec["summary"]
-        p = s.get("p_value")
-        print(f"record written: {where}  (mean time {s['mean_time_s']:.1f}s over {len(results)} "
-              f"seed(s), p-value {'n/a' if p is None else f'{p:.2g}'})")
-    if not all(r.reached for r in results):
-        print(f"target {cfg.train.target} not reached within the budget", file=sys.stderr)
-        return 1
+        where, rec = save(plan, results, args.records_dir, name)
+        print(f"record written: {where}")
+        print(claim_line(rec))
     return 0

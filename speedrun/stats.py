@@ -33,15 +33,51 @@ def _mean_std(values) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+CLAIM_P = 0.01  # modded-nanogpt's significance rule
+CLAIM_SEEDS = 3  # distinct seeds a claim needs at least
+
+
 def summarize(runs: list[dict], target: float) -> dict:
-    """Means and sample standard deviations over seeds, the p-value, and whether it is a claim."""
-    out: dict = {"seeds": len(runs), "reached": sum(bool(r["reached"]) for r in runs)}
-    out["all_reached"] = out["reached"] == len(runs)
+    """Means and sample standard deviations over seeds, the p-value of the claim, whether it is
+    one and, if not, why (``reasons``)."""
+    seeds = [int(r["seed"]) for r in runs]
+    out: dict = {"seeds": len(runs), "distinct_seeds": len(set(seeds)),
+                 "reached": sum(float(r["final_val_loss"]) <= target for r in runs)}
     for key, name in (("train_time_s", "time_s"), ("steps", "steps"), ("tokens", "tokens"),
                       ("final_val_loss", "val_loss")):
         mean, std = _mean_std(r[key] for r in runs)
         out[f"mean_{name}"], out[f"std_{name}"] = round(mean, 6), round(std, 6)
+    crossed = [r["first_reached"] for r in runs if r.get("first_reached")]
+    out["first_reached_seeds"] = len(crossed)
+    out["mean_first_reached_step"] = round(statistics.fmean(c[0] for c in crossed), 3) if crossed else None
+    probes = [float(r["machine_gflops"]) for r in runs if r.get("machine_gflops") is not None]
+    out["mean_machine_gflops"] = round(statistics.fmean(probes), 1) if probes else None
     p = ttest_less([r["final_val_loss"] for r in runs], target)
     out["p_value"] = None if p is None else round(p, 8)
-    out["claim"] = bool(out["all_reached"] and p is not None and p < 0.01)
+    reasons = []
+    if out["distinct_seeds"] != len(seeds):
+        reasons.append("duplicate seeds")
+    if out["distinct_seeds"] < CLAIM_SEEDS:
+        reasons.append(f"{out['distinct_seeds']} distinct seed(s); a claim needs {CLAIM_SEEDS}")
+    if len({int(r["steps"]) for r in runs}) > 1:
+        reasons.append("seeds ran different numbers of steps")
+    if p is None or p >= CLAIM_P:
+        reasons.append("p not computable" if p is None else f"p = {p:.2g} >= {CLAIM_P}")
+    out["reasons"] = reasons
+    out["claim"] = not reasons
     return out
+
+
+def time_ratio(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """mean(a) / mean(b) with a ``level`` confidence interval (delta method on the ratio of two
+    independent means, Welch-Satterthwaite degrees of freedom). Needs >= 2 values on each side."""
+    ma, sa, na = statistics.fmean(a), statistics.stdev(a), len(a)
+    mb, sb, nb = statistics.fmean(b), statistics.stdev(b), len(b)
+    r = ma / mb
+    va, vb = (sa / ma) ** 2 / na, (sb / mb) ** 2 / nb  # squared relative standard errors
+    se = r * math.sqrt(va + vb)
+    if se == 0:
+        return r, r, r
+    dof = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    t = float(_scipy.t.ppf(0.5 + level / 2, dof))
+    return r, r - t * se, r + t * se

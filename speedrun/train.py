@@ -1,9 +1,11 @@
 """The timed training loop for one seed.
 
 Timing follows modded-nanogpt: the step is compiled and warmed up before the clock starts, the
-clock stops while validating, and the run ends as soon as the validation loss reaches the
-target (or a step/time budget runs out, which counts as not reached). A non-finite loss raises
-``Diverged``; nothing here writes files (run.py writes the record after every seed succeeds).
+clock stops while validating, and a run trains exactly ``train.steps`` steps (the horizon of every
+schedule); its result is the validation loss after the last step. Validations every
+``train.eval_every`` steps (untimed) draw the curve and find the first crossing of the target,
+which is stored as information only. A non-finite loss raises ``Diverged``; nothing here writes
+files (run.py writes the record after every seed has finished).
 """
 
 from __future__ import annotations
@@ -50,9 +52,13 @@ def train(
     val_batches,
     log: Callable[[str], None] = print,
     progress: Callable[[int, dict], None] | None = None,
+    machine_gflops: float | None = None,
+    bpb_per_nat: float | None = None,
 ) -> Outcome:
-    """Train one seed to the target. ``train_loader.batch(step, index, count)`` gives this
-    process's rows of the global batch; ``val_batches`` is the fixed validation set."""
+    """Train one seed for ``train.steps`` steps. ``train_loader.batch(step, index, count)`` gives
+    this process's rows of the global batch; ``val_batches`` is the fixed validation set;
+    ``machine_gflops`` is the machine-speed probe taken before the seed (stored as is);
+    ``bpb_per_nat`` converts a mean val loss to bits per byte for the log (None: not shown)."""
     t, m = cfg.train, distributed.mesh()
     distributed.check_batch(t.batch_size)
     rep, shard = distributed.replicated(m), distributed.batch_sharded(m)
@@ -77,17 +83,18 @@ def train(
     first_val = evaluate_fn(params, val_batches)  # compiles the eval step; step 0 of the curve
     compile_time = time.perf_counter() - t0
     log(f"compiled and warmed up in {compile_time:.1f}s (not timed)")
+    if progress:
+        progress(0, {"compiled": compile_time})  # lets a progress bar restart its rate here
 
     curve = [(0, 0.0, 0, first_val)]
-    log(f"step:0/{t.max_steps} val_loss:{first_val:.4f} train_time:0ms step_avg:0.00ms")
+    log(val_line(0, t.steps, first_val, 0.0, bpb_per_nat))
     _check_finite(first_val, 0, "val")
-    train_time, step, status = 0.0, 0, "budget"
-    val_loss = first_val
-    while step < t.max_steps:
+    train_time, step, val_loss = 0.0, 0, first_val
+    while step < t.steps:
         t_start = time.perf_counter()
-        # Run steps until the next validation, log point, or the end; the host only waits for
-        # the device at log points, so data loading overlaps with compute.
-        stop_at = min(t.max_steps, (step // t.eval_every + 1) * t.eval_every)
+        # Run steps until the next validation or the end; the host only waits for the device at
+        # log points, so data loading overlaps with compute.
+        stop_at = min(t.steps, (step // t.eval_every + 1) * t.eval_every)
         while step < stop_at:
             x, y = train_loader.batch(step, index, count)
             params, opt_state, loss = step_fn(params, opt_state, put(x), put(y))
@@ -96,39 +103,53 @@ def train(
                 loss_value = float(loss)  # waits for the device
                 elapsed = train_time + time.perf_counter() - t_start
                 _check_finite(loss_value, step, "train")
-                log(f"step:{step}/{t.max_steps} train_loss:{loss_value:.4f} "
+                log(f"step:{step}/{t.steps} train_loss:{loss_value:.4f} "
                     f"train_time:{elapsed * 1e3:.0f}ms step_avg:{elapsed / step * 1e3:.2f}ms "
                     f"tokens/s:{step * tokens_per_step / max(elapsed, 1e-9):.0f}")
                 if progress:
                     progress(step, {"loss": loss_value, "val": val_loss, "time": elapsed,
                                     "tok_s": step * tokens_per_step / max(elapsed, 1e-9)})
-                if t.max_time_s and elapsed >= t.max_time_s:
-                    break
         jax.block_until_ready(params)
         train_time += time.perf_counter() - t_start  # the clock stops here for validation
         val_loss = evaluate_fn(params, val_batches)
         _check_finite(val_loss, step, "val")
         curve.append((step, train_time, step * tokens_per_step, val_loss))
-        log(f"step:{step}/{t.max_steps} val_loss:{val_loss:.4f} train_time:{train_time * 1e3:.0f}ms "
-            f"step_avg:{train_time / step * 1e3:.2f}ms")
+        log(val_line(step, t.steps, val_loss, train_time, bpb_per_nat))
         if progress:
             progress(step, {"val": val_loss, "time": train_time})
-        if val_loss <= t.target:
-            status = "reached"
-            break
-        if t.max_time_s and train_time >= t.max_time_s:
-            break
+    # The record rounds to what the log shows, so the log alone re-derives the record.
+    curve = tuple((s, round(tt, 4), n, round(v, 6)) for s, tt, n, v in curve)
+    crossing = first_crossing(curve, t.target)
     return Outcome(
         seed=seed,
-        status=status,
-        reached=status == "reached",
-        train_time_s=train_time,
         steps=step,
+        train_time_s=curve[-1][1],
         tokens=step * tokens_per_step,
-        final_val_loss=val_loss,
-        compile_time_s=compile_time,
-        curve=tuple(curve),
+        final_val_loss=curve[-1][3],
+        reached=curve[-1][3] <= t.target,
+        first_reached=crossing,
+        compile_time_s=round(compile_time, 3),
+        machine_gflops=machine_gflops,
+        curve=curve,
     )
+
+
+def val_line(step: int, steps: int, val_loss: float, train_time: float,
+             bpb_per_nat: float | None = None) -> str:
+    """A validation log line, at the precision the record stores (records.parse_log reads it)."""
+    avg = train_time / step * 1e3 if step else 0.0
+    bpb = "" if bpb_per_nat is None else f" val_bpb:{val_loss * bpb_per_nat:.4f}"
+    return (f"step:{step}/{steps} val_loss:{val_loss:.6f} train_time:{train_time * 1e3:.1f}ms "
+            f"step_avg:{avg:.2f}ms{bpb}")
+
+
+def first_crossing(curve, target: float):
+    """(step, train time) of the first validation at or below the target, or None. Information
+    only: the claim is about the final loss of a fixed-length run."""
+    for step, t, _, v in curve:
+        if v <= target:
+            return (step, t)
+    return None
 
 
 def _check_finite(value: float, step: int, what: str) -> None:

@@ -1,4 +1,5 @@
-"""leaderboard.md: ranking, unranked records, ablations, byte-identical regeneration, --check."""
+"""leaderboard.md: only claims ranked, the rest listed with reasons, ablations, byte-identical
+regeneration, --check."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ import re
 
 import dataclasses
 
+import tricks
+
+from conftest import UNIT_DATA
 from test_records import ENV, config, result, write
 
 from speedrun import cli, records
 
 
+def claim(times, loss=2.9, steps=100):
+    """Three seeds well below the target 3.0: a claim."""
+    return [result(i, loss + 0.01 * i, t, steps) for i, t in enumerate(times)]
+
+
 def build(tmp_path):
-    write(tmp_path, [result(0, 2.99, 20.0), result(1, 2.98, 22.0)], name="baseline")
-    write(tmp_path, [result(0, 2.97, 10.0), result(1, 2.96, 12.0)], ["softcap"])
-    write(tmp_path, [result(0, 3.2, 30.0)], ["rotary"])  # did not reach: never ranked
+    write(tmp_path, claim((20.0, 22.0, 21.0)), name="baseline")
+    write(tmp_path, claim((10.0, 12.0, 11.0), loss=2.88), ["softcap"])
+    write(tmp_path, [result(0, 3.2, 30.0)], ["rotary"])  # one seed, above the target
 
 
 def render(tmp_path, *extra):
@@ -29,14 +38,34 @@ def test_ranking_and_unranked(tmp_path):
     code, out = render(tmp_path)
     text = out.read_text()
     assert code == 0
-    ranked = text.split("### Not ranked")[0]
+    ranked = text.split("### Ablations")[0]
     assert ranked.index("| softcap") < ranked.index("| baseline")  # faster first
-    assert re.search(r"\| 1\s+\| 11\.0 ± 1\.4 s", ranked)
+    assert re.search(r"\| 1\s+\| 11\.0 ± 1\.0 s", ranked)
     assert "rotary" not in ranked
-    assert "target not reached by every seed (0/1 reached; mean final val loss 3.2000" \
-        in text.split("### Not ranked")[1]
+    assert "not a claim (1 distinct seed(s); a claim needs 3; p not computable); 100 steps, " \
+           "final val loss 3.2000" in text.split("### Not ranked")[1]
     ablation = text.split("### Ablations")[1]
-    assert re.search(r"\| softcap\s+\| baseline\s+\| 21\.0 s → 11\.0 s\s+\| 0\.52x", ablation)
+    assert re.search(r"\| softcap\s+\| baseline\s+\| 100 → 100\s+\| 2\.9100 → 2\.8900 "
+                     r"\(-0\.0200\)\s+\| 0\.52x", ablation), ablation
+    # rotary is verified but not a claim: its ablation row shows the loss, not a time ratio
+    assert re.search(r"\| rotary\s+\| baseline\s+\| 100 → 100\s+\| 2\.9100 → 3\.2000 "
+                     r"\(\+0\.2900\)\s+\| — \(not both claims\)", ablation), ablation
+
+
+def test_only_claims_are_ranked(tmp_path):
+    write(tmp_path, claim((10.0, 11.0, 12.0)), name="fine")
+    write(tmp_path, [result(0, 2.9, 5.0), result(1, 2.91, 5.0)], name="two-seeds")
+    write(tmp_path, [result(0, 2.9, 4.0), result(0, 2.91, 4.0), result(1, 2.92, 4.0)], name="dup")
+    write(tmp_path, [result(0, 2.99, 3.0), result(1, 2.995, 3.0), result(2, 3.01, 3.0)],
+          name="weak")  # mean below the target, p >= 0.01
+    _, out = render(tmp_path)
+    text = out.read_text()
+    ranked, unranked = text.split("### Ablations")[0], text.split("### Not ranked")[1]
+    assert "fine" in ranked
+    for name in ("two-seeds", "dup", "weak"):
+        assert name not in ranked and name in unranked
+    assert "a claim needs 3" in unranked and "duplicate seeds" in unranked
+    assert re.search(r"weak.*p = 0\.\d+ >= 0\.01", unranked)
 
 
 def test_regeneration_is_identical_and_check_detects_staleness(tmp_path):
@@ -46,13 +75,13 @@ def test_regeneration_is_identical_and_check_detects_staleness(tmp_path):
     render(tmp_path)
     assert out.read_bytes() == first
     assert render(tmp_path, "--check")[0] == 0
-    write(tmp_path, [result(0, 2.95, 5.0), result(1, 2.95, 6.0)], ["softcap", "rotary"])
+    write(tmp_path, claim((5.0, 6.0, 5.5)), ["softcap", "rotary"])
     assert render(tmp_path, "--check")[0] == 1
     assert out.read_bytes() == first  # --check never writes
 
 
 def test_failed_verification_is_listed_not_ranked(tmp_path):
-    folder = write(tmp_path, [result(0, 2.97, 10.0), result(1, 2.96, 12.0)], ["softcap"])
+    folder = write(tmp_path, claim((10.0, 12.0, 11.0)), ["softcap"])
     (folder / "seed0.log").unlink()
     _, out = render(tmp_path)
     text = out.read_text()
@@ -62,8 +91,8 @@ def test_failed_verification_is_listed_not_ranked(tmp_path):
 def test_plots_are_written_linked_and_checked(tmp_path):
     build(tmp_path)
     _, out = render(tmp_path)
-    prog = tmp_path / "records" / "wiki" / "progression_cpu-2core.png"
-    top = tmp_path / "records" / "wiki" / "top-curves_cpu-2core.png"
+    prog = tmp_path / "records" / "unit" / "progression_cpu-2core.png"
+    top = tmp_path / "records" / "unit" / "top-curves_cpu-2core.png"
     text = out.read_text()
     for png in (prog, top):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -80,22 +109,34 @@ def test_ablations_pair_only_records_that_differ_by_one_trick_alone(tmp_path):
     build(tmp_path)  # baseline, softcap (cap 15) ranked
     cfg = config(["softcap", "rotary"])
     cfg = dataclasses.replace(cfg, tricks={**cfg.tricks, "softcap": {"cap": 30.0}})
-    runs = [result(0, 2.95, 8.0), result(1, 2.95, 9.0)]
-    records.write_record(tmp_path / "records", records.build_record(cfg, runs, ENV,
-                                                                    date="2026-11-24"), results=runs)
+    write(tmp_path, claim((8.0, 9.0, 8.5)), cfg=cfg)
+    wide = config()
+    wide = dataclasses.replace(wide, model=dataclasses.replace(wide.model, d_model=64))
+    wide = tricks.with_tricks(wide, ["qknorm"])
+    write(tmp_path, claim((8.0, 9.0, 8.5)), cfg=wide)  # qknorm on a wider model
     _, out = render(tmp_path)
     text = out.read_text()
     assert "rotary + softcap (softcap.cap=30.0)" in text.split("### Ablations")[0]
     ablation = text.split("### Ablations")[1]
     assert re.search(r"\| softcap\s+\| baseline\s+\|", ablation)
     # softcap at cap 30 + rotary is not "rotary on top of softcap (cap 15)": no such row
-    assert not re.search(r"\| rotary\s+\|", ablation)
+    assert not re.search(r"\| rotary\s+\| softcap", ablation)
+    # qknorm at d_model 64 is not qknorm on top of the d_model 32 baseline
+    assert not re.search(r"\| qknorm\s+\|", ablation)
+
+
+def test_ablations_accept_a_trick_that_changes_the_model_config(tmp_path):
+    write(tmp_path, claim((20.0, 22.0, 21.0)), name="baseline")
+    write(tmp_path, claim((18.0, 19.0, 18.5), steps=80), ["gqa"])  # gqa sets n_kv_head
+    _, out = render(tmp_path)
+    ablation = out.read_text().split("### Ablations")[1]
+    assert re.search(r"\| gqa\s+\| baseline\s+\| 100 → 80\s+\|", ablation), ablation
 
 
 def test_ablation_uses_the_closest_record_in_time(tmp_path):
     def rec(trick_names, seconds, when):
-        runs = [result(0, 2.95, seconds), result(1, 2.96, seconds + 1)]
-        r = records.build_record(config(trick_names), runs, {**ENV, "date": when},
+        runs = claim((seconds, seconds + 1, seconds + 0.5))
+        r = records.build_record(config(trick_names), runs, {**ENV, "date": when}, UNIT_DATA,
                                  name="-".join(trick_names) or f"baseline-{when[11:13]}",
                                  date="2026-11-24")
         return records.write_record(tmp_path / "records", r, results=runs)
@@ -106,5 +147,5 @@ def test_ablation_uses_the_closest_record_in_time(tmp_path):
     rec(["rotary"], 19.0, "2026-11-24T10:00:00+00:00")
     _, out = render(tmp_path)
     ablation = out.read_text().split("### Ablations")[1]
-    assert re.search(r"\| softcap\s+\| baseline\s+\| 30\.5 s → 27\.5 s", ablation)
-    assert re.search(r"\| rotary\s+\| baseline\s+\| 20\.5 s → 19\.5 s", ablation)
+    assert re.search(r"\| softcap\s+\| baseline.*\| 0\.90x", ablation), ablation
+    assert re.search(r"\| rotary\s+\| baseline.*\| 0\.95x", ablation), ablation

@@ -8,37 +8,45 @@ import pytest
 import yaml
 
 import tricks
+from conftest import UNIT, UNIT_DATA
 from speedrun import cli, records, stats
-from speedrun.config import RunConfig
+from speedrun.config import RunConfig, config_hash
+from speedrun.train import first_crossing, val_line
 
 ENV = {"hardware_class": "cpu-2core", "device_kind": "cpu", "device_count": 1, "command": "test"}
+TOKENS_PER_STEP = 8 * 32  # the unit track's batch x seq_len
 
 
 def result(seed: int, loss: float, time_s: float = 10.0, steps: int = 100, target: float = 3.0):
-    reached = loss <= target
-    curve = ((0, 0.0, 0, 10.8), (steps // 2, time_s / 2, steps * 128, 5.0),
-             (steps, time_s, steps * 256, loss))
-    return records.RunResult(seed=seed, status="reached" if reached else "budget", reached=reached,
-                             train_time_s=time_s, steps=steps, tokens=steps * 256,
-                             final_val_loss=loss, compile_time_s=2.0, curve=curve,
-                             log=f"log of seed {seed}\n")
+    """A seed's outcome and the log that a real run would have written for it."""
+    curve = ((0, 0.0, 0, 10.8), (steps // 2, time_s / 2, steps // 2 * TOKENS_PER_STEP, 5.0),
+             (steps, time_s, steps * TOKENS_PER_STEP, loss))
+    log = "\n".join([f"# seed: {seed}", records.machine_line(400.0),
+                     *(val_line(s, steps, v, t) for s, t, _, v in curve)]) + "\n"
+    return records.RunResult(seed=seed, steps=steps, train_time_s=time_s,
+                             tokens=steps * TOKENS_PER_STEP, final_val_loss=loss,
+                             reached=loss <= target, first_reached=first_crossing(curve, target),
+                             compile_time_s=2.0, machine_gflops=400.0, curve=curve, log=log)
 
 
-def config(trick_names=(), target=3.0):
-    cfg = RunConfig(track="wiki")
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, target=target))
-    return tricks.with_tricks(cfg, list(trick_names))
+def config(trick_names=(), steps=100):
+    cfg = UNIT.config
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+    return tricks.configure(tricks.with_tricks(cfg, list(trick_names)))
 
 
-def write(tmp_path, results, trick_names=(), name=None, date="2026-11-24"):
-    rec = records.build_record(config(trick_names), results, ENV, name=name, date=date)
+def write(tmp_path, results, trick_names=(), name=None, date="2026-11-24", data=None, cfg=None):
+    cfg = cfg or config(trick_names, steps=results[0].steps)
+    rec = records.build_record(cfg, results, ENV, data or UNIT_DATA, name=name, date=date)
     return records.write_record(tmp_path / "records", rec, results=results)
 
 
-def edit(folder, change):
+def edit(folder, change, rehash=False):
     f = folder / "record.yaml"
     rec = yaml.safe_load(f.read_text())
     change(rec)
+    if rehash:  # a forger who recomputes the hashes
+        rec["content_hash"] = records.content_hash(rec)
     f.write_text(yaml.safe_dump(rec, sort_keys=False))
 
 
@@ -50,7 +58,7 @@ def test_round_trip_verifies(tmp_path):
     assert rec["summary"]["seeds"] == 3 and rec["summary"]["mean_time_s"] == pytest.approx(11.0)
     assert rec["summary"]["p_value"] == pytest.approx(
         stats.ttest_less([2.99, 2.98, 2.985], 3.0), rel=1e-6)
-    assert (folder / "seed1.log").read_text() == "log of seed 1\n"
+    assert (folder / "seed1.log").read_text().startswith("# seed: 1\n")
     assert (folder / "curve.png").stat().st_size > 1000
 
 
@@ -85,12 +93,78 @@ def test_inconsistent_reached_flag_is_caught_even_with_a_fresh_hash(tmp_path):
 
     def lie(r):
         r["runs"][0]["final_val_loss"] = r["runs"][0]["curve"][-1][3] = 3.5
-        r["content_hash"] = records.content_hash(r)
 
-    edit(folder, lie)
+    edit(folder, lie, rehash=True)
     problems = records.verify(folder)
     assert any("reached flag" in p for p in problems)
     assert any("summary.mean_val_loss" in p for p in problems)
+    assert any("curve disagrees with its log" in p for p in problems)
+
+
+@pytest.mark.parametrize("rule, change", [
+    ("target", lambda r: r["config"]["train"].__setitem__("target", 7.9)),
+    ("val tokens", lambda r: r["data"].__setitem__("val_tokens", 512)),
+    ("val fingerprint", lambda r: r["data"].__setitem__("val_sha256", "c" * 64)),
+    ("train data", lambda r: r["data"].__setitem__("train_sha256", "d" * 64)),
+    ("tokenizer", lambda r: r["data"].__setitem__("tokenizer", "bytes")),
+])
+def test_breaking_a_track_rule_fails_verify_even_with_every_hash_recomputed(tmp_path, rule, change):
+    folder = write(tmp_path, [result(0, 2.9), result(1, 2.91), result(2, 2.92)])
+
+    def forge(r):
+        change(r)
+        r["target"] = r["config"]["train"]["target"]
+        r["config_hash"] = config_hash(RunConfig.from_dict(r["config"]))
+        r["summary"] = records.summary(r["runs"], r["target"], r["data"])
+        for run in r["runs"]:
+            run["reached"] = run["final_val_loss"] <= r["target"]
+
+    edit(folder, forge, rehash=True)
+    problems = records.verify(folder)
+    assert any(f"rule '{rule}'" in p for p in problems), problems
+
+
+def test_an_edited_log_fails_verify(tmp_path):
+    folder = write(tmp_path, [result(0, 2.9), result(1, 2.91), result(2, 2.92)])
+    log = folder / "seed1.log"
+    log.write_text(log.read_text().replace("val_loss:2.910000", "val_loss:2.810000"))
+    assert any("does not match its log_sha256" in p for p in records.verify(folder))
+
+    def forge(r):  # the forger also updates the log's hash: the record now disagrees with it
+        r["runs"][1]["log_sha256"] = records.sha256_text(log.read_text())
+
+    edit(folder, forge, rehash=True)
+    problems = records.verify(folder)
+    assert any("runs[1]" in p and "curve disagrees with its log" in p for p in problems), problems
+
+
+def test_an_edited_time_with_a_recomputed_hash_fails_verify(tmp_path):
+    folder = write(tmp_path, [result(0, 2.9), result(1, 2.91), result(2, 2.92)])
+
+    def forge(r):
+        r["runs"][0]["train_time_s"] = r["runs"][0]["curve"][-1][1] = 5.0
+        r["summary"] = records.summary(r["runs"], r["target"], r["data"])
+
+    edit(folder, forge, rehash=True)
+    problems = records.verify(folder)
+    assert problems and all("runs[0]" in p for p in problems), problems
+    assert any("curve disagrees with its log" in p for p in problems)
+
+
+def test_duplicate_seeds_and_short_runs_are_caught(tmp_path):
+    dup = write(tmp_path, [result(0, 2.9), result(0, 2.91), result(1, 2.92)], name="dup")
+    assert any("duplicate seeds" in p for p in records.verify(dup))
+    assert "duplicate seeds" in records.load_record(dup)["summary"]["reasons"]
+    # a run that stopped before train.steps (the old stop-at-target rule) is not fixed-length
+    short = write(tmp_path, [result(0, 2.9, steps=60)], cfg=config(steps=100), name="short")
+    assert any("ran 60 steps" in p for p in records.verify(short))
+
+
+def test_old_schema_records_are_not_claims(tmp_path):
+    folder = write(tmp_path, [result(0, 2.9)])
+    edit(folder, lambda r: r.__setitem__("schema_version", 1), rehash=True)
+    (problem,) = records.verify(folder)
+    assert "old stop-at-target rules" in problem and "--from-record" in problem
 
 
 def test_unknown_trick_and_missing_log_fail(tmp_path, monkeypatch):

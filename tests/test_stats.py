@@ -29,3 +29,24 @@ def test_edge_cases():
     assert stats.ttest_less([3.0, 3.0], 3.28) == 0.0
     assert stats.ttest_less([3.5, 3.5], 3.28) == 1.0
     assert stats.ttest_less([3.3, 3.31, 3.29], 3.28) > 0.9
+
+
+def test_time_ratio_interval():
+    a, b = [10.0, 11.0, 12.0], [20.0, 22.0, 24.0]
+    r, lo, hi = stats.time_ratio(a, b)
+    assert r == pytest.approx(0.5) and lo < 0.5 < hi
+    # identical spreads shrink the interval with more seeds
+    r2, lo2, hi2 = stats.time_ratio(a * 3, b * 3)
+    assert r2 == pytest.approx(0.5) and hi2 - lo2 < hi - lo
+    assert stats.time_ratio([5.0, 5.0], [10.0, 10.0]) == (0.5, 0.5, 0.5)
+
+
+def test_claim_needs_three_distinct_seeds_and_p_below_001():
+    runs = lambda losses, seeds=None: [  # noqa: E731
+        {"seed": s, "steps": 10, "train_time_s": 1.0, "tokens": 10, "final_val_loss": v}
+        for s, v in zip(seeds or range(len(losses)), losses)]
+    assert stats.summarize(runs([2.9, 2.91, 2.92]), 3.0)["claim"]
+    assert not stats.summarize(runs([2.9, 2.91]), 3.0)["claim"]
+    assert "duplicate seeds" in stats.summarize(runs([2.9, 2.91, 2.92], [0, 0, 1]), 3.0)["reasons"]
+    weak = stats.summarize(runs([2.99, 2.995, 3.01]), 3.0)
+    assert not weak["claim"] and weak["reasons"][0].startswith("p = ")

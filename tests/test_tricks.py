@@ -41,13 +41,13 @@ FIRST_WAVE = {
 # ----------------------------------------------------------------------------------------------
 
 
-def tiny_cfg(n_layer=2, n_head=4, d_model=32, max_steps=8) -> RunConfig:
+def tiny_cfg(n_layer=2, n_head=4, d_model=32, steps=8) -> RunConfig:
     return RunConfig(
         track="tiny",
         model=ModelConfig(vocab_size=VOCAB, n_layer=n_layer, n_head=n_head, d_model=d_model,
                           seq_len=SEQ),
         optim=OptimConfig(lr=3e-3, warmup_steps=0, decay="constant", weight_decay=0.0),
-        train=TrainConfig(batch_size=BATCH, max_steps=max_steps, loss_chunk=CHUNK),
+        train=TrainConfig(batch_size=BATCH, steps=steps, loss_chunk=CHUNK),
     )
 
 
@@ -384,17 +384,51 @@ def test_value_embeds_u_net_tables():
 
 
 def test_wsd_schedule_is_a_trapezoid():
-    _, hooks, _ = setup(["wsd-schedule"], max_steps=100)
-    sched = hooks.lr_schedule(tiny_cfg(max_steps=100))
-    values = {s: float(sched(s)) for s in (0, 30, 59, 60, 70, 80, 99, 100)}
-    assert values == pytest.approx({0: 1, 30: 1, 59: 1, 60: 1, 70: 0.75, 80: 0.5, 99: 0.025,
-                                    100: 0})
+    cfg, hooks, _ = setup(["wsd-schedule"], steps=101)
+    sched = hooks.lr_schedule(cfg)
+    # 101 updates (0..100), the last 40 (61..100) cool down from 1 to exactly 0 at the last one
+    values = {s: float(sched(s)) for s in (0, 30, 60, 61, 71, 81, 99, 100)}
+    assert values == pytest.approx({0: 1, 30: 1, 60: 1, 61: 1, 71: 0.74358974, 81: 0.48717949,
+                                    99: 0.02564103, 100: 0})
     cfg, hooks, _ = setup(["wsd-schedule"], ["wsd-schedule.warmup_steps=10",
                                              "wsd-schedule.cooldown_frac=0.5",
-                                             "wsd-schedule.final=0.1"], max_steps=100)
+                                             "wsd-schedule.final=0.1"], steps=100)
     sched = hooks.lr_schedule(cfg)
-    got = [float(sched(s)) for s in (0, 4, 9, 10, 49, 50, 75, 100, 120)]
-    assert got == pytest.approx([0.1, 0.5, 1.0, 1.0, 1.0, 1.0, 0.55, 0.1, 0.1])
+    got = [float(sched(s)) for s in (0, 4, 9, 10, 49, 50, 99, 120)]
+    assert got == pytest.approx([0.1, 0.5, 1.0, 1.0, 1.0, 1.0, 0.1, 0.1])
+
+
+# Every schedule's horizon is train.steps, the run's length: its end value falls on the last
+# update (step steps - 1) whatever the length, and wsd's cool-down starts at its fraction of it.
+SCHEDULES = [
+    ((), ["optim.decay=cosine", "optim.warmup_steps=5", "optim.min_lr_frac=0.1"], 0.1),
+    ((), ["optim.decay=linear", "optim.warmup_steps=5", "optim.min_lr_frac=0.0"], 0.0),
+    ((), ["optim.decay=constant"], 1.0),
+    (("wsd-schedule",), [], 0.0),
+    (("wsd-schedule",), ["wsd-schedule.final=0.1"], 0.1),
+]
+
+
+@pytest.mark.parametrize("steps", [20, 75, 300])
+@pytest.mark.parametrize("names, overrides, end", SCHEDULES)
+def test_every_lr_schedule_ends_at_the_last_step(names, overrides, end, steps):
+    cfg, hooks, _ = setup(names, overrides, steps=steps)
+    sched = hooks.lr_schedule(cfg)
+    assert float(sched(steps - 1)) == pytest.approx(end, abs=1e-6)
+    assert float(sched(steps - 2)) != pytest.approx(end, abs=1e-6) or end == 1.0
+    if names:  # the cool-down starts at 1 - cooldown_frac of the run, not of a budget
+        start = steps - round(0.4 * steps)
+        assert float(sched(start)) == 1.0 and float(sched(start + 1)) < 1.0
+
+
+@pytest.mark.parametrize("steps", [20, 300])
+def test_momentum_warmup_spans_its_fraction_of_the_run(steps):
+    cfg, hooks, _ = setup(["muon", "momentum-warmup"], steps=steps)
+    m = hooks.extras["muon_momentum"](cfg)
+    w = round(0.2 * steps)
+    assert float(m(0)) == pytest.approx(0.85)
+    assert float(m(w // 2)) == pytest.approx(0.85 + 0.1 * (w // 2) / w)
+    assert float(m(w)) == pytest.approx(0.95) and float(m(steps - 1)) == pytest.approx(0.95)
 
 
 def test_bf16_forward_with_float32_master_weights():
@@ -494,8 +528,8 @@ def muon_states(state):
 
 
 def test_momentum_warmup_drives_muon():
-    _, hooks, _ = setup(["muon", "momentum-warmup"])
-    m = hooks.extras["muon_momentum"]
+    cfg, hooks, _ = setup(["muon", "momentum-warmup"], steps=1500)
+    m = hooks.extras["muon_momentum"](cfg)
     assert [float(m(s)) for s in (0, 150, 300, 1000)] == pytest.approx([0.85, 0.90, 0.95, 0.95])
     *_, warm = first_update(["muon", "momentum-warmup"])
     *_, const = first_update(["muon"])
@@ -550,3 +584,74 @@ def test_trick_combinations_train(names):
     losses = train(cfg, hooks, params)
     assert all(map(math.isfinite, losses)), losses
     assert losses[-1] < losses[0] - 0.05, losses
+
+
+# ----------------------------------------------------------------------------------------------
+# tricks that replace a hook
+# ----------------------------------------------------------------------------------------------
+
+
+def _fake(name, apply, **kw):
+    return tricks.Trick(name=name, summary="test", changes=("model",), apply=apply, **kw)
+
+
+def _act_wrapper(hooks, hp):
+    prev = hooks.mlp_act
+    return hooks.replace(mlp_act=lambda h: 2 * prev(h))
+
+
+def _act_replacer(hooks, hp):
+    return hooks.replace(mlp_act=jax.nn.relu)
+
+
+def test_a_trick_replacing_a_hook_another_sets_needs_an_order():
+    real = tricks.available()
+    reg = {**real, "double-act": _fake("double-act", _act_wrapper),
+           "other-act": _fake("other-act", _act_replacer, replaces=("mlp_act",))}
+    # relu2 replaces mlp_act; double-act wraps it and nothing orders it after relu2
+    with pytest.raises(SpeedrunError, match=r"'relu2' replaces the 'mlp_act' hook that "
+                                            r"'double-act' also sets"):
+        tricks.resolve(["relu2", "double-act"], reg)
+    with pytest.raises(SpeedrunError, match=r"'other-act' and 'relu2' both replace the 'mlp_act'"):
+        tricks.resolve(["relu2", "other-act"], reg)
+    reg["double-act"] = _fake("double-act", _act_wrapper, after=("relu2",))
+    order = [t.name for t in tricks.resolve(["double-act", "relu2"], reg)]
+    assert order == ["relu2", "double-act"]  # the wrapper now wraps relu2, and both apply
+
+
+def test_every_first_wave_trick_declares_the_hooks_it_replaces():
+    """The first-wave tricks whose hook never calls the previous one declare it; wrappers don't."""
+    reg = tricks.available()
+    for name in ("relu2", "rmsnorm", "untie-head", "unet-skips", "wsd-schedule", "muon"):
+        assert reg[name].replaces, name
+    for name in ("softcap", "qknorm", "rotary", "bf16", "value-residual", "zero-init"):
+        assert not reg[name].replaces, name
+
+
+# ----------------------------------------------------------------------------------------------
+# the chunked head loss
+# ----------------------------------------------------------------------------------------------
+
+
+def test_chunked_head_loss_and_gradients_equal_the_full_logits_reference():
+    from speedrun import model
+
+    B, T, D, V = 2, 12, 8, 37
+    key = jax.random.split(jax.random.PRNGKey(3), 3)
+    h = jax.random.normal(key[0], (B, T, D))
+    w = 0.5 * jax.random.normal(key[1], (D, V))
+    y = jax.random.randint(key[2], (B, T), 0, V)
+    cap = lambda z: 3.0 * jnp.tanh(z / 3.0)  # noqa: E731  (a logits hook, as softcap)
+
+    def naive(h, w):
+        z = cap((h @ w).astype(jnp.float32))
+        return jnp.sum(jax.nn.logsumexp(z, -1) - jnp.take_along_axis(z, y[..., None], -1)[..., 0])
+
+    want, (dh_want, dw_want) = jax.value_and_grad(naive, (0, 1))(h, w)
+    for chunk in (1, 5, 8, 24, 1000):  # 12 chunks of 2 tokens ... one chunk
+        chunked = lambda h, w: model.head_loss_sum(h, w, y, cap, chunk)  # noqa: E731
+        got, (dh, dw) = jax.value_and_grad(chunked, (0, 1))(h, w)
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+        assert np.allclose(dh, dh_want, atol=1e-5) and np.allclose(dw, dw_want, atol=1e-5)
+        assert float(model._chunked_sum(h, w, y, cap, model._chunks(h.shape, chunk))) == \
+            pytest.approx(float(want), rel=1e-5)

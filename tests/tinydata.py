@@ -38,6 +38,7 @@ def write_dataset(data_dir: Path, train_tokens: int = 60_000, val_tokens: int = 
     folder.mkdir(parents=True, exist_ok=True)
     shards.write_shard(folder / f"{DATASET}_train_000000.bin", chain_tokens(train_tokens, 1))
     shards.write_shard(folder / f"{DATASET}_val_000000.bin", chain_tokens(val_tokens, 2))
+    (folder / "manifest.json").write_text('{"tokenizer": "gpt2"}\n')  # what the rules check
     return folder
 
 
@@ -52,9 +53,10 @@ TINY = tracks.Track(
         track="tiny",
         model=ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=32),
         optim=OptimConfig(lr=1e-2, warmup_steps=5, weight_decay=0.0, min_lr_frac=0.1),
-        train=TrainConfig(batch_size=8, max_steps=80, eval_every=10, val_tokens=1024,
+        train=TrainConfig(batch_size=8, steps=40, eval_every=10, val_tokens=1024,
                           val_batch_size=8, target=3.0, loss_chunk=64, log_every=5),
     ),
+    rules=tracks.Rules(target=3.0, val_tokens=1024, tokenizer="gpt2", vocab=50257),
 )
 
 

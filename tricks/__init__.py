@@ -7,6 +7,12 @@ some functions replaced or wrapped, where ``hp`` holds the trick's resolved hype
 the model's shape (e.g. fewer key/value heads) may also give ``configure(cfg, hp) -> cfg``,
 which must be idempotent.
 
+Most tricks *wrap* a hook (call the previous function). A trick that *replaces* a hook outright
+(relu2's activation, muon's optimizer, ...) declares it in ``replaces``: anything an earlier
+trick did to that hook would be silently discarded, so the registry refuses a combination in
+which another trick touching that hook is not explicitly ordered after the replacing one
+(``after`` or ``requires``), and two tricks that replace the same hook.
+
 Resolution is deterministic: the same set of names in any order gives the same application
 order (requirements and ``after`` first, then alphabetical), and unknown names, missing
 requirements and conflicts fail before anything is compiled.
@@ -38,6 +44,7 @@ class Trick:
     requires: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
     after: tuple[str, ...] = ()  # apply after these tricks when they are also enabled
+    replaces: tuple[str, ...] = ()  # hook points it sets without calling the previous function
     source: str = ""  # modded-nanogpt record and/or paper
 
 
@@ -90,7 +97,50 @@ def resolve(names: list[str], registry: Mapping[str, Trick] | None = None) -> li
             raise SpeedrunError(f"tricks {', '.join(sorted(before))} have circular ordering")
         order.append(ready[0])
         del before[ready[0]]
-    return [registry[n] for n in order]
+    resolved = [registry[n] for n in order]
+    _check_replaced_hooks(resolved, registry)
+    return resolved
+
+
+def touched_hooks(trick: Trick) -> set[str]:
+    """Hook points (and extras) a trick sets, found by applying it to the baseline."""
+    from speedrun.hooks import HOOK_POINTS, baseline_hooks
+
+    base = baseline_hooks()
+    new = trick.apply(base, hp(trick))
+    touched = {h for h in HOOK_POINTS if h != "extras" and getattr(new, h) is not getattr(base, h)}
+    return touched | {f"extras.{k}" for k in new.extras if new.extras.get(k) is not base.extras.get(k)}
+
+
+def _ordered_after(registry: Mapping[str, Trick], later: str, earlier: str) -> bool:
+    """Whether ``later`` declares (directly or through others) that it comes after ``earlier``."""
+    seen, todo = set(), [later]
+    while todo:
+        name = todo.pop()
+        for dep in registry[name].requires + registry[name].after:
+            if dep == earlier:
+                return True
+            if dep in registry and dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return False
+
+
+def _check_replaced_hooks(chosen: list[Trick], registry: Mapping[str, Trick]) -> None:
+    for r in chosen:
+        for hook in r.replaces:
+            for t in chosen:
+                if t is r or hook not in touched_hooks(t):
+                    continue
+                if hook in t.replaces:
+                    a, b = sorted((r.name, t.name))
+                    raise SpeedrunError(f"tricks {a!r} and {b!r} both replace the {hook!r} hook; "
+                                        f"one would silently discard the other")
+                if not _ordered_after(registry, t.name, r.name):
+                    raise SpeedrunError(
+                        f"trick {r.name!r} replaces the {hook!r} hook that {t.name!r} also sets, "
+                        f"and nothing orders {t.name!r} after it: declare after=({r.name!r},) "
+                        f"in {t.name!r} so its change is not discarded")
 
 
 def hp(trick: Trick, values: Mapping[str, Any] | None = None) -> SimpleNamespace:
@@ -101,6 +151,13 @@ def with_tricks(cfg, names: list[str], registry: Mapping[str, Trick] | None = No
     """RunConfig with the named tricks' default hyperparameters, in application order."""
     tricks = {t.name: dict(t.params) for t in resolve(names, registry)}
     return dataclasses.replace(cfg, tricks=tricks)
+
+
+def canonical(cfg, registry: Mapping[str, Trick] | None = None):
+    """The same configuration with its tricks re-resolved into the one application order (a
+    stored order is never trusted: a record's YAML may list them in any order)."""
+    order = resolve(list(cfg.tricks), registry)
+    return dataclasses.replace(cfg, tricks={t.name: dict(cfg.tricks[t.name]) for t in order})
 
 
 def configure(cfg, registry: Mapping[str, Trick] | None = None):
@@ -138,6 +195,7 @@ def main(args) -> int:
         print(f"  source:    {t.source or '-'}")
         print(f"  requires:  {', '.join(t.requires) or '-'}")
         print(f"  conflicts: {', '.join(t.conflicts) or '-'}")
+        print(f"  replaces:  {', '.join(t.replaces) or '-'} (hooks it sets outright)")
         if t.params:
             print("  hyperparameters (override with --set " + t.name + ".KEY=VALUE):")
             for k, v in t.params.items():

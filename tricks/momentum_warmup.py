@@ -1,28 +1,45 @@
 """Muon momentum warm-up: momentum rises linearly from ``start`` to ``end`` over the first
-``steps`` optimizer steps, then stays at ``end``:
+W = round(frac * train.steps) optimizer steps, then stays at ``end``:
 
-    frac = min(step / steps, 1);   m = (1 - frac) * start + frac * end     (0.85 -> 0.95)
+    f = min(step / W, 1);   m = (1 - f) * start + f * end     (0.85 -> 0.95)
 
-as the records set ``group['momentum']`` before each step (step 0 uses 0.85). Provided as the
-``muon_momentum`` extra, which the muon trick's optimizer reads in place of its constant.
+as the records set ``group['momentum']`` before each step (step 0 uses 0.85). The records warmed
+up over a fixed 300 steps of runs 1390-1490 steps long (records 15-18); here the warm-up is a
+fraction of the run (0.2, about 300/1490) so that it scales with the run's length, as every
+schedule in this harness does. Provided as the ``muon_momentum`` extra, a function of the
+RunConfig returning a schedule, which the muon trick's optimizer reads in place of its constant.
 """
 
 import optax
 
+from speedrun.errors import SpeedrunError
 from tricks import Trick
 
 
+def schedule(steps: int, start: float, end: float, frac: float):
+    return optax.linear_schedule(start, end, max(round(frac * steps), 1))
+
+
+def configure(cfg, hp):
+    if not 0.0 < hp.frac <= 1.0:
+        raise SpeedrunError(f"momentum-warmup.frac must be in (0, 1], got {hp.frac}")
+    return cfg
+
+
 def apply(hooks, hp):
-    sched = optax.linear_schedule(hp.start, hp.end, max(hp.steps, 1))
-    return hooks.with_extra("muon_momentum", sched)
+    def momentum(cfg):
+        return schedule(cfg.train.steps, hp.start, hp.end, hp.frac)
+
+    return hooks.with_extra("muon_momentum", momentum)
 
 
 TRICK = Trick(
     name="momentum-warmup",
-    summary="Muon momentum warms up linearly 0.85 -> 0.95 over the first 300 steps",
+    summary="Muon momentum warms up linearly 0.85 -> 0.95 over the first 20% of the run",
     changes=("optimizer", "schedule"),
-    params={"start": 0.85, "end": 0.95, "steps": 300},
+    params={"start": 0.85, "end": 0.95, "frac": 0.2},
     apply=apply,
+    configure=configure,
     requires=("muon",),
     source="modded-nanogpt: 500 steps in record 12 (11/19/24, FlexAttention), "
     "300 steps from record 15 (12/08/24, UNetValueEmbedsTweaks)",

@@ -138,7 +138,8 @@ def apply(hooks, hp):
         def adam(lr):
             return optax.adam(peak(lr), hp.adam_beta1, hp.adam_beta2, hp.adam_eps)
 
-        momentum = hooks.extras.get("muon_momentum", hp.momentum)
+        schedule = hooks.extras.get("muon_momentum")  # RunConfig -> step -> momentum
+        momentum = hp.momentum if schedule is None else schedule(cfg)
         groups = {
             "muon": optax.chain(
                 scale_by_muon(momentum, hp.nesterov, hp.ns_steps, NS_DTYPES[hp.ns_dtype]),
@@ -174,6 +175,7 @@ TRICK = Trick(
     },
     apply=apply,
     configure=configure,
+    replaces=("optimizer",),
     source="modded-nanogpt records 3-4 (10/04/24, 10/11/24), lrs of record 9 (11/06/24); "
     "Jordan et al. 2024 (kellerjordan.github.io/posts/muon)",
 )

@@ -20,5 +20,6 @@ TRICK = Trick(
     changes=("model",),
     params={},
     apply=apply,
+    replaces=("mlp_act",),
     source="modded-nanogpt record 5 (10/14/24, ModernArch); So et al. 2021 (Primer)",
 )

@@ -48,5 +48,6 @@ TRICK = Trick(
     changes=("model",),
     params={},
     apply=apply,
+    replaces=("norm",),
     source="modded-nanogpt record 5 (10/14/24, ModernArch); Zhang & Sennrich 2019",
 )

@@ -45,5 +45,6 @@ TRICK = Trick(
     changes=("model",),
     params={"weight_init": 1.0},
     apply=apply,
+    replaces=("blocks",),
     source="modded-nanogpt record 11 (11/10/24, UNetDoubleLr, @brendanh0gan)",
 )

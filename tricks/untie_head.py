@@ -45,5 +45,6 @@ TRICK = Trick(
     changes=("model",),
     params={"head_std": 0.0, "embed_std": 1.0},
     apply=apply,
+    replaces=("head",),
     source="modded-nanogpt record 8 (11/03/24, UntieEmbed), zero-init head as record 9 (11/06/24)",
 )
