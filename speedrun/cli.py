@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search over --steps: every probe is a full fixed-length run over the same "
         "seeds; a probe passes when its seeds make the claim (p < 0.01, >= 3 seeds) or, with "
         "fewer seeds, when every seed ends below the target. Brackets by doubling/halving, then "
-        "bisects; prints the exact `run` command that makes the claim. Writes no records.",
+        "bisects; prints the exact `run` command that makes the claim. Writes no records, "
+        "unless --record: then the passing probe with the fewest steps becomes one.",
     )
     _config_flags(fs)
     fs.add_argument("--seeds", default="3", metavar="N|A,B,...",
@@ -137,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="probe only multiples of M steps (default: 2%% of --start)")
     fs.add_argument("--max-probes", type=int, default=8, metavar="K",
                     help="at most K probes (default 8)")
-    fs.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    fs.add_argument("--record", action="store_true",
+                    help="write the passing probe with the fewest steps as a record")
+    fs.add_argument("--records-dir", default="records", metavar="DIR",
+                    help="where --record writes (default: ./records)")
+    fs.add_argument("--name", default=None, help="record name for --record")
     _data_dir_flag(fs)
 
     # --- compare ----------------------------------------------------------------------------

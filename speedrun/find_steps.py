@@ -9,7 +9,9 @@ seed's final loss is below the target (a weaker test: say so, and claim with mor
 The search assumes that more steps never hurt (final loss falls with the run's length): it
 brackets the answer by doubling or halving from the start, then bisects to a multiple of
 ``--multiple`` steps, with at most ``--max-probes`` probes. Probes write no records; the end is
-the exact `run` command that makes the claim.
+the exact `run` command that makes the claim. With ``--record``, the passing probe with the
+fewest steps is itself written as a record (it is a complete set of fixed-length runs at that
+length), which saves running the claim again.
 """
 
 from __future__ import annotations
@@ -125,10 +127,12 @@ def main(args) -> int:
                    for seed in seeds]
         ok, why = probe_passes(results, target)
         probes[steps] = why
+        outcomes[steps] = (probe_plan, results)
         print(f"probe {n}: {steps} steps {'PASS' if ok else 'fail'}: {why}")
         return ok
 
     probes: dict[int, str] = {}
+    outcomes: dict[int, tuple] = {}
     best, seen = search(passes, start, multiple, args.max_probes)
     print("\nprobes:")
     for steps in sorted(seen):
@@ -138,4 +142,7 @@ def main(args) -> int:
         return 1
     print(f"\nfewest steps found: {best}. Make the claim with:\n  "
           f"{run_command(args, best, max(len(seeds), stats.CLAIM_SEEDS))}")
+    if args.record:
+        where, rec = R.save(*outcomes[best], args.records_dir, args.name)
+        print(f"record of the {best}-step probe written: {where}\n{R.claim_line(rec)}")
     return 0

@@ -49,6 +49,14 @@ def test_find_steps_agrees_with_a_direct_sweep(tiny, capsys):  # noqa: F811
     assert f"fewest steps found: {passing[0]}." in out
     assert f"--steps {passing[0]} --seeds 3" in out  # the claim needs 3 seeds
     assert record_dirs(tiny) == []  # probes write no records
+    # --record keeps the best passing probe as a record: the same run as the sweep's
+    assert cli.main(["find-steps", "--track", "tiny", "--seeds", "1", "--start", str(passing[0]),
+                     "--multiple", "10", "--max-probes", "2", "--record",
+                     "--records-dir", str(tiny / "records")]) == 0
+    (folder,) = record_dirs(tiny)
+    rec = records.load_record(folder)
+    assert records.verify(folder) == [] and rec["runs"][0]["steps"] == passing[0]
+    assert rec["runs"][0]["final_val_loss"] == pytest.approx(finals[passing[0]], abs=1e-6)
 
 
 def test_compare_interleaves_and_writes_both_records(tiny, capsys):  # noqa: F811
