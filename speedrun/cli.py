@@ -2,7 +2,9 @@
 
 Every command's flags are declared here so ``--help`` works without importing JAX; the work
 is done by the module each command names (imported lazily, so help is instant).
-Usage errors exit 2 (argparse), user-fixable problems exit 1 with one line, Ctrl-C exits 130.
+Usage errors exit 2 (argparse), user-fixable problems (``SpeedrunError``, and OS errors) exit 1
+with one line (``--debug`` adds the traceback), Ctrl-C exits 130; anything else is a bug and
+shows its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from speedrun.errors import SpeedrunError
 
@@ -36,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m speedrun",
         description="Train a GPT to a fixed validation loss as fast as possible, with named tricks.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="print the full traceback of every error, not only one line "
+                        "(anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # --- data -------------------------------------------------------------------------------
@@ -171,6 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
     _data_dir_flag(cmp_)
 
+    # --- recover ----------------------------------------------------------------------------
+    rec = sub.add_parser(
+        "recover",
+        help="make the record of a run whose record could not be written",
+        description="When writing a record fails after training, the run saves its results to "
+        "a speedrun-results-*.json file and prints its path. This turns that file into the "
+        "record (and verifies it).")
+    rec.add_argument("path", metavar="FILE", help="the speedrun-results-*.json file")
+    rec.add_argument("--records-dir", default="records", metavar="DIR",
+                     help="where the record is written (default: ./records)")
+
     # --- tricks -----------------------------------------------------------------------------
     tr = sub.add_parser("tricks", help="list tricks, or show one with its hyperparameters",
                         description="List every registered trick, or show one in detail.")
@@ -220,19 +237,40 @@ COMMANDS = {
     "tracks": "speedrun.tracks:main",
     "leaderboard": "speedrun.leaderboard:main",
     "verify": "speedrun.records:main",
+    "recover": "speedrun.records:recover_main",
     "bench": "speedrun.bench:main",
 }
 
 
+def one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     module, func = COMMANDS[args.command].split(":")
     try:
         return int(getattr(importlib.import_module(module), func)(args) or 0)
     except SpeedrunError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # A file-system problem no check foresaw (a disk filling up, a folder removed mid-run):
+        # the user's to fix, so one line; --debug shows where it happened.
+        if args.debug:
+            traceback.print_exc()
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {one_line(e.strerror or e)}{where} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
         print("interrupted", file=sys.stderr)
         return 130
 

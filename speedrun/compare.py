@@ -18,7 +18,8 @@ def main(args) -> int:
     for side in ("a", "b"):
         cfg = R.config_for(args.track, getattr(args, side), getattr(args, f"set_{side}"),
                            getattr(args, f"steps_{side}"))
-        sides[side] = R.prepare(cfg, args.data_dir, R.command_line())
+        sides[side] = R.prepare(cfg, args.data_dir, R.command_line(),
+                                None if args.no_record else args.records_dir)
     for side, plan in sides.items():
         print(f"{side.upper()}: {R.label(plan.cfg)}, {plan.cfg.train.steps} steps")
     print(f"seeds {seeds}, interleaved A B A B ... on {sides['a'].env['device_count']} x "

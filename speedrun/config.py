@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -38,6 +39,23 @@ class ModelConfig:
         return self.n_kv_head or self.n_head
 
 
+def validate_model(m: ModelConfig) -> list[str]:
+    """Every out-of-range model setting, each naming its field and the fix."""
+    out = _positive_ints(m, "model", ("vocab_size", "n_layer", "n_head", "d_model", "mlp_ratio",
+                                      "seq_len"))
+    if m.n_kv_head < 0:
+        out.append(f"model.n_kv_head must be 0 (= n_head) or positive, got {m.n_kv_head}")
+    if not out:
+        if m.d_model % m.n_head:
+            out.append(f"model.d_model={m.d_model} must be divisible by model.n_head={m.n_head} "
+                       f"(the heads split the width)")
+        if m.n_head % m.kv_heads:
+            out.append(f"model.n_head={m.n_head} must be divisible by model.n_kv_head="
+                       f"{m.n_kv_head} (each key/value head serves a group of query heads)")
+    out += _finite_positive(m, "model", ("init_std",))
+    return out
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     lr: float = 6e-4
@@ -51,6 +69,25 @@ class OptimConfig:
     min_lr_frac: float = 0.1  # final lr as a fraction of the peak
 
 
+DECAYS = ("cosine", "linear", "constant")
+
+
+def validate_optim(o: OptimConfig) -> list[str]:
+    out = _finite_positive(o, "optim", ("lr", "eps"))
+    for name in ("beta1", "beta2"):
+        v = getattr(o, name)
+        if not (isinstance(v, (int, float)) and 0 <= v < 1):
+            out.append(f"optim.{name} must be in [0, 1), got {v}")
+    out += _finite_non_negative(o, "optim", ("weight_decay", "grad_clip"))
+    if o.warmup_steps < 0:
+        out.append(f"optim.warmup_steps must be 0 or more, got {o.warmup_steps}")
+    if o.decay not in DECAYS:
+        out.append(f"optim.decay must be one of {', '.join(DECAYS)}, got {o.decay!r}")
+    if not (math.isfinite(o.min_lr_frac) and 0 <= o.min_lr_frac <= 1):
+        out.append(f"optim.min_lr_frac must be in [0, 1], got {o.min_lr_frac}")
+    return out
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 512  # sequences per step, across all devices
@@ -62,6 +99,42 @@ class TrainConfig:
     align_docs: bool = False  # start every sequence at a document start (<|endoftext|>)
     loss_chunk: int = 2048  # tokens per logits/cross-entropy chunk (never the whole batch at once)
     log_every: int = 10
+
+
+def validate_train(t: TrainConfig) -> list[str]:
+    out = _positive_ints(t, "train", ("batch_size", "steps", "eval_every", "val_tokens",
+                                      "loss_chunk", "log_every"))
+    if t.val_batch_size < 0:
+        out.append(f"train.val_batch_size must be 0 (= batch_size) or positive, "
+                   f"got {t.val_batch_size}")
+    out += _finite_positive(t, "train", ("target",))
+    if not isinstance(t.align_docs, bool):
+        out.append(f"train.align_docs must be true or false, got {t.align_docs!r}")
+    return out
+
+
+def validate_tricks(tricks: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Trick settings: each trick checks its own meaning; here, no number may be NaN or inf."""
+    return [f"{name}.{key} must be a finite number, got {value}"
+            for name, params in tricks.items() for key, value in params.items()
+            if isinstance(value, float) and not math.isfinite(value)]
+
+
+def _positive_ints(obj, section: str, names) -> list[str]:
+    return [f"{section}.{n} must be a positive integer, got {getattr(obj, n)!r}" for n in names
+            if not (isinstance(getattr(obj, n), int) and getattr(obj, n) >= 1)]
+
+
+def _finite_positive(obj, section: str, names) -> list[str]:
+    return [f"{section}.{n} must be a finite number above 0, got {getattr(obj, n)!r}"
+            for n in names if not (isinstance(getattr(obj, n), (int, float))
+                                   and math.isfinite(getattr(obj, n)) and getattr(obj, n) > 0)]
+
+
+def _finite_non_negative(obj, section: str, names) -> list[str]:
+    return [f"{section}.{n} must be a finite number, 0 or more, got {getattr(obj, n)!r}"
+            for n in names if not (isinstance(getattr(obj, n), (int, float))
+                                   and math.isfinite(getattr(obj, n)) and getattr(obj, n) >= 0)]
 
 
 @dataclass(frozen=True)
@@ -102,6 +175,22 @@ class RunConfig:
 
 
 SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+VALIDATORS = {"model": validate_model, "optim": validate_optim, "train": validate_train}
+
+
+def problems(cfg: RunConfig) -> list[str]:
+    """Every out-of-range setting of a configuration (one validator per section)."""
+    out = [p for name, check in VALIDATORS.items() for p in check(getattr(cfg, name))]
+    return out + validate_tricks(cfg.tricks)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """The configuration, or a SpeedrunError naming every out-of-range setting on one line."""
+    found = problems(cfg)
+    if found:
+        raise SpeedrunError("invalid setting" + ("s" if len(found) > 1 else "") + ": "
+                            + "; ".join(found) + " (change it with --set section.key=value)")
+    return cfg
 
 
 def _section(cls, values: Mapping[str, Any], name: str):

@@ -108,7 +108,8 @@ def run_command(args, steps: int, seeds: int) -> str:
 def main(args) -> int:
     cfg = R.config_for(args.track, args.tricks, args.overrides)
     seeds = R.parse_seeds(None, args.seeds)
-    plan = R.prepare(cfg, args.data_dir, R.command_line())
+    plan = R.prepare(cfg, args.data_dir, R.command_line(),
+                     args.records_dir if args.record else None)
     start = args.start or cfg.train.steps
     multiple = args.multiple or max(1, math.ceil(start / 50))
     target = cfg.train.target

@@ -29,7 +29,8 @@ untimed) and the claim holds when a one-sided t-test of the seeds' final val los
 track's target gives p < 0.01 over at least 3 distinct seeds. Only claims that pass
 `python -m speedrun verify` (track rules included) are ranked, by mean train time ± std.
 *Machine* is the float32 matmul speed probe taken before each seed (mean), so a slow day shows
-next to the times it slows. Re-run any row with `python -m speedrun run --from-record <record>`.
+next to the times it slows; *bits/byte* is the mean final loss per byte of validation text, which
+compares across tokenizations. Re-run any row with `python -m speedrun run --from-record <record>`.
 """
 
 def _fmt_time(mean: float, std: float) -> str:
@@ -95,11 +96,13 @@ def load_all(records_dir: Path) -> pd.DataFrame:
             "loss": s.get("mean_val_loss"), "loss_std": s.get("std_val_loss"),
             "p": s.get("p_value"), "reached": s.get("reached", 0),
             "first": s.get("mean_first_reached_step"), "machine": s.get("mean_machine_gflops"),
+            "bpb": s.get("mean_val_bpb"),
             "problem": "; ".join(problems) if problems else "",
         })
     columns = ["folder", "path", "track", "hardware", "date", "when", "description", "tricks",
                "config", "label", "target", "seeds", "claim", "reasons", "time", "time_std",
-               "steps", "tokens", "loss", "loss_std", "p", "reached", "first", "machine", "problem"]
+               "steps", "tokens", "loss", "loss_std", "p", "reached", "first", "machine", "bpb",
+               "problem"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -112,6 +115,7 @@ def _ranked_table(df: pd.DataFrame) -> str:
         "tokens": [f"{x:,.0f}" for x in df["tokens"]],
         "tricks": df["label"],
         "final val loss": [f"{x:.4f} ± {s:.4f}" for x, s in zip(df["loss"], df["loss_std"])],
+        "bits/byte": ["—" if pd.isna(b) else f"{b:.4f}" for b in df["bpb"]],
         "p": [_p(p) for p in df["p"]],
         "seeds": df["seeds"],
         "first ≤ target": ["—" if pd.isna(f) else f"step {f:.0f}" for f in df["first"]],

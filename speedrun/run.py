@@ -1,7 +1,10 @@
 """`python -m speedrun run`: resolve the configuration, train every seed, write one record.
 
-Each seed is a fixed-length run of ``train.steps`` steps. The record is written only after every
-seed has finished; a divergence, a crash or Ctrl-C leaves no record behind. ``prepare``,
+Each seed is a fixed-length run of ``train.steps`` steps. Before any data is built or anything
+compiles, ``preflight`` checks the settings (``config.validate``), the records folder and the
+data dir; ``prepare`` then checks the validation tokens' range. The record is written only after
+every seed has finished; a divergence, a crash or Ctrl-C leaves no record behind, and a record
+that cannot be written leaves a results file for ``speedrun recover`` instead of losing the run. ``prepare``,
 ``run_seed`` and ``save`` are the pieces `find-steps` and `compare` reuse.
 """
 
@@ -9,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shlex
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import yaml
 
 import tricks as trick_registry
 from speedrun import distributed, evaluate, hardware, records, tracks, train
+from speedrun import config as config_module
 from speedrun.config import RunConfig, apply_overrides, config_hash
 from speedrun.data import bytelevel, corpus, fingerprint, loader, paths
 from speedrun.errors import SpeedrunError
@@ -75,9 +81,64 @@ def resolve(args) -> tuple[RunConfig, list[int], str | None]:
     return cfg, parse_seeds(args.seed, args.seeds), args.name
 
 
+# --- pre-flight: everything that can be known before data is built or anything compiles -------
+
+
+def probe_writable(folder: Path, what: str, fix: str) -> None:
+    """Fail unless ``folder`` (or, where it does not exist yet, its nearest existing parent, in
+    which it would be created) is a folder we can create and remove a file in."""
+    folder = Path(folder).expanduser()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SpeedrunError(f"{what} {folder} cannot be used: {existing} is not a folder; {fix}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".speedrun-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SpeedrunError(f"{what} {folder} is not writable ({e.strerror or e} in {existing}); "
+                            f"{fix}") from None
+
+
+def check_data_dir(cfg: RunConfig, data_dir: str | None) -> None:
+    """The data dir is a folder, and writable unless it already holds the track's shards."""
+    root = paths.data_dir(data_dir)
+    dataset = tracks.get(cfg.track).dataset
+    fix = "pass --data-dir DIR or set SPEEDRUN_DATA_DIR to a writable folder"
+    for p in (root, root / dataset):
+        if p.exists() and not p.is_dir():
+            raise SpeedrunError(f"data dir {p} is not a folder; {fix}")
+    if all(paths.split_files(root / dataset, dataset, s) for s in corpus.SPLITS):
+        try:  # shards are there: a read-only data dir is fine unless they must be rebuilt
+            probe_writable(root / dataset, "data dir", fix)
+        except SpeedrunError:
+            pass
+        return
+    probe_writable(root, "data dir", fix)
+
+
+def preflight(cfg: RunConfig, data_dir: str | None, records_dir: str | None = None) -> RunConfig:
+    """Every check that needs no data and no compilation: settings in range, the records folder
+    writable, the data dir usable. Runs before anything slow."""
+    config_module.validate(cfg)
+    distributed.check_batch(cfg.train.batch_size)
+    if records_dir is not None:
+        probe_writable(Path(records_dir) / cfg.track, "records folder",
+                       "pass --records-dir DIR (a writable folder) or --no-record")
+    check_data_dir(cfg, data_dir)
+    return cfg
+
+
 def data_for(cfg: RunConfig, data_dir: str | None):
     track = tracks.get(cfg.track)
-    folder = corpus.ensure_dataset(track.dataset, paths.data_dir(data_dir))
+    try:
+        folder = corpus.ensure_dataset(track.dataset, paths.data_dir(data_dir))
+    except OSError as e:
+        raise SpeedrunError(f"cannot build the {track.dataset} data in {paths.data_dir(data_dir)}: "
+                            f"{e.strerror or e} ({e.filename}); pass --data-dir DIR or set "
+                            f"SPEEDRUN_DATA_DIR to a writable folder") from None
     train_files = paths.split_files(folder, track.dataset, "train")
     val_files = paths.split_files(folder, track.dataset, "val")
     if not train_files or not val_files:
@@ -88,8 +149,29 @@ def data_for(cfg: RunConfig, data_dir: str | None):
 def validation_set(cfg: RunConfig, val_files):
     t, T = cfg.train, cfg.model.seq_len
     n_seqs = loader.val_token_count(val_files, t.val_tokens, T) // T
-    rows = evaluate.val_batch_rows(n_seqs, t.val_batch_size or t.batch_size, distributed.jax.device_count())
+    devices = distributed.jax.device_count()
+    try:
+        rows = evaluate.val_batch_rows(n_seqs, t.val_batch_size or t.batch_size, devices)
+    except ValueError as e:
+        raise SpeedrunError(f"{e}; change train.val_tokens or train.val_batch_size") from None
     return loader.val_batches(val_files, t.val_tokens, rows, T)
+
+
+def check_token_range(cfg: RunConfig, val, val_files, folder, dataset: str) -> None:
+    """Every validation token must be a valid id: in the model's vocabulary and the tokenizer's.
+    A token outside would be scored as garbage (NaN or a clamped lookup): a data problem that
+    would otherwise look like a divergence."""
+    tokenizer = fingerprint.tokenizer_of(folder, dataset)
+    limit = min(cfg.model.vocab_size, corpus.VOCAB.get(tokenizer, cfg.model.vocab_size))
+    for x, y in val:
+        top = max(int(x.max()), int(y.max()))
+        if top >= limit or min(int(x.min()), int(y.min())) < 0:
+            names = ", ".join(f.name for f in val_files)
+            raise SpeedrunError(
+                f"the validation tokens ({names} in {folder}) hold token id {top}, outside the "
+                f"vocabulary (0..{limit - 1}): the shard is corrupt; rebuild it (for a built "
+                f"corpus: python -m speedrun data ... --force) or check it with: python -m "
+                f"speedrun data check {folder}")
 
 
 class Console:
@@ -128,7 +210,8 @@ class Console:
 def log_header(cfg: RunConfig, seed: int, env: dict) -> list[str]:
     body = {"seed": seed, "command": env.get("command"), "config": cfg.to_dict(),
             "environment": {k: env.get(k) for k in ("hardware_class", "device_kind", "device_count",
-                                                     "git_commit", "git_dirty", "jax_version")}}
+                                                     "git_commit", "git_dirty", "jax_version",
+                                                     "attention")}}
     return ["# " + line for line in yaml.safe_dump(body, sort_keys=False).splitlines()]
 
 
@@ -144,14 +227,30 @@ class Plan:
     env: dict
 
 
-def prepare(cfg: RunConfig, data_dir: str | None, command: str) -> Plan:
+def prepare(cfg: RunConfig, data_dir: str | None, command: str,
+            records_dir: str | None = None) -> Plan:
+    """Pre-flight checks, then the data, hooks, validation set and fingerprints. ``records_dir``:
+    where records will be written (checked writable now), None when none will be."""
+    preflight(cfg, data_dir, records_dir)
     hooks = trick_registry.build_hooks(cfg)  # fails here, before data or compilation, if broken
     train_files, val_files = data_for(cfg, data_dir)
     val = validation_set(cfg, val_files)
     dataset = tracks.get(cfg.track).dataset
+    check_token_range(cfg, val, val_files, train_files[0].parent, dataset)
     data = fingerprint.describe(train_files[0].parent, dataset, train_files, val)
     env = hardware.environment(command=command)
+    env["attention"] = attention_implementation(cfg)
     return Plan(cfg, hooks, train_files, val, data, env)
+
+
+def attention_implementation(cfg: RunConfig) -> str:
+    """Which attention kernel this run's baseline `attend` uses here (chosen once per run, from
+    the backend and the compute dtype; see speedrun/attention.py)."""
+    from speedrun import attention
+
+    dtype = (cfg.tricks.get("bf16") or {}).get("dtype", "bfloat16") if "bf16" in cfg.tricks \
+        else "float32"
+    return attention.implementation_name(dtype=dtype, head_dim=cfg.model.head_dim)
 
 
 def command_line() -> str:
@@ -193,8 +292,31 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "") -> records.RunRe
 
 
 def save(plan: Plan, results: list, records_dir: str, name: str | None) -> tuple[Path, dict]:
-    rec = records.build_record(plan.cfg, results, plan.env, plan.data, name=name)
-    return records.write_record(Path(records_dir), rec, results=results), rec
+    """Write the record. Whatever goes wrong here, the finished results are not lost: they go
+    to a fallback file (``records.write_fallback``) that ``speedrun recover`` turns into the
+    record later, and the error says where it is."""
+    try:
+        rec = records.build_record(plan.cfg, results, plan.env, plan.data, name=name)
+        return records.write_record(Path(records_dir), rec, results=results), rec
+    except KeyboardInterrupt:
+        fallback = records.write_fallback(plan.cfg, results, plan.env, plan.data, name,
+                                          records_dir)
+        if fallback is not None:
+            print(f"interrupted while writing the record; the results are safe in {fallback}: "
+                  f"make the record with: python -m speedrun recover {shlex.quote(str(fallback))}",
+                  file=sys.stderr)
+        raise
+    except Exception as e:
+        reason = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.strerror else (
+            str(e).splitlines()[0] if str(e) else type(e).__name__)
+        fallback = records.write_fallback(plan.cfg, results, plan.env, plan.data, name,
+                                          records_dir)
+        if fallback is None:
+            raise
+        raise SpeedrunError(
+            f"could not write the record to {records_dir} ({reason}); the results are safe in "
+            f"{fallback}: make the record with: python -m speedrun recover {shlex.quote(str(fallback))}"
+            f" --records-dir DIR") from e
 
 
 def claim_line(rec: dict) -> str:
@@ -210,7 +332,8 @@ def claim_line(rec: dict) -> str:
 def main(args) -> int:
     distributed.maybe_initialize()
     cfg, seeds, name = resolve(args)
-    plan = prepare(cfg, args.data_dir, command_line())
+    writes = not args.no_record and distributed.jax.process_index() == 0
+    plan = prepare(cfg, args.data_dir, command_line(), args.records_dir if writes else None)
     print(f"track {cfg.track}: {cfg.train.steps} steps, target val loss {cfg.train.target}, "
           f"tricks: {label(cfg)}, seeds: {seeds}, devices: {plan.env['device_count']} x "
           f"{plan.env['device_kind']}")

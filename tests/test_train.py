@@ -81,6 +81,7 @@ def test_run_trains_fixed_steps_and_writes_complete_record(tiny, capsys):
     for key in ("git_commit", "git_dirty", "jax_version", "jaxlib_version", "optax_version",
                 "device_kind", "device_count", "host", "date", "command"):
         assert key in rec["environment"], key
+    assert rec["environment"]["attention"] == "blocked"  # the CPU formulation, chosen per run
     data = rec["data"]
     assert data["tokenizer"] == "gpt2" and data["val_tokens"] == 1024
     assert len(data["val_sha256"]) == len(data["train_sha256"]) == 64

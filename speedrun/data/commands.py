@@ -51,19 +51,46 @@ def shard_paths(items: list[str]) -> list[Path]:
     return out
 
 
+def _manifest(shard: Path) -> dict:
+    try:
+        manifest = json.loads((shard.parent / "manifest.json").read_text())
+        return manifest if isinstance(manifest, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def separator_for(shard: Path) -> int:
     """The document separator of a shard: BYTE_SEP when the manifest beside it says the
     tokenizer is "bytes", else EOT."""
     from speedrun.data import bytelevel
 
     try:
-        kind = json.loads((shard.parent / "manifest.json").read_text()).get("tokenizer", "gpt2")
-        return bytelevel.separator(kind)
-    except (OSError, ValueError, AttributeError, SpeedrunError):
+        return bytelevel.separator(_manifest(shard).get("tokenizer", "gpt2"))
+    except (AttributeError, SpeedrunError):
         return bytelevel.separator("gpt2")
 
 
+def vocab_for(shard: Path) -> int | None:
+    """The tokenizer's vocabulary (the manifest beside the shard names it; GPT-2 without one)."""
+    from speedrun.data import corpus
+
+    return corpus.VOCAB.get(_manifest(shard).get("tokenizer", "gpt2"))
+
+
+def expected_sha256(shard: Path) -> str | None:
+    """The file's sha256 as the manifest beside it records it (None where it records none)."""
+    try:
+        for entry in _manifest(shard).get("splits", {}).values():
+            if shard.name in entry.get("files", []) and entry.get("file_sha256"):
+                return entry["file_sha256"][entry["files"].index(shard.name)]
+    except (AttributeError, TypeError, IndexError):
+        pass
+    return None
+
+
 def check(args) -> int:
+    from speedrun.data import corpus
+
     bad = total = 0
     for item in args.paths:
         files = shard_paths([item])
@@ -73,9 +100,16 @@ def check(args) -> int:
         for f in files:
             total += 1
             try:
-                info = shards.validate_shard(f, separator_for(f))
+                info = shards.validate_shard(f, separator_for(f), vocab_for(f))
+                want = expected_sha256(f)
+                if want and corpus.file_sha256(f) != want:
+                    raise shards.ShardError(f"{f}: checksum does not match manifest.json (the "
+                                            f"file changed after it was built; rebuild it)")
             except shards.ShardError as e:
                 print(f"INVALID {e}")
+                bad += 1
+            except OSError as e:
+                print(f"INVALID {f}: cannot read it ({e.strerror or e})")
                 bad += 1
             else:
                 print(f"ok      {f}: {info.n_tokens:,} tokens, {info.n_docs:,} documents")
@@ -86,4 +120,18 @@ def check(args) -> int:
 
 def main(args) -> int:
     commands = {"wiki": build, "wiki-bytes": build_bytes, "fineweb10b": download, "check": check}
-    return commands[args.data_command](args)
+    if args.data_command == "check":
+        return check(args)
+    root = paths.data_dir(args.data_dir)
+    fix = "pass --data-dir DIR or set SPEEDRUN_DATA_DIR to a writable folder"
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SpeedrunError(f"data dir {root} cannot be used: {existing} is not a folder; {fix}")
+    try:
+        return commands[args.data_command](args)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        raise SpeedrunError(f"cannot write the data in {root}: {e.strerror or e}{where}; "
+                            f"{fix}") from None

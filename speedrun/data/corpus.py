@@ -10,6 +10,7 @@ skipped. The manifest also holds the count-model reference losses (``ngram``) of
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -61,9 +62,12 @@ class BuildReport:
     train_tokens: int
     val_tokens: int
     skipped: bool  # True: valid shards already existed, nothing was written
+    rebuilt_because: str | None = None  # why an earlier build was not reused
 
     def summary(self) -> str:
-        note = " (already built)" if self.skipped else ""
+        note = " (already built)" if self.skipped else (
+            f" (rebuilt {self.dataset} because {self.rebuilt_because})"
+            if self.rebuilt_because else "")
         return (f"{self.dataset}: train {self.train_docs:,} docs / {self.train_tokens:,} tokens, "
                 f"val {self.val_docs:,} docs / {self.val_tokens:,} tokens -> "
                 f"{self.directory}{note}")
@@ -312,23 +316,63 @@ def _report(dataset: str, directory: Path, manifest: dict, skipped: bool) -> Bui
 
 def existing_build(directory: Path, dataset: str, expect: dict) -> dict | None:
     """The manifest if the shards on disk are a complete, valid build of ``expect``'s inputs."""
+    return check_build(directory, dataset, expect)[0]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_build(directory: Path, dataset: str, expect: dict) -> tuple[dict | None, str | None]:
+    """(manifest, None) if the shards on disk are a complete, valid build of ``expect``'s
+    inputs whose every file matches the sha256 its manifest records; else (None, why not), where
+    ``why`` is None when there is no earlier build at all (nothing to report). Manifests older
+    than per-file checksums are checked against each split's token sha256."""
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
+        text = (directory / MANIFEST).read_text()
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        return None, f"its manifest cannot be read ({e.strerror or e})"
+    try:
+        manifest = json.loads(text)
         if any(manifest.get(k) != v for k, v in expect.items()):
-            return None
+            return None, "it was built from other inputs (source, val fraction or tokenizer)"
         sep = bytelevel.separator(manifest.get("tokenizer", "gpt2"))
+        vocab = VOCAB.get(manifest.get("tokenizer", "gpt2"))
         for split in SPLITS:
             entry = manifest["splits"][split]
             files = paths.split_files(directory, dataset, split)
-            if [f.name for f in files] != entry["files"]:
-                return None
-            infos = [shards.validate_shard(f, sep) for f in files]
+            names = [f.name for f in files]
+            if names != entry["files"]:
+                missing = sorted(set(entry["files"]) - set(names))
+                return None, (f"{', '.join(missing)} is missing" if missing else
+                              f"its {split} shards are not the ones its manifest lists")
+            hashes = entry.get("file_sha256")
+            if hashes is not None:
+                for f, want in zip(files, hashes):
+                    if file_sha256(f) != want:
+                        return None, f"{f.name}'s checksum did not match its manifest"
+            infos = [shards.validate_shard(f, sep, vocab) for f in files]
             if (sum(i.n_tokens for i in infos), sum(i.n_docs for i in infos)) != (
                     entry["n_tokens"], entry["n_docs"]):
-                return None
-        return manifest
-    except (OSError, ValueError, KeyError, TypeError, SpeedrunError):
-        return None
+                return None, f"its {split} shards do not hold the counts its manifest records"
+            if hashes is None and "sha256" in entry:
+                h = hashlib.sha256()
+                for f in files:
+                    h.update(np.asarray(shards.read_shard(f)).astype("<u2").tobytes())
+                if h.hexdigest() != entry["sha256"]:
+                    return None, (f"its {split} shards' checksum ({', '.join(names)}) did not "
+                                  f"match its manifest")
+        return manifest, None
+    except shards.ShardError as e:
+        return None, str(e).replace(str(directory) + "/", "")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SpeedrunError) as e:
+        return None, f"its manifest is unreadable ({type(e).__name__}: {e})"
 
 
 def _check_fraction(val_fraction: float) -> None:
@@ -357,11 +401,22 @@ def _build_wiki(dataset: str, kind: str, data_dir: Path, force: bool,
               "source_sha256": _fingerprint([source]), "val_fraction": val_fraction,
               "tokenizer": kind}
     directory = Path(data_dir) / dataset
-    if not force and (manifest := existing_build(directory, dataset, expect)):
-        return _report(dataset, directory, manifest, skipped=True)
+    why = None
+    if not force:
+        manifest, why = check_build(directory, dataset, expect)
+        if manifest:
+            return _report(dataset, directory, manifest, skipped=True)
+        _announce(dataset, why)
     docs = wiki_documents(source)
-    return write_corpus(docs, directory, dataset, val_fraction, expect, total=len(docs),
-                        kind=kind)
+    report = write_corpus(docs, directory, dataset, val_fraction, expect, total=len(docs),
+                          kind=kind)
+    return dataclasses.replace(report, rebuilt_because=why)
+
+
+def _announce(dataset: str, why: str | None) -> None:
+    """Never rebuild silently: say which earlier build is being replaced, and why."""
+    if why:
+        print(f"{dataset}: rebuilding because {why}", file=sys.stderr)
 
 
 def build_text_corpus(
@@ -383,9 +438,14 @@ def build_text_corpus(
     expect = {"dataset": name, "source": sorted(str(f.resolve()) for f, _ in files),
               "source_sha256": _fingerprint(f for f, _ in files), "val_fraction": val_fraction}
     directory = Path(data_dir) / name
-    if not force and (manifest := existing_build(directory, name, expect)):
-        return _report(name, directory, manifest, skipped=True)
-    return write_corpus(read_text_documents(files), directory, name, val_fraction, expect)
+    why = None
+    if not force:
+        manifest, why = check_build(directory, name, expect)
+        if manifest:
+            return _report(name, directory, manifest, skipped=True)
+        _announce(name, why)
+    report = write_corpus(read_text_documents(files), directory, name, val_fraction, expect)
+    return dataclasses.replace(report, rebuilt_because=why)
 
 
 def ensure_dataset(dataset: str, data_dir: Path) -> Path:

@@ -108,10 +108,17 @@ def read_shard(path: str | os.PathLike) -> np.ndarray:
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n,))
 
 
-def validate_shard(path: str | os.PathLike, sep: int = EOT) -> ShardInfo:
+def validate_shard(path: str | os.PathLike, sep: int = EOT, vocab: int | None = None) -> ShardInfo:
     """Full check of one shard; counts its documents (reads every token once). ``sep`` is the
-    document separator: EOT for GPT-2 shards, ``bytelevel.BYTE_SEP`` for byte shards."""
+    document separator: EOT for GPT-2 shards, ``bytelevel.BYTE_SEP`` for byte shards. With
+    ``vocab``, every token must be below it (an id outside the tokenizer is corruption)."""
     tokens = read_shard(path)
-    n_docs = sum(int(np.count_nonzero(tokens[i:i + _COUNT_CHUNK] == sep))
-                 for i in range(0, tokens.size, _COUNT_CHUNK))
+    n_docs = 0
+    for i in range(0, tokens.size, _COUNT_CHUNK):
+        chunk = tokens[i:i + _COUNT_CHUNK]
+        n_docs += int(np.count_nonzero(chunk == sep))
+        if vocab is not None and chunk.size and int(chunk.max()) >= vocab:
+            bad = i + int(np.flatnonzero(chunk >= vocab)[0])
+            raise ShardError(f"{path}: token {int(tokens[bad])} at position {bad:,} is outside "
+                             f"the vocabulary (0..{vocab - 1})")
     return ShardInfo(path=Path(path), n_tokens=int(tokens.size), n_docs=n_docs)

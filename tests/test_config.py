@@ -1,0 +1,61 @@
+"""Settings validation: one validator per config section, each problem naming its field."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import tricks
+from speedrun import config, tracks
+from speedrun.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
+from speedrun.errors import SpeedrunError
+
+BAD = {
+    "model": {"vocab_size": 0, "n_layer": 0, "n_head": -1, "n_kv_head": -2, "d_model": 0,
+              "mlp_ratio": 0, "seq_len": 0, "init_std": float("nan")},
+    "optim": {"lr": float("nan"), "beta1": 1.0, "beta2": -0.1, "eps": 0.0,
+              "weight_decay": float("inf"), "grad_clip": -1.0, "warmup_steps": -1,
+              "decay": "exp", "min_lr_frac": 1.5},
+    "train": {"batch_size": 0, "steps": 0, "eval_every": 0, "val_tokens": 0,
+              "val_batch_size": -1, "target": float("inf"), "loss_chunk": 0, "log_every": 0, "align_docs": "yes"},
+}
+
+
+def test_every_field_is_validated():
+    for section, cls in config.SECTIONS.items():
+        assert set(BAD[section]) == {f.name for f in dataclasses.fields(cls)}, section
+
+
+@pytest.mark.parametrize("section, name, value",
+                         [(s, n, v) for s, fields in BAD.items() for n, v in fields.items()])
+def test_each_out_of_range_field_is_rejected_by_name(section, name, value):
+    cfg = RunConfig()
+    cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section),
+                                                                   **{name: value})})
+    with pytest.raises(SpeedrunError, match=rf"\b{section}\.{name}\b"):
+        config.validate(cfg)
+    assert len(config.problems(cfg)) == 1, config.problems(cfg)
+
+
+def test_shapes_must_divide():
+    assert config.validate_model(ModelConfig(d_model=65, n_head=4)) == [
+        "model.d_model=65 must be divisible by model.n_head=4 (the heads split the width)"]
+    assert "model.n_head=12 must be divisible by model.n_kv_head=5" in \
+        config.validate_model(ModelConfig(n_kv_head=5))[0]
+    assert config.validate_optim(OptimConfig()) == config.validate_train(TrainConfig()) == []
+
+
+def test_trick_settings_must_be_finite():
+    cfg = tricks.with_tricks(RunConfig(), ["softcap"])
+    cfg = config.apply_overrides(cfg, ["softcap.cap=nan"])
+    with pytest.raises(SpeedrunError, match=r"softcap\.cap must be a finite number"):
+        config.validate(cfg)
+
+
+def test_every_track_baseline_and_trick_is_valid():
+    for track in tracks.TRACKS.values():
+        assert config.problems(track.config) == [], track.name
+        for name, trick in tricks.available().items():
+            cfg = tricks.configure(tricks.with_tricks(track.config, [name, *trick.requires]))
+            assert config.problems(cfg) == [], (track.name, name)

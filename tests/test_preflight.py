@@ -1,0 +1,271 @@
+"""Issue 8: every setting, path and shard checked before the clock starts; nothing of a finished
+run lost; every expected failure one line. One test per reproduced case, plus the fallback file,
+the manifest check by name and the settings validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+
+import numpy as np
+import pytest
+
+import tinydata
+from speedrun import cli, records, train
+from speedrun.data import corpus, shards
+from test_train import record_dirs, run_cli, tiny  # noqa: F401  (tiny is a fixture)
+
+QUICK = ("--steps", "3", "--set", "train.eval_every=3")
+
+
+def one_line_error(capsys, *needles):
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """A check that fails before compilation never reaches train()."""
+    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained anyway"))
+
+
+# --- 1. the records folder is checked before training; a failed write loses nothing ----------
+
+
+def test_unwritable_records_folder_fails_before_training(tiny, capsys, no_training):
+    blocker = tiny / "not-a-folder"
+    blocker.write_text("")
+    assert cli.main(["run", "--track", "tiny", "--records-dir", str(blocker / "records"),
+                     "--quiet"]) == 1
+    one_line_error(capsys, "records folder", "--records-dir")
+
+
+def test_read_only_records_parent_fails_before_training(tiny, capsys, no_training, monkeypatch):
+    """A read-only parent (simulated: root, as CI runs, may write anywhere)."""
+    from speedrun import run as run_module
+
+    parent = tiny / "ro"
+    parent.mkdir()
+    real = run_module.tempfile.mkstemp
+
+    def denied(*a, dir=None, **k):
+        if dir is not None and os.path.samefile(dir, parent):
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(run_module.tempfile, "mkstemp", denied)
+    assert cli.main(["run", "--track", "tiny", "--records-dir", str(parent / "records"),
+                     "--quiet"]) == 1
+    one_line_error(capsys, "not writable", "Permission denied")
+
+
+def test_failed_record_write_goes_to_a_fallback_file_that_recover_turns_into_the_record(
+        tiny, capsys, monkeypatch):
+    real = records.write_record
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device", str(tiny / "records"))
+
+    monkeypatch.setattr(records, "write_record", disk_full)
+    monkeypatch.chdir(tiny)
+    assert run_cli(tiny, *QUICK, "--seeds", "2", "--name", "saved") == 1
+    err = one_line_error(capsys, "No space left on device", "results are safe in",
+                         "python -m speedrun recover")
+    fallback = re.search(r"safe in (\S+):", err).group(1)
+    assert os.path.isfile(fallback) and record_dirs(tiny) == []
+    monkeypatch.setattr(records, "write_record", real)
+    old = os.umask(0o022)
+    try:
+        assert cli.main(["recover", fallback, "--records-dir", str(tiny / "records")]) == 0
+    finally:
+        os.umask(old)
+    (folder,) = record_dirs(tiny)
+    assert folder.name.endswith("_saved") and records.verify(folder) == []
+    rec = records.load_record(folder)
+    assert [r["seed"] for r in rec["runs"]] == [0, 1] and rec["config"]["train"]["steps"] == 3
+    # 5e: record folders are shared like the committed ones, not private.
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert stat.S_IMODE((folder / "record.yaml").stat().st_mode) == 0o644
+
+
+def test_new_record_folders_are_0755(tmp_path):
+    from test_records import write, result
+
+    old = os.umask(0o022)
+    try:
+        folder = write(tmp_path, [result(0, 2.99)])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in folder.iterdir()} == {0o644}
+
+
+# --- 2. corrupt shards: reported by name, never rebuilt or trusted silently --------------------
+
+
+@pytest.fixture(scope="module")
+def built_wiki(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path_factory.mktemp("tiktoken")))
+        yield corpus.build_wiki(tmp_path_factory.mktemp("data")).directory
+
+
+@pytest.fixture
+def wiki_copy(built_wiki, tmp_path, monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(built_wiki.parent.parent / "tiktoken"))
+    shutil.copytree(built_wiki, tmp_path / "data" / "wiki")
+    return tmp_path / "data" / "wiki"
+
+
+def flip_magic(f):
+    b = bytearray(f.read_bytes())
+    b[0] ^= 0xFF
+    f.write_bytes(bytes(b))
+
+
+def cut_1000_bytes(f):
+    f.write_bytes(f.read_bytes()[:-1000])
+
+
+def set_token_65535(f):
+    b = bytearray(f.read_bytes())
+    b[shards.HEADER_BYTES + 200:shards.HEADER_BYTES + 202] = b"\xff\xff"
+    f.write_bytes(bytes(b))
+
+
+@pytest.mark.parametrize("shard, damage", [
+    ("wiki_train_000000.bin", flip_magic),
+    ("wiki_val_000000.bin", cut_1000_bytes),
+    ("wiki_val_000000.bin", set_token_65535),
+])
+def test_corrupt_shard_is_reported_by_name_then_rebuilt(wiki_copy, shard, damage, capsys):
+    damage(wiki_copy / shard)
+    report = corpus.ensure_dataset("wiki", wiki_copy.parent)  # what `run` calls
+    err = capsys.readouterr().err
+    assert f"rebuilding because {shard}'s checksum did not match its manifest" in err
+    assert f"rebuilt wiki because {shard}'s checksum" in err
+    assert report == wiki_copy
+    assert corpus.existing_build(wiki_copy, "wiki", {"dataset": "wiki"}) is not None
+
+
+def test_data_wiki_says_rebuilt_not_already_built(wiki_copy, capsys):
+    set_token_65535(wiki_copy / "wiki_val_000000.bin")
+    assert cli.main(["data", "wiki", "--data-dir", str(wiki_copy.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "already built" not in out
+    assert "(rebuilt wiki because wiki_val_000000.bin's checksum did not match" in out
+
+
+def test_old_manifest_without_file_checksums_falls_back_to_split_sha256(wiki_copy, capsys):
+    manifest = json.loads((wiki_copy / "manifest.json").read_text())
+    for entry in manifest["splits"].values():
+        del entry["file_sha256"]
+    (wiki_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert corpus.build_wiki(wiki_copy.parent).skipped  # intact: reused
+    f = wiki_copy / "wiki_val_000000.bin"
+    tokens = np.array(shards.read_shard(f))
+    i = int(np.flatnonzero(tokens != 50256)[5])
+    tokens[i] = 11 if tokens[i] != 11 else 12  # same counts, different tokens
+    shards.write_shard(f, tokens)
+    again = corpus.build_wiki(wiki_copy.parent)
+    assert not again.skipped
+    assert "its val shards' checksum (wiki_val_000000.bin) did not match" in capsys.readouterr().err
+
+
+def test_data_check_flags_tokens_outside_the_vocabulary(wiki_copy, capsys):
+    f = wiki_copy / "wiki_val_000000.bin"
+    set_token_65535(f)
+    assert cli.main(["data", "check", str(f)]) == 1
+    out = capsys.readouterr().out
+    assert "INVALID" in out and "token 65535 at position 100 is outside the vocabulary" in out
+
+
+def test_data_check_flags_a_checksum_mismatch(wiki_copy, capsys):
+    f = wiki_copy / "wiki_val_000000.bin"
+    tokens = np.array(shards.read_shard(f))
+    tokens[10], tokens[11] = tokens[11], tokens[10]
+    shards.write_shard(f, tokens)
+    assert cli.main(["data", "check", str(wiki_copy)]) == 1
+    out = capsys.readouterr().out
+    assert "wiki_val_000000.bin: checksum does not match manifest.json" in out
+    assert re.search(r"ok +\S+wiki_train_000000.bin", out)
+
+
+def test_run_checks_the_val_tokens_range_before_training(tiny, capsys, no_training):
+    set_token_65535(tiny / "data" / tinydata.DATASET / "tiny_val_000000.bin")
+    assert run_cli(tiny) == 1
+    one_line_error(capsys, "token id 65535", "outside the vocabulary", "tiny_val_000000.bin")
+
+
+# --- 3. settings are range-checked before anything is built or compiled --------------------
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("model.d_model=65", "model.d_model=65 must be divisible by model.n_head=2"),
+    ("train.eval_every=0", "train.eval_every must be a positive integer"),
+    ("optim.lr=nan", "optim.lr must be a finite number above 0"),
+])
+def test_out_of_range_settings_fail_before_training(tiny, capsys, no_training, setting, message):
+    assert run_cli(tiny, "--set", setting) == 1
+    one_line_error(capsys, message)
+
+
+def test_find_steps_and_compare_run_the_preflight(tiny, capsys, no_training):
+    assert cli.main(["find-steps", "--track", "tiny", "--set", "optim.lr=-1"]) == 1
+    one_line_error(capsys, "optim.lr")
+    assert cli.main(["compare", "--track", "tiny", "--set-b", "train.steps=0",
+                     "--records-dir", str(tiny / "records")]) == 1
+    one_line_error(capsys, "train.steps")
+
+
+# --- 4. file-system problems are one line --------------------------------------------------
+
+
+def test_data_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys, no_training):
+    f = tmp_path / "data"
+    f.write_text("")
+    monkeypatch.setenv("SPEEDRUN_DATA_DIR", str(f))
+    assert cli.main(["run", "--records-dir", str(tmp_path / "records"), "--quiet"]) == 1
+    one_line_error(capsys, "is not a folder", "--data-dir")
+    assert cli.main(["data", "wiki"]) == 1
+    one_line_error(capsys, "is not a folder", "--data-dir")
+
+
+def test_unusable_home_without_a_data_dir_is_one_line(tmp_path, monkeypatch, capsys, no_training):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")  # HOME inside a file: no cache folder can be made (as read-only HOME)
+    monkeypatch.delenv("SPEEDRUN_DATA_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(blocker / "home"))
+    assert cli.main(["run", "--records-dir", str(tmp_path / "records"), "--quiet"]) == 1
+    one_line_error(capsys, "SPEEDRUN_DATA_DIR")
+
+
+# --- one line, tracebacks only for bugs and with --debug ------------------------------------
+
+
+def test_debug_shows_the_traceback_of_an_expected_error(tiny, capsys, no_training):
+    assert run_cli(tiny, "--set", "train.eval_every=0", "--debug") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: ")
+
+
+def test_a_real_bug_is_not_hidden(monkeypatch):
+    def bug(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(records, "main", bug)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["verify", "x"])
+
+
+def test_help_texts():
+    parser = cli.build_parser()
+    lb = parser._subparsers._group_actions[0].choices["leaderboard"]
+    assert all(a.help for a in lb._actions if a.dest in ("records_dir", "output"))
