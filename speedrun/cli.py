@@ -15,6 +15,7 @@ import sys
 import traceback
 
 from speedrun.errors import SpeedrunError
+from speedrun.tracks import DEFAULT as DEFAULT_TRACK  # no JAX import: help stays instant
 
 
 def _data_dir_flag(p: argparse.ArgumentParser) -> None:
@@ -26,12 +27,21 @@ def _data_dir_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--track", default="wiki", help="track to run (default: wiki; see `tracks`)")
+    p.add_argument("--track", default=DEFAULT_TRACK,
+                   help=f"track to run (default: {DEFAULT_TRACK}; see `tracks`)")
     p.add_argument("--tricks", default="", metavar="A,B,...",
                    help="comma-separated trick names (see `python -m speedrun tricks`)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set optim.lr=1e-3, or a trick's, e.g. "
                    "--set muon.lr=0.03 with --tricks muon (repeatable)")
+
+
+def _output_flags(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument("--records-dir", default="records", metavar="DIR",
+                   help=f"where {where} (default: ./records)")
+    p.add_argument("--no-record", action="store_true", help="do not write records")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
+    _data_dir_flag(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,12 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run several seeds: a count (3 -> 0,1,2) or a list (1,5,9)")
     run.add_argument("--from-record", metavar="PATH", default=None,
                      help="re-run the exact configuration (and seeds) of an existing record")
-    run.add_argument("--records-dir", default="records", metavar="DIR",
-                     help="where records are written (default: ./records)")
     run.add_argument("--name", default=None, help="short name for the record folder slug")
-    run.add_argument("--no-record", action="store_true", help="do not write a record")
-    run.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
-    _data_dir_flag(run)
+    _output_flags(run, "records are written")
 
     # --- find-steps -------------------------------------------------------------------------
     fs = sub.add_parser(
@@ -159,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report each mean time ± std, the time ratio B/A with a 95%% confidence interval and "
         "each claim's p. Writes both records. Example: compare --b muon --steps-b 150.",
     )
-    cmp_.add_argument("--track", default="wiki", help="track (default: wiki)")
+    cmp_.add_argument("--track", default=DEFAULT_TRACK, help=f"track (default: {DEFAULT_TRACK})")
     for side in ("a", "b"):
         cmp_.add_argument(f"--{side}", default="", metavar="A,B,...",
                           help=f"tricks of configuration {side.upper()} (default: the baseline)")
@@ -171,11 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"record name of configuration {side.upper()}")
     cmp_.add_argument("--seeds", default="3", metavar="N|A,B,...",
                       help="seeds, run by both (default 3)")
-    cmp_.add_argument("--records-dir", default="records", metavar="DIR",
-                      help="where the two records are written (default: ./records)")
-    cmp_.add_argument("--no-record", action="store_true", help="do not write records")
-    cmp_.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
-    _data_dir_flag(cmp_)
+    _output_flags(cmp_, "the two records are written")
 
     # --- recover ----------------------------------------------------------------------------
     rec = sub.add_parser(
@@ -220,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure step time, tokens/s and MFU on this machine",
                            description="Benchmark the training step of a track's config against "
                            "this machine's measured matmul peak.")
-    bench.add_argument("--track", default="wiki")
+    bench.add_argument("--track", default=DEFAULT_TRACK, help=f"track (default: {DEFAULT_TRACK})")
     bench.add_argument("--tricks", default="", metavar="A,B,...")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     bench.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")

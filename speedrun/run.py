@@ -88,9 +88,7 @@ def probe_writable(folder: Path, what: str, fix: str) -> None:
     """Fail unless ``folder`` (or, where it does not exist yet, its nearest existing parent, in
     which it would be created) is a folder we can create and remove a file in."""
     folder = Path(folder).expanduser()
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = paths.nearest_existing(folder)
     if not existing.is_dir():
         raise SpeedrunError(f"{what} {folder} cannot be used: {existing} is not a folder; {fix}")
     try:

@@ -72,8 +72,11 @@ class Track:
         return self.rules.target
 
 
-# The embedded default, calibrated on a 2-core AMD EPYC (~200 GFLOP/s float32 matmul peak).
-# At 50K vocabulary the output head is ~85% of a small model's FLOPs, so the head width sets the
+# The secondary CPU track (the default until 2026-11-26): GPT-2 tokens, so it exercises the real
+# tokenizer and a 50K head, but its target (6.70) is looser than its own bigram reference (5.65
+# KN; unigram 7.43): a run ends before the model has to use context, so only optimizer, schedule
+# and position tricks show there. A smoke track; use `wiki-bytes` to judge a trick.
+# Calibrated on a 2-core AMD EPYC (~200 GFLOP/s float32 matmul peak). At 50K vocabulary the output head is ~85% of a small model's FLOPs, so the head width sets the
 # pace: d=128 with 16x256-token batches managed only ~75 steps (val 7.0) in 3 minutes, while
 # d=64 with 8x256 batches runs ~0.65 s/step and gets to ~6.6 in 300 steps (lr 1e-2 was worse
 # than 3e-3). Calibration, 5 seeds x 300 steps (cosine to 10% over max_steps=300): val loss at
@@ -83,11 +86,13 @@ class Track:
 # trick that learns faster reaches it sooner. Seeds differ by up to ~0.1 at a fixed step: compare
 # tricks over several seeds. The machine's speed drifts between sessions (the records' campaign ran
 # at 0.39 s/step, the baseline's 5 seeds in 94.5 s mean; the calibration at ~0.62): compare
-# records made side by side.
+# records made side by side. Under the claim rules (fixed-length runs, p < 0.01 over 3 seeds) the
+# baseline needs 400 steps: final losses 6.41/6.42/6.52 (seeds 0-2); at 300 steps 6.57/6.59/6.70.
 WIKI = Track(
     name="wiki",
     dataset="wiki",
-    summary="10,033 English Wikipedia lead paragraphs (~1.04M GPT-2 tokens); a small GPT on a CPU",
+    summary="10,033 English Wikipedia lead paragraphs (~1.04M GPT-2 tokens); a small GPT on a "
+    "CPU; target above the bigram reference: a smoke track",
     where="any CPU laptop, CI",
     data_command="python -m speedrun data wiki",
     config=RunConfig(
@@ -96,7 +101,7 @@ WIKI = Track(
         optim=OptimConfig(lr=3e-3, warmup_steps=20, weight_decay=0.1, min_lr_frac=0.1),
         train=TrainConfig(
             batch_size=8,
-            steps=300,
+            steps=400,  # the baseline's claim (find-steps, 3 seeds: p = 0.0085; 300: p = 0.085)
             eval_every=25,
             val_tokens=49_152,
             val_batch_size=32,
@@ -114,41 +119,52 @@ WIKI = Track(
 
 # The default CPU track: the same Wikipedia documents and split as `wiki`, as UTF-8 bytes (ids
 # 0..255, byte 0 before each document; 4,653,482 train / 242,086 val bytes). What a CPU track must
-# satisfy, and how this one does (issue 13; numbers measured on this 2-core AMD EPYC):
-#  1. Target below the bigram reference of its own validation tokens (interpolated Kneser-Ney
-#     count models fit on train, scored on the first 65,536 val bytes: unigram 3.108, bigram
-#     2.471, trigram 2.057 nats/byte), so reaching it needs context. CALIBRATION PENDING.
-#  2. The transformer body, not the head, is most of the step's FLOPs: the 256-byte head is
-#     3.4% of the training FLOPs at d=128 (92.5% on `wiki`).
-#  3. The baseline (llm.c-style GPT-2, AdamW) makes its claim in about 3-4 minutes of train time
-#     here, in at most ~1.5 passes over the train bytes (1,136 steps of 16 x 256 per epoch).
+# satisfy, and how this one does (issue 13; measured on this 2-core AMD EPYC, 2026-11-26):
+#  1. Its target is below the bigram reference of its own validation tokens. Count models fit on
+#     the train split (interpolated Kneser-Ney), scored on the first 65,536 val bytes: unigram
+#     3.108, bigram 2.471, trigram 2.057 nats/byte (``REFERENCES``, what `tracks` prints from the
+#     built manifest). The target, 1.85 nats/byte (2.67 bits/byte), is below the bigram and
+#     even the trigram reference: reaching it needs more than two bytes of context.
+#  2. The transformer body, not the head, is most of the step's FLOPs: the 256-way head is 3.4%
+#     of the training FLOPs at d=128 (92.5% on `wiki`).
+#  3. The baseline (llm.c-style GPT-2, AdamW) makes its claim in about 3.5 minutes of train time
+#     here (1000 steps at ~0.21 s), in 0.88 passes over the train bytes (1,136 steps of
+#     16 x 256 per epoch).
 #  4. Offline and deterministic, from the corpus the project already ships.
-# No CPU track in minutes gets below a count *trigram* model: this track measures whether a
-# trick helps a small model learn local context fast, not the speedrun's regime (GPT-2 small on
-# FineWeb, far below any n-gram model).
+# Calibration: seed 0, 1000 steps, warm-up 50, cosine to 10%: final val loss 1.978 at lr 2e-3,
+# 1.783 at 4e-3, 1.775 at 6e-3, 1.782 at 8e-3 (a flat optimum; 6e-3 taken so the baseline is a
+# fair, tuned start). The curve sits on a plateau near the bigram reference (~2.45-2.50) from
+# step ~150 to ~450, then falls steeply as attention starts using context (2.09 at 600, 1.87 at
+# 800): a trick that shortens the plateau gains many steps here; expect such gains to overstate
+# what it gives at GPT-2 scale. The baseline's 5-seed claim at 1000 steps is its record.
+# This track goes below a count trigram but not near a 5-gram (~1.40 nats/byte measured on
+# these bytes): it measures whether a trick helps a small model learn local context fast, not
+# the speedrun's regime (GPT-2 small on FineWeb).
+REFERENCES = {"wiki-bytes": {"unigram": 3.108, "bigram": 2.471, "trigram": 2.057},
+              "wiki": {"unigram": 7.434, "bigram": 5.653, "trigram": 5.390}}
 WIKI_BYTES = Track(
     name="wiki-bytes",
     dataset="wiki-bytes",
     summary="the wiki documents as UTF-8 bytes (4.65M train bytes); a small GPT on a CPU, to a "
-    "target below the bytes' bigram reference",
+    "target below the bytes' bigram and trigram references",
     where="any CPU laptop, CI",
     data_command="python -m speedrun data wiki-bytes",
     config=RunConfig(
         track="wiki-bytes",
         model=ModelConfig(vocab_size=256, n_layer=4, n_head=4, d_model=128, seq_len=256),
-        optim=OptimConfig(lr=2e-3, warmup_steps=50, weight_decay=0.1, min_lr_frac=0.1),
+        optim=OptimConfig(lr=6e-3, warmup_steps=50, weight_decay=0.1, min_lr_frac=0.1),
         train=TrainConfig(
             batch_size=16,
-            steps=660,
+            steps=1000,
             eval_every=50,
             val_tokens=65_536,
             val_batch_size=32,
-            target=2.25,
+            target=1.85,
             loss_chunk=4096,
             log_every=10,
         ),
     ),
-    rules=Rules(target=2.25, val_tokens=65_536, tokenizer="bytes", vocab=256,
+    rules=Rules(target=1.85, val_tokens=65_536, tokenizer="bytes", vocab=256,
                 val_sha256="7915e64b443f2118dd1262273222bd17f184b501a3cb4a75e8e85a4fa732fc8f",
                 train_sha256="a6836b8874ee311999fb9edaa6b0a57d9bd3fc21d958bb0735222eeb7c740c10"),
 )
@@ -202,7 +218,7 @@ FINEWEB10B_MEDIUM = Track(
 )
 
 TRACKS = {t.name: t for t in (WIKI_BYTES, WIKI, FINEWEB10B, FINEWEB10B_MEDIUM)}
-DEFAULT = "wiki"
+DEFAULT = "wiki-bytes"  # what `run` trains without --track
 
 
 def get(name: str) -> Track:

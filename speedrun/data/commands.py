@@ -124,9 +124,7 @@ def main(args) -> int:
         return check(args)
     root = paths.data_dir(args.data_dir)
     fix = "pass --data-dir DIR or set SPEEDRUN_DATA_DIR to a writable folder"
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = paths.nearest_existing(root)
     if not existing.is_dir():
         raise SpeedrunError(f"data dir {root} cannot be used: {existing} is not a folder; {fix}")
     try:

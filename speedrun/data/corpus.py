@@ -400,23 +400,28 @@ def _build_wiki(dataset: str, kind: str, data_dir: Path, force: bool,
     expect = {"dataset": dataset, "source": f"{WIKI_PACKAGE}:{WIKI_FILE}",
               "source_sha256": _fingerprint([source]), "val_fraction": val_fraction,
               "tokenizer": kind}
+
+    def write():
+        docs = wiki_documents(source)
+        return write_corpus(docs, directory, dataset, val_fraction, expect, total=len(docs),
+                            kind=kind)
+
     directory = Path(data_dir) / dataset
+    return _reuse_or_build(directory, dataset, expect, force, write)
+
+
+def _reuse_or_build(directory: Path, dataset: str, expect: dict, force: bool,
+                    write) -> BuildReport:
+    """The existing build if it checks out, else ``write()``; never rebuild silently: say which
+    earlier build is being replaced, and why."""
     why = None
     if not force:
         manifest, why = check_build(directory, dataset, expect)
         if manifest:
             return _report(dataset, directory, manifest, skipped=True)
-        _announce(dataset, why)
-    docs = wiki_documents(source)
-    report = write_corpus(docs, directory, dataset, val_fraction, expect, total=len(docs),
-                          kind=kind)
-    return dataclasses.replace(report, rebuilt_because=why)
-
-
-def _announce(dataset: str, why: str | None) -> None:
-    """Never rebuild silently: say which earlier build is being replaced, and why."""
-    if why:
-        print(f"{dataset}: rebuilding because {why}", file=sys.stderr)
+        if why:
+            print(f"{dataset}: rebuilding because {why}", file=sys.stderr)
+    return dataclasses.replace(write(), rebuilt_because=why)
 
 
 def build_text_corpus(
@@ -438,14 +443,8 @@ def build_text_corpus(
     expect = {"dataset": name, "source": sorted(str(f.resolve()) for f, _ in files),
               "source_sha256": _fingerprint(f for f, _ in files), "val_fraction": val_fraction}
     directory = Path(data_dir) / name
-    why = None
-    if not force:
-        manifest, why = check_build(directory, name, expect)
-        if manifest:
-            return _report(name, directory, manifest, skipped=True)
-        _announce(name, why)
-    report = write_corpus(read_text_documents(files), directory, name, val_fraction, expect)
-    return dataclasses.replace(report, rebuilt_because=why)
+    return _reuse_or_build(directory, name, expect, force, lambda: write_corpus(
+        read_text_documents(files), directory, name, val_fraction, expect))
 
 
 def ensure_dataset(dataset: str, data_dir: Path) -> Path:

@@ -39,3 +39,11 @@ def split_files(directory: str | os.PathLike, dataset: str, split: str) -> list[
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+
+
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent (where it would be made)."""
+    existing = Path(path).expanduser()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
