@@ -179,8 +179,9 @@ def _ablations(df: pd.DataFrame) -> str:
                     "trick": trick,
                     "on top of": b["label"] if b["tricks"] else "baseline",
                     "steps without → with": f"{b['steps']:.0f} → {a['steps']:.0f}",
-                    "final val loss without → with": f"{b['loss']:.4f} → {a['loss']:.4f} "
-                                                     f"({a['loss'] - b['loss']:+.4f})",
+                    # a loss difference means something only at equal steps
+                    "final val loss without → with": f"{b['loss']:.4f} → {a['loss']:.4f}" + (
+                        f" ({a['loss'] - b['loss']:+.4f})" if a["steps"] == b["steps"] else ""),
                     "time ratio": f"{a['time'] / b['time']:.2f}x" if both else "— (not both claims)",
                     "seeds": f"{b['seeds']} / {a['seeds']}",
                     "records (without → with)": f"{Path(b['folder']).name} → {Path(a['folder']).name}",
