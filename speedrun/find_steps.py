@@ -21,7 +21,7 @@ import math
 from typing import Callable
 
 from speedrun import run as R
-from speedrun import stats
+from speedrun import records, stats
 from speedrun.errors import SpeedrunError
 
 
@@ -81,9 +81,7 @@ class _OutOfProbes(Exception):
 
 def probe_passes(results: list, target: float) -> tuple[bool, str]:
     """Whether one probe's seeds pass, and a line saying why."""
-    runs = [{"seed": r.seed, "steps": r.steps, "train_time_s": r.train_time_s,
-             "tokens": r.tokens, "final_val_loss": r.final_val_loss} for r in results]
-    s = stats.summarize(runs, target)
+    s = stats.summarize([records.run_dict(r) for r in results], target)
     losses = ", ".join(f"{r.final_val_loss:.4f}" for r in results)
     if len(results) >= stats.CLAIM_SEEDS:
         ok = s["claim"]

@@ -111,7 +111,7 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _run_dict(r: RunResult) -> dict:
+def run_dict(r: RunResult) -> dict:
     return {
         "seed": int(r.seed), "steps": int(r.steps),
         "train_time_s": round(float(r.train_time_s), 4), "tokens": int(r.tokens),
@@ -128,16 +128,18 @@ def _run_dict(r: RunResult) -> dict:
 
 def summary(runs: list[dict], target: float, data: dict) -> dict:
     """stats.summarize plus the mean final loss in bits per byte, where the bytes are known."""
+    from speedrun.data.bytelevel import bits_per_byte
+
     out = stats.summarize(runs, target)
     n_bytes = data.get("val_bytes")
-    out["mean_val_bpb"] = round(out["mean_val_loss"] * data["val_tokens"] / n_bytes / math.log(2), 6) \
-        if n_bytes else None
+    out["mean_val_bpb"] = round(bits_per_byte(out["mean_val_loss"], data["val_tokens"], n_bytes),
+                                6) if n_bytes else None
     return out
 
 
 def build_record(cfg: RunConfig, results: list[RunResult], env: dict, data: dict,
                  name: str | None = None, date: str | None = None) -> dict:
-    runs = [_run_dict(r) for r in results]
+    runs = [run_dict(r) for r in results]
     description = " + ".join(cfg.trick_names) or "baseline"
     name = name or "-".join(cfg.trick_names) or "baseline"
     record = {
@@ -372,14 +374,11 @@ def _log_problems(run: dict, text: str, tokens_per_step: int, where: str) -> lis
             a[0] != b[0] or a[2] != b[2] or abs(a[1] - b[1]) > 1.5e-4 or abs(a[3] - b[3]) > 1.5e-6
             for a, b in zip(curve, rec_curve)):
         return [f"{where}: the curve disagrees with its log"]
+    # The curve equals the log, and _run_problems checks the run's final values against the
+    # curve's last point: what remains is the log's own step total and machine probe.
     problems = []
-    last = curve[-1]
-    if last[0] != run["steps"] or log["steps_total"] != run["steps"]:
-        problems.append(f"{where}: steps disagree with the log ({last[0]} of {log['steps_total']})")
-    if abs(last[1] - run["train_time_s"]) > 1.5e-4:
-        problems.append(f"{where}: train_time_s disagrees with the log ({last[1]:.4f}s)")
-    if abs(last[3] - run["final_val_loss"]) > 1.5e-6:
-        problems.append(f"{where}: final_val_loss disagrees with the log ({last[3]})")
+    if log["steps_total"] != run["steps"]:
+        problems.append(f"{where}: steps disagree with the log ({log['steps_total']})")
     if not _close(log["machine_gflops"], run["machine_gflops"], 1e-3):
         problems.append(f"{where}: machine_gflops disagrees with the log")
     return problems

@@ -11,7 +11,6 @@ that cannot be written leaves a results file for ``speedrun recover`` instead of
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shlex
 import sys
@@ -109,11 +108,7 @@ def check_data_dir(cfg: RunConfig, data_dir: str | None) -> None:
         if p.exists() and not p.is_dir():
             raise SpeedrunError(f"data dir {p} is not a folder; {fix}")
     if all(paths.split_files(root / dataset, dataset, s) for s in corpus.SPLITS):
-        try:  # shards are there: a read-only data dir is fine unless they must be rebuilt
-            probe_writable(root / dataset, "data dir", fix)
-        except SpeedrunError:
-            pass
-        return
+        return  # shards are there: a read-only data dir is fine unless they must be rebuilt
     probe_writable(root, "data dir", fix)
 
 
@@ -271,7 +266,7 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "") -> records.RunRe
                                  align_docs=cfg.train.align_docs,
                                  doc_sep=bytelevel.separator(tokenizer))
     n_bytes = plan.data.get("val_bytes")
-    bpb_per_nat = plan.data["val_tokens"] / n_bytes / math.log(2) if n_bytes else None
+    bpb_per_nat = bytelevel.bits_per_byte(1.0, plan.data["val_tokens"], n_bytes) if n_bytes else None
     try:
         out = train.train(cfg, seed, plan.hooks, batches, plan.val, console.log, console.progress,
                           machine_gflops=gflops, bpb_per_nat=bpb_per_nat)

@@ -127,10 +127,13 @@ def _ordered_after(registry: Mapping[str, Trick], later: str, earlier: str) -> b
 
 
 def _check_replaced_hooks(chosen: list[Trick], registry: Mapping[str, Trick]) -> None:
+    if not any(t.replaces for t in chosen):
+        return
+    touched = {t.name: touched_hooks(t) for t in chosen}
     for r in chosen:
         for hook in r.replaces:
             for t in chosen:
-                if t is r or hook not in touched_hooks(t):
+                if t is r or hook not in touched[t.name]:
                     continue
                 if hook in t.replaces:
                     a, b = sorted((r.name, t.name))

@@ -11,6 +11,7 @@ names, shard boundaries or headers:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from typing import Sequence
@@ -28,7 +29,15 @@ def _digest(arrays) -> str:
 
 
 def train_sha256(files: Sequence[str | os.PathLike]) -> str:
-    return _digest(shards.read_shard(f) for f in files)
+    # `compare` and `find-steps` prepare several configurations over the same (on FineWeb,
+    # gigabytes of) train shards: hash them once per process while the files are unchanged.
+    key = tuple((os.fspath(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+    return _train_sha256(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _train_sha256(files: tuple) -> str:
+    return _digest(shards.read_shard(f) for f, _, _ in files)
 
 
 def val_sha256(batches) -> tuple[int, str]:
