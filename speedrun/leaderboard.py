@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from speedrun import records as R
@@ -97,12 +98,14 @@ def load_all(records_dir: Path) -> pd.DataFrame:
             "p": s.get("p_value"), "reached": s.get("reached", 0),
             "first": s.get("mean_first_reached_step"), "machine": s.get("mean_machine_gflops"),
             "bpb": s.get("mean_val_bpb"),
+            "by_seed": {int(r["seed"]): float(r["final_val_loss"]) for r in rec.get("runs") or []
+                        if isinstance(r, dict) and "seed" in r and "final_val_loss" in r},
             "problem": "; ".join(problems) if problems else "",
         })
     columns = ["folder", "path", "track", "hardware", "date", "when", "description", "tricks",
                "config", "label", "target", "seeds", "claim", "reasons", "time", "time_std",
                "steps", "tokens", "loss", "loss_std", "p", "reached", "first", "machine", "bpb",
-               "problem"]
+               "by_seed", "problem"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -152,6 +155,20 @@ def _plus_trick(config: str, trick: str, hp: dict, registry) -> str | None:
         return None
 
 
+def _paired_delta(without: dict, with_: dict) -> str:
+    """Mean final-loss difference over the seeds both records ran (a paired comparison: the
+    seed fixes init and data order), only at equal steps, where a loss difference means
+    something; with the seed count, and the per-seed spread when there are several."""
+    if without["steps"] != with_["steps"]:
+        return "— (steps differ)"
+    seeds = sorted(set(without["by_seed"]) & set(with_["by_seed"]))
+    if not seeds:
+        return "— (no shared seed)"
+    d = np.array([with_["by_seed"][k] - without["by_seed"][k] for k in seeds])
+    spread = f" ± {d.std(ddof=1):.4f}" if len(d) > 1 else ""
+    return f"{d.mean():+.4f}{spread} ({len(d)})"
+
+
 def _ablations(df: pd.DataFrame) -> str:
     """Pairs of verified records, claims or not, where one is the other plus exactly one trick
     (same model, optimizer, data and other tricks' settings; steps may differ)."""
@@ -180,8 +197,8 @@ def _ablations(df: pd.DataFrame) -> str:
                     "on top of": b["label"] if b["tricks"] else "baseline",
                     "steps without → with": f"{b['steps']:.0f} → {a['steps']:.0f}",
                     # a loss difference means something only at equal steps
-                    "final val loss without → with": f"{b['loss']:.4f} → {a['loss']:.4f}" + (
-                        f" ({a['loss'] - b['loss']:+.4f})" if a["steps"] == b["steps"] else ""),
+                    "final val loss without → with": f"{b['loss']:.4f} → {a['loss']:.4f}",
+                    "Δ loss, shared seeds": _paired_delta(b, a),
                     "time ratio": f"{a['time'] / b['time']:.2f}x" if both else "— (not both claims)",
                     "seeds": f"{b['seeds']} / {a['seeds']}",
                     "records (without → with)": f"{Path(b['folder']).name} → {Path(a['folder']).name}",
@@ -194,7 +211,8 @@ def _ablations(df: pd.DataFrame) -> str:
 
 ABLATIONS = """Each row pairs two verified records, claims or not, that differ by one trick and
 nothing else (steps may differ). At equal steps the final val loss is the trick's worth per step
-(the screening ablation); between two claims the time ratio is its worth in time. Where several
+(the screening ablation): *Δ loss* is the mean per-seed difference over the seeds both ran, ± its
+std across those seeds, with their count; between two claims the time ratio is its worth in time. Where several
 records fit, the pair is the one at equal steps, then the one made closest in time: a shared
 machine's speed drifts between sessions, so only records made side by side compare on time."""
 TOP_CURVES = 5  # records drawn in each section's curve comparison
