@@ -1,13 +1,24 @@
-"""`python -m speedrun bench`: train-step time, tokens/s and model FLOPs utilisation (MFU).
+"""`python -m speedrun bench`: train-step time, tokens/s and model FLOPs utilisation (MFU),
+where the step's time goes, and (``--profile DIR``) a ``jax.profiler`` trace of a few steps.
 
 MFU is measured against this machine's own matmul peak, timed in the same process, so the
 figure means the same thing on a laptop CPU and on an H100.
+
+The breakdown times pieces of the step compiled on their own, on the run's shapes: the
+attention kernel (forward + backward, x layers), the output head + cross-entropy (forward +
+backward), the rest of the forward/backward pass (matmuls, norms, MLP, embeddings: the whole
+gradient minus those two), the optimizer update (the step minus the gradient: for Muon, its
+Newton-Schulz iterations), moving a batch to the device, and the host's share (a step waited on
+one by one minus the same steps dispatched back to back). XLA fuses across these boundaries in
+the real step, so the pieces need not sum exactly to it; the table says by how much they differ.
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +48,19 @@ def _named(params):
     return [(P.path_name(p), x) for p, x in jax.tree_util.tree_leaves_with_path(params)]
 
 
-def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2) -> dict:
-    """Median wall time of the compiled train step on random tokens (state donated as in a run)."""
+def median_time(fn, *args, steps: int = 10, warmup: int = 2) -> float:
+    """Median wall time of ``fn(*args)`` waited on to completion (after ``warmup`` calls)."""
+    times = []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _setup(cfg: RunConfig):
+    """Hooks, initial state and a random batch (GPT-2 ids, or fewer for a smaller vocabulary)."""
     hooks = trick_registry.build_hooks(cfg)
     m = distributed.mesh()
     rep, shard = distributed.replicated(m), distributed.batch_sharded(m)
@@ -47,31 +69,121 @@ def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2) -> dict:
     opt_state = jax.device_put(tx.init(params), rep)
     rng = np.random.default_rng(0)
     shape = (cfg.train.batch_size, cfg.model.seq_len)
-    ids = min(50257, cfg.model.vocab_size)  # GPT-2 ids, or fewer for a smaller vocabulary
-    x = distributed.put_batch(rng.integers(0, ids, shape, dtype=np.int32), shard)
-    y = distributed.put_batch(rng.integers(0, ids, shape, dtype=np.int32), shard)
+    ids = min(50257, cfg.model.vocab_size)
+    x, y = (rng.integers(0, ids, shape, dtype=np.int32) for _ in range(2))
+    return hooks, tx, params, opt_state, (x, y), shard
+
+
+def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
+                 profile_dir: Path | None = None) -> dict:
+    """Median wall time of the compiled train step on random tokens (state donated as in a run);
+    with ``profile_dir``, a jax.profiler trace of ``steps`` more steps is written there."""
+    hooks, tx, params, opt_state, (x, y), shard = _setup(cfg)
+    x, y = distributed.put_batch(x, shard), distributed.put_batch(y, shard)
     step = jax.jit(train.make_step(cfg, hooks, tx), donate_argnums=(0, 1))
     t0 = time.perf_counter()
     step = step.lower(params, opt_state, x, y).compile()
     compile_s = time.perf_counter() - t0
-    times = []
-    for i in range(warmup + steps):
-        t = time.perf_counter()
-        params, opt_state, loss = step(params, opt_state, x, y)
-        loss.block_until_ready()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    step_s = statistics.median(times)
-    tokens = shape[0] * shape[1]
-    fpt = flops_per_token(cfg, params)
+    state = [params, opt_state]
+
+    def one():
+        state[0], state[1], loss = step(state[0], state[1], x, y)
+        return loss
+
+    step_s = median_time(one, steps=steps, warmup=warmup)
+    # The same steps dispatched back to back, as the training loop does between log points: the
+    # difference from step_s is what waiting on the host costs per step.
+    t = time.perf_counter()
+    for _ in range(steps):
+        loss = one()
+    jax.block_until_ready(loss)
+    pipelined_s = (time.perf_counter() - t) / steps
+    if profile_dir is not None:
+        with jax.profiler.trace(str(profile_dir)):
+            for _ in range(steps):
+                loss = one()
+            jax.block_until_ready(loss)
+    tokens = x.shape[0] * x.shape[1]
+    fpt = flops_per_token(cfg, state[0])
     return {
         "step_s": step_s,
+        "pipelined_s": pipelined_s,
         "tokens_per_s": tokens / step_s,
         "flops_per_token": fpt,
         "achieved_flops": fpt * tokens / step_s,
         "compile_s": compile_s,
-        "params": P.count(params),
+        "params": P.count(state[0]),
+        "peak_memory_bytes": peak_memory(),
     }
+
+
+def peak_memory() -> int | None:
+    """Peak bytes in use on the first device where the backend reports it (GPU, TPU); on CPU the
+    process's peak resident set size (which includes the Python heap)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def breakdown(cfg: RunConfig, steps: int = 10) -> dict:
+    """Seconds per train step spent in each piece (see the module docstring for what each is)."""
+    from speedrun import model
+    from speedrun.hooks import Ctx
+
+    hooks, tx, params, opt_state, (x, y), _ = _setup(cfg)
+    m, chunk = cfg.model, cfg.train.loss_chunk
+    B, T = x.shape
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    grad_fn = jax.jit(jax.value_and_grad(lambda p, x, y: model.loss(p, x, y, m, hooks, chunk)))
+    grad_s = median_time(grad_fn, params, x, y, steps=steps)
+    step_fn = jax.jit(train.make_step(cfg, hooks, tx))
+    step_s = median_time(step_fn, params, opt_state, x, y, steps=steps)
+
+    keys = jax.random.split(jax.random.PRNGKey(1), 5)
+    q = jax.random.normal(keys[0], (B, T, m.n_head, m.head_dim), jnp.float32)
+    k, v = (jax.random.normal(kk, (B, T, m.kv_heads, m.head_dim), jnp.float32) for kk in keys[1:3])
+
+    def attend_sum(q, k, v):
+        ctx = Ctx(params=params, tokens=x, cfg=m, layer=0)
+        return jnp.sum(hooks.attend(q, k, v, ctx))
+
+    attn = jax.jit(jax.value_and_grad(attend_sum, argnums=(0, 1, 2)))
+    attn_s = median_time(attn, q, k, v, steps=steps) * m.n_layer
+
+    h = jax.random.normal(keys[3], (B, T, m.d_model), jnp.float32)
+    w = hooks.head(hooks.cast(params))
+    head = jax.jit(jax.value_and_grad(
+        lambda h, w: model.head_loss_sum(h, w, y, hooks.logits, chunk), argnums=(0, 1)))
+    head_s = median_time(head, h, w, steps=steps)
+
+    shard = distributed.batch_sharded(distributed.mesh())
+    host = np.asarray(x)
+    data_s = median_time(lambda: (distributed.put_batch(host, shard),
+                                  distributed.put_batch(host, shard)), steps=steps)
+    return {
+        "attention": attn_s,
+        "head + loss": head_s,
+        "rest of fwd/bwd": max(grad_s - attn_s - head_s, 0.0),
+        "optimizer": max(step_s - grad_s, 0.0),
+        "batch to device": data_s,
+        "step (all of it)": step_s,
+    }
+
+
+def breakdown_table(parts: dict, host_s: float) -> str:
+    """Rows of ms per step and share of the step; host = waited-on minus pipelined step."""
+    step = parts["step (all of it)"]
+    rows = [(k, v) for k, v in parts.items() if k != "step (all of it)"]
+    rows.append(("host (sync per step)", max(host_s, 0.0)))
+    lines = [f"{'piece':<22}{'ms/step':>10}{'share':>9}"]
+    for name, s in rows:
+        lines.append(f"{name:<22}{s * 1e3:>10.1f}{s / step:>9.0%}")
+    total = sum(s for _, s in rows)
+    lines.append(f"{'sum of pieces':<22}{total * 1e3:>10.1f}{total / step:>9.0%}"
+                 "  (XLA fuses across pieces in the real step)")
+    lines.append(f"{'step':<22}{step * 1e3:>10.1f}{1:>9.0%}")
+    return "\n".join(lines)
 
 
 def main(args) -> int:
@@ -80,7 +192,8 @@ def main(args) -> int:
     cfg = trick_registry.configure(apply_overrides(cfg, args.overrides))
     dev = jax.devices()[0]
     peak = matmul_peak() * jax.device_count()
-    r = measure_step(cfg, steps=args.steps)
+    profile = Path(args.profile) if args.profile else None
+    r = measure_step(cfg, steps=args.steps, profile_dir=profile)
     m = cfg.model
     print(f"device: {jax.device_count()} x {dev.device_kind}")
     print(f"model: {m.n_layer}L d{m.d_model} h{m.n_head} seq{m.seq_len} vocab{m.vocab_size}, "
@@ -92,4 +205,14 @@ def main(args) -> int:
     print(f"throughput: {r['tokens_per_s']:,.0f} tokens/s, "
           f"{r['flops_per_token'] / 1e6:.1f} MFLOP/token")
     print(f"MFU: {r['achieved_flops'] / peak:.1%} ({r['achieved_flops'] / 1e9:.1f} GFLOP/s)")
+    if r["peak_memory_bytes"]:
+        where = "device" if jax.devices()[0].platform != "cpu" else "process RSS"
+        print(f"peak memory ({where}): {r['peak_memory_bytes'] / 2**20:,.0f} MiB")
+    if args.breakdown:
+        print("\nwhere the step goes (each piece compiled on its own, median of "
+              f"{args.steps}):")
+        print(breakdown_table(breakdown(cfg, steps=args.steps), r["step_s"] - r["pipelined_s"]))
+    if profile:
+        print(f"\nprofile written under {profile} (open with TensorBoard's profile plugin or "
+              "Perfetto: xprof/tensorboard --logdir)")
     return 0

@@ -223,9 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Benchmark the training step of a track's config against "
                            "this machine's measured matmul peak.")
     bench.add_argument("--track", default=DEFAULT_TRACK, help=f"track (default: {DEFAULT_TRACK})")
-    bench.add_argument("--tricks", default="", metavar="A,B,...")
-    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--tricks", default="", metavar="A,B,...",
+                       help="comma-separated trick names to apply")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a setting (repeatable), as in `run`")
     bench.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    bench.add_argument("--breakdown", action="store_true",
+                       help="also time the step's pieces: attention, head + loss, the rest of "
+                            "the forward/backward pass, optimizer, batch transfer, host sync")
+    bench.add_argument("--profile", metavar="DIR",
+                       help="write a jax.profiler trace of --steps more steps under DIR")
     return parser
 
 
