@@ -270,11 +270,23 @@ def build_parser() -> argparse.ArgumentParser:
     # --- bench ------------------------------------------------------------------------------
     bench = sub.add_parser("bench", help="measure step time, tokens/s and MFU on this machine",
                            description="Benchmark the training step of a track's config against "
-                           "this machine's measured matmul peak.")
+                           "this machine's measured matmul peak; with --decode, inference "
+                           "(prefill and decode tokens/s at batch 1 and 8).")
     bench.add_argument("--track", default=DEFAULT_TRACK, help=f"track (default: {DEFAULT_TRACK})")
     bench.add_argument("--tricks", default="", metavar="A,B,...")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     bench.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    bench.add_argument("--decode", action="store_true",
+                       help="benchmark inference instead: prefill and KV-cache decode tokens/s")
+    bench.add_argument("--checkpoint", default=None, metavar="CHECKPOINT",
+                       help="with --decode: a saved (float or int8) model instead of the track's "
+                       "config with random weights")
+    bench.add_argument("--batch", type=lambda t: [int(x) for x in t.split(",")], default=[1, 8],
+                       metavar="A,B", help="with --decode: batch sizes (default 1,8)")
+    bench.add_argument("--prompt-len", type=int, default=0, metavar="N",
+                       help="with --decode: prompt tokens per row (default seq_len / 4)")
+    bench.add_argument("--new-tokens", type=int, default=0, metavar="N",
+                       help="with --decode: new tokens per row (default seq_len / 2)")
     return parser
 
 
