@@ -184,14 +184,14 @@ def trim(row, stop: int | None) -> list[int]:
     return row
 
 
-def room(m: Model, longest_prompt: int, max_new: int, extra: int = 0) -> int:
+def room(m: Model, longest_prompt: int, max_new: int) -> int:
     """``max_new`` cut to what fits the model's context (seq_len positions)."""
     if longest_prompt >= m.seq_len:
         raise SpeedrunError(f"a prompt is {longest_prompt} tokens long; this model reads at most "
                             f"{m.seq_len} (model.seq_len) and needs room to write")
     if max_new < 1:
         raise SpeedrunError(f"--max-new-tokens must be at least 1, got {max_new}")
-    return min(max_new, m.seq_len - longest_prompt - extra)
+    return min(max_new, m.seq_len - longest_prompt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,10 +400,9 @@ def speculative(target: Model, draft: Model, prompts: list[list[int]], max_new: 
         raise SpeedrunError(f"--draft-tokens must be at least 1, got {K}")
     tokens, lengths = pad(prompts)
     P = tokens.shape[1]
-    max_new = min(room(target, P, max_new, K + 1), room(draft, P, max_new, K + 1))
-    if max_new < 1:
-        raise SpeedrunError(f"no room to generate: the prompt ({P} tokens) plus --draft-tokens "
-                            f"{K} fill the models' context")
+    # A last round may look up to K positions past the budget (learned positions clamp there):
+    # those only shape tokens after the budget, which are cut, so no room is reserved for them.
+    max_new = min(room(target, P, max_new), room(draft, P, max_new))
     run = make_speculative(target, draft, s, max_new, K, target.stop)
     out, acc, prop, rounds = run(target.params, draft.params, tokens, lengths,
                                  jax.random.PRNGKey(seed))
