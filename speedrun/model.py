@@ -4,7 +4,8 @@ Learned absolute position embeddings, pre-LayerNorm blocks, causal multi-head at
 (4x), output head tied to the token embedding, vocabulary padded to 50304. Parameters are a
 nested dict; every function is pure. Read top to bottom: ``forward`` and ``loss`` show where each
 hook point is called (``hooks.<name>``, see speedrun/hooks.py); the functions below them are
-the baseline's choice for each hook. No trick logic lives here.
+the baseline's choice for each hook. No trick logic lives here. Inference (speedrun/generate.py)
+calls the same ``forward`` with the tokens' positions and a KV cache; nothing else changes.
 """
 
 from __future__ import annotations

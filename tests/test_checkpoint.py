@@ -176,10 +176,19 @@ def test_run_save_then_eval_reproduces_the_record_and_int8_stays_close(tiny, cap
     got8 = float(capsys.readouterr().out.split("val loss ")[1].split()[0])
     assert abs(got8 - final) < 0.02, (got8, final)  # the aim: under 0.02 nats
 
-    # sample works from both, and greedy int8 sampling runs through the same hooks
-    assert cli.main(["sample", str(files[0]), "--prompt", "", "--max-new-tokens", "5",
-                     "--temperature", "0"]) == 0
-    assert cli.main(["sample", str(q), "--max-new-tokens", "5"]) == 0
+    # sample: batched prompts from a file, from the float and the int8 model, and speculative
+    prompts = tiny / "prompts.txt"
+    prompts.write_text("12 7\n\n3\n")
+    assert cli.main(["sample", str(files[0]), "--prompt-file", str(prompts),
+                     "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    out = capsys.readouterr()
+    texts = out.out.split("-" * 40 + "\n")
+    assert len(texts) == 2 and texts[0].startswith("12 7") and texts[1].startswith("3")
+    assert "2 prompt(s)" in out.err
+    assert cli.main(["sample", str(q), "--prompt", "12", "--max-new-tokens", "5"]) == 0
+    assert cli.main(["sample", str(files[0]), "--draft", str(q), "--draft-tokens", "2",
+                     "--prompt", "12 7", "--max-new-tokens", "6", "--temperature", "0"]) == 0
+    assert "draft acceptance" in capsys.readouterr().err
 
 
 def test_save_inside_records_is_refused_before_training(tiny, capsys):

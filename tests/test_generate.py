@@ -36,9 +36,9 @@ TOL = {"float32": 1e-4, "bfloat16": 5e-2}
 
 def tiny_model(names: str, seed: int = 0, jitter: float = 0.3, vocab: int = VOCAB,
                tokenizer: str = "bytes", **model_changes) -> G.Model:
-    base = RunConfig(track="unit",
-                     model=ModelConfig(vocab_size=vocab, n_layer=4, n_head=4, d_model=32,
-                                       seq_len=SEQ, **model_changes),
+    shape = {"vocab_size": vocab, "n_layer": 4, "n_head": 4, "d_model": 32, "seq_len": SEQ,
+             **model_changes}
+    base = RunConfig(track="unit", model=ModelConfig(**shape),
                      train=TrainConfig(batch_size=4, loss_chunk=64))
     cfg = tricks.configure(tricks.with_tricks(base, tricks.parse_names(names)))
     hooks = tricks.build_hooks(cfg)
@@ -154,3 +154,22 @@ def test_prompt_too_long_is_one_clear_error():
     m = tiny_model("")
     with pytest.raises(SpeedrunError, match="seq_len"):
         G.generate(m, [[0] * SEQ], 4)
+
+
+def test_bench_decode_measures_prefill_and_decode(capsys):
+    from speedrun import bench, cli
+
+    r = bench.measure_decode(tiny_model(""), batch=2, prompt_len=4, new_tokens=6, repeats=1)
+    assert r["new_tokens"] == 6 and r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
+    assert cli.main(["bench", "--decode", "--track", "unit", "--batch", "1,2",
+                     "--prompt-len", "4", "--new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "batch 1: prefill 4 tokens/row" in out and "batch 2:" in out and "decode 4" in out
+
+
+def test_prompts_start_a_document_and_bytes_decode_back():
+    ids = G.encode("héllo", "bytes")
+    assert ids[0] == 0 and bytes(ids[1:]).decode() == "héllo"
+    assert G.decode_text(ids[1:], "bytes") == "héllo"
+    assert G.decode_text([0xE2, 0x82], "bytes") == "\ufffd"  # a cut character is replaced, not fatal
+    assert G.trim([5, 6, 0, 7], 0) == [5, 6] and G.trim([5, 6], None) == [5, 6]
