@@ -99,6 +99,25 @@ def blocked(q, k, v, scale=None, block: int | None = None):
     return y.astype(q.dtype).transpose(0, 2, 1, 3)
 
 
+def cached(q, k, v, positions, scale=None):
+    """Attention over a KV cache (inference): q (B, T, H, hd) at absolute ``positions`` (B, T),
+    k/v (B, S, KV, hd) with slot s holding position s. Query t reads the slots
+    s <= positions[:, t]; slots beyond hold stale or padding entries and are never read. Grouped
+    query heads read their key/value head without copying it (no repeat). float32 inside."""
+    B, T, H, hd = q.shape
+    S, KV = k.shape[1], k.shape[2]
+    G = H // KV
+    scale = 1.0 / math.sqrt(hd) if scale is None else scale
+    qg = q.astype(jnp.float32).reshape(B, T, KV, G, hd)
+    s = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(jnp.float32)) * scale
+    mask = jnp.arange(S)[None, None, :] <= positions[:, :, None]  # (B, T, S)
+    s = jnp.where(mask[:, None, None], s, -jnp.inf)
+    p = jnp.exp(s - s.max(-1, keepdims=True))
+    y = jnp.einsum("bkgts,bskd->btkgd", p, v.astype(jnp.float32))
+    y = y / jnp.moveaxis(p.sum(-1), -1, 1)[..., None]  # (B, T, KV, G, 1)
+    return y.reshape(B, T, H, hd).astype(q.dtype)
+
+
 _IMPLS = {"blocked": blocked, "cudnn": cudnn, "xla": reference}
 
 
@@ -137,6 +156,11 @@ def choose(platform: str, dtype, head_dim: int) -> str:
 
 def causal(q, k, v, scale=None):
     """Causal self-attention: q (B, T, H, hd), k/v (B, T, KV, hd) -> (B, T, H, hd)."""
+    if q.shape[1] != k.shape[1]:  # e.g. an attend hook that ignores ctx.cache while decoding
+        raise ValueError(
+            f"causal self-attention needs as many keys as queries, got {q.shape[1]} queries and "
+            f"{k.shape[1]} keys: with a KV cache (ctx.cache) use attention.cached(q, k, v, "
+            f"ctx.positions)")
     name = choose(_platform(q), q.dtype, q.shape[-1])
     if name == "cudnn" and not (k.dtype == q.dtype == v.dtype):
         name = "xla"

@@ -1,5 +1,6 @@
 """`python -m speedrun bench`: train-step time, tokens/s and model FLOPs utilisation (MFU),
-where the step's time goes, and (``--profile DIR``) a ``jax.profiler`` trace of a few steps.
+where the step's time goes, and (``--profile DIR``) a ``jax.profiler`` trace of a few steps;
+with ``--decode``, inference: prefill and decode tokens/s at batch 1 and 8.
 
 MFU is measured against this machine's own matmul peak, timed in the same process, so the
 figure means the same thing on a laptop CPU and on an H100.
@@ -187,6 +188,13 @@ def breakdown_table(parts: dict, host_s: float) -> str:
 
 
 def main(args) -> int:
+    if getattr(args, "decode", False):
+        return decode_main(args)
+    if getattr(args, "checkpoint", None):
+        from speedrun.errors import SpeedrunError
+
+        raise SpeedrunError("--checkpoint goes with --decode (the train step benchmark uses the "
+                            "track's config)")
     track = tracks.get(args.track)
     cfg = trick_registry.with_tricks(track.config, trick_registry.parse_names(args.tricks))
     cfg = trick_registry.configure(apply_overrides(cfg, args.overrides))
@@ -215,4 +223,67 @@ def main(args) -> int:
     if profile:
         print(f"\nprofile written under {profile} (open with TensorBoard's profile plugin or "
               "Perfetto: xprof/tensorboard --logdir)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference: `bench --decode`
+# ----------------------------------------------------------------------------------------------
+
+
+def measure_decode(m, batch: int, prompt_len: int, new_tokens: int, repeats: int = 3) -> dict:
+    """Prefill and decode throughput of a model (speedrun.generate.Model) at one batch size:
+    prefill of ``prompt_len`` random tokens per row, then ``new_tokens`` greedy tokens per row
+    (never stopping early), each timed after compilation (median of ``repeats``)."""
+    from speedrun import generate as G
+
+    s = G.Sampling(temperature=0)
+    new_tokens = G.room(m, prompt_len, new_tokens)
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(0, m.n_valid, (batch, prompt_len)), jnp.int32)
+    lengths = jnp.full((batch,), prompt_len, jnp.int32)
+    key = jax.random.PRNGKey(0)
+    prefill = G.make_prefill(m, s, prompt_len + new_tokens)
+    decode = G.make_decode(m, s, new_tokens, None)
+    t0 = time.perf_counter()
+    first, cache = jax.block_until_ready(prefill(m.params, tokens, lengths, key))
+    jax.block_until_ready(decode(m.params, first, cache, lengths, key))
+    compile_s = time.perf_counter() - t0
+    prefill_s = median_time(lambda: prefill(m.params, tokens, lengths, key), steps=repeats, warmup=0)
+    decode_s = median_time(lambda: decode(m.params, first, cache, lengths, key), steps=repeats, warmup=0)
+    steps = new_tokens - 1  # the first new token comes out of the prefill
+    return {"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
+            "prefill_s": prefill_s, "prefill_tokens_per_s": batch * prompt_len / prefill_s,
+            "decode_s": decode_s, "decode_tokens_per_s": batch * steps / decode_s,
+            "ms_per_step": decode_s / steps * 1e3, "compile_s": compile_s}
+
+
+def decode_main(args) -> int:
+    from speedrun import checkpoint, generate as G
+
+    if args.checkpoint:
+        ck = checkpoint.load(args.checkpoint)
+        m = ck.model()
+        what = f"{ck.path.name}{' (int8)' if ck.quantization == 'int8' else ''}"
+    else:
+        cfg = trick_registry.with_tricks(tracks.get(args.track).config,
+                                         trick_registry.parse_names(args.tricks))
+        cfg = trick_registry.configure(apply_overrides(cfg, args.overrides))
+        hooks = trick_registry.build_hooks(cfg)
+        tokenizer = tracks.get(cfg.track).rules.tokenizer
+        m = G.Model(hooks.init(jax.random.PRNGKey(0), cfg.model), cfg, hooks, tokenizer)
+        what = f"{cfg.track} {','.join(cfg.trick_names) or 'baseline'} (random weights)"
+    m = G.Model(jax.device_put(m.params), m.cfg, m.hooks, m.tokenizer)
+    c = m.cfg.model
+    prompt_len = args.prompt_len or max(1, c.seq_len // 4)
+    new_tokens = args.new_tokens or max(2, c.seq_len // 2)
+    print(f"device: {jax.device_count()} x {jax.devices()[0].device_kind}")
+    print(f"model: {what}, {c.n_layer}L d{c.d_model} h{c.n_head} kv{c.kv_heads} "
+          f"seq{c.seq_len} vocab{c.vocab_size}, {P.count(m.params) / 1e6:.2f}M parameters")
+    for batch in args.batch:
+        r = measure_decode(m, batch, prompt_len, new_tokens)
+        print(f"batch {batch}: prefill {r['prompt_len']} tokens/row {r['prefill_tokens_per_s']:,.0f} "
+              f"tokens/s ({r['prefill_s'] * 1e3:.1f} ms); decode {r['new_tokens']} tokens/row "
+              f"{r['decode_tokens_per_s']:,.0f} tokens/s ({r['ms_per_step']:.2f} ms/step); "
+              f"compile {r['compile_s']:.1f}s")
     return 0

@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--from-record", metavar="PATH", default=None,
                      help="re-run the exact configuration (and seeds) of an existing record")
     run.add_argument("--name", default=None, help="short name for the record folder slug")
+    run.add_argument("--save", metavar="DIR", default=None,
+                     help="write each seed's final parameters (with the resolved config and the "
+                     "tokenizer) to DIR/<track>-<config hash>-seed<N>.safetensors, after the "
+                     "clock stops; use them with `sample`, `eval`, `quantize`")
     _output_flags(run, "records are written")
 
     # --- find-steps -------------------------------------------------------------------------
@@ -218,10 +222,56 @@ def build_parser() -> argparse.ArgumentParser:
                          "if any fails.")
     ver.add_argument("paths", nargs="+", metavar="PATH")
 
+    # --- using a trained model ---------------------------------------------------------------
+    smp = sub.add_parser(
+        "sample", help="generate text from a checkpoint (KV cache, batched prompts)",
+        description="Continue prompts with a checkpoint written by `run --save` (or `quantize`): "
+        "prefill, then a jitted decode loop over a KV cache, through the same hooks as training. "
+        "Each prompt starts a document (after the separator token) and its row stops at the "
+        "next separator (<|endoftext|>, or byte 0 for bytes) or after --max-new-tokens.")
+    smp.add_argument("checkpoint", metavar="CHECKPOINT",
+                     help="a .safetensors checkpoint, or a folder holding exactly one")
+    smp.add_argument("--prompt", default=None, metavar="TEXT", help="the prompt (default: empty)")
+    smp.add_argument("--prompt-file", default=None, metavar="FILE",
+                     help="one prompt per line (blank lines skipped), generated as one batch")
+    smp.add_argument("--max-new-tokens", type=int, default=200, metavar="N",
+                     help="tokens to generate per prompt at most (default 200; cut to the "
+                     "model's context)")
+    smp.add_argument("--temperature", type=float, default=0.8,
+                     help="sampling temperature; 0 is greedy (default 0.8)")
+    smp.add_argument("--top-k", type=int, default=0, metavar="K",
+                     help="sample among the K most likely tokens only (default 0: all)")
+    smp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    smp.add_argument("--draft", default=None, metavar="CHECKPOINT",
+                     help="speculative decoding: a smaller model with the same tokenizer "
+                     "proposes tokens that this one checks")
+    smp.add_argument("--draft-tokens", type=int, default=4, metavar="K",
+                     help="tokens the draft proposes per round (default 4)")
+    smp.add_argument("--no-check", action="store_true",
+                     help="skip the check that cached decoding matches the full forward pass")
+
+    ev = sub.add_parser(
+        "eval", help="a checkpoint's validation loss and bits per byte on its track",
+        description="Score a checkpoint (float or int8) on its track's validation tokens with "
+        "the harness's own evaluation: the same loss a record reports.")
+    ev.add_argument("checkpoint", metavar="CHECKPOINT")
+    _data_dir_flag(ev)
+
+    qz = sub.add_parser(
+        "quantize", help="write a weight-only int8 copy of a checkpoint",
+        description="Quantize every 2-D weight to int8 with one float32 scale per output "
+        "channel (hidden matrices and head per output column, embedding tables per row, "
+        "which for a tied head is its output channel); vectors stay float32. `sample` and "
+        "`eval` read the result.")
+    qz.add_argument("checkpoint", metavar="CHECKPOINT")
+    qz.add_argument("--output", default=None, metavar="FILE",
+                    help="where to write it (default: NAME.int8.safetensors beside the input)")
+
     # --- bench ------------------------------------------------------------------------------
     bench = sub.add_parser("bench", help="measure step time, tokens/s and MFU on this machine",
                            description="Benchmark the training step of a track's config against "
-                           "this machine's measured matmul peak.")
+                           "this machine's measured matmul peak; with --decode, inference "
+                           "(prefill and decode tokens/s at batch 1 and 8).")
     bench.add_argument("--track", default=DEFAULT_TRACK, help=f"track (default: {DEFAULT_TRACK})")
     bench.add_argument("--tricks", default="", metavar="A,B,...",
                        help="comma-separated trick names to apply")
@@ -233,6 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "the forward/backward pass, optimizer, batch transfer, host sync")
     bench.add_argument("--profile", metavar="DIR",
                        help="write a jax.profiler trace of --steps more steps under DIR")
+    bench.add_argument("--decode", action="store_true",
+                       help="benchmark inference instead: prefill and KV-cache decode tokens/s")
+    bench.add_argument("--checkpoint", default=None, metavar="CHECKPOINT",
+                       help="with --decode: a saved (float or int8) model instead of the track's "
+                       "config with random weights")
+    bench.add_argument("--batch", type=lambda t: [int(x) for x in t.split(",")], default=[1, 8],
+                       metavar="A,B", help="with --decode: batch sizes (default 1,8)")
+    bench.add_argument("--prompt-len", type=int, default=0, metavar="N",
+                       help="with --decode: prompt tokens per row (default seq_len / 4)")
+    bench.add_argument("--new-tokens", type=int, default=0, metavar="N",
+                       help="with --decode: new tokens per row (default seq_len / 2)")
     return parser
 
 
@@ -248,6 +309,9 @@ COMMANDS = {
     "verify": "speedrun.records:main",
     "recover": "speedrun.records:recover_main",
     "bench": "speedrun.bench:main",
+    "sample": "speedrun.use:sample_main",
+    "eval": "speedrun.use:eval_main",
+    "quantize": "speedrun.use:quantize_main",
 }
 
 

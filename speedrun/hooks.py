@@ -8,6 +8,13 @@ in Python before ``jax.jit`` traces the step, so they cost nothing at run time.
 Forward-pass hooks receive a ``Ctx``: per-call scratch space (current layer, x0, the cast
 params, the input tokens) that also lets hooks pass values between layers (e.g. the first
 layer's attention values). It exists only while jit traces the function.
+
+Inference (speedrun/generate.py) runs the same forward pass over a KV cache: ``ctx.positions``
+holds each token's absolute position (None in training, where the tokens are positions
+0..T-1), and ``ctx.cache`` the keys and values of earlier calls (speedrun/kvcache.py). A hook
+that depends on where a token sits must read ``ctx.positions`` when it is set; ``attend`` then
+receives the whole cache as k and v (see ``model.attention``). Tests compare cached decoding
+with the full forward pass for every trick, and ``sample`` checks it again before generating.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ class Ctx:
     layer: int = -1  # index of the block being traced
     x0: Any = None  # output of the embedding hook
     state: dict = field(default_factory=dict)  # values hooks hand from one layer to another
+    # --- inference only (None while training) -----------------------------------------------
+    positions: Any = None  # (B, T) absolute position of every input token
+    cache: Any = None  # kvcache.KVCache: keys/values of every layer, slot = position
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,8 @@ class Hooks:
     norm: Fn  # (norm params or None, x) -> x
     qk: Fn  # (q, k, ctx) -> (q, k), per-head (B, T, H, hd)
     values: Fn  # (v, ctx) -> v, attention values (B, T, KV, hd)
-    attend: Fn  # (q, k, v, ctx) -> y (B, T, H, hd), causal attention
+    attend: Fn  # (q, k, v, ctx) -> y (B, T, H, hd), causal attention (with ctx.cache: k, v are
+    #   the cache (B, S, KV, hd) and query t may read slots <= ctx.positions[:, t])
     mlp_act: Fn  # (h) -> h
     head: Fn  # (params) -> output projection (D, V)
     logits: Fn  # (z) -> z, applied to float32 logits before the loss

@@ -4,7 +4,8 @@ Learned absolute position embeddings, pre-LayerNorm blocks, causal multi-head at
 (4x), output head tied to the token embedding, vocabulary padded to 50304. Parameters are a
 nested dict; every function is pure. Read top to bottom: ``forward`` and ``loss`` show where each
 hook point is called (``hooks.<name>``, see speedrun/hooks.py); the functions below them are
-the baseline's choice for each hook. No trick logic lives here.
+the baseline's choice for each hook. No trick logic lives here. Inference (speedrun/generate.py)
+calls the same ``forward`` with the tokens' positions and a KV cache; nothing else changes.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from speedrun.hooks import Ctx, Hooks
 # ----------------------------------------------------------------------------------------------
 
 
-def forward(params, tokens, cfg: ModelConfig, hooks: Hooks):
-    """tokens (B, T) -> (final hidden states (B, T, D), params as cast for compute)."""
+def forward(params, tokens, cfg: ModelConfig, hooks: Hooks, positions=None, cache=None):
+    """tokens (B, T) -> (final hidden states (B, T, D), params as cast for compute).
+
+    Inference passes each token's absolute ``positions`` (B, T) and a KV ``cache``
+    (speedrun/kvcache.py) that this call reads and extends; training passes neither."""
     p = hooks.cast(params)  # hook: e.g. bfloat16 copies of the float32 master weights
-    ctx = Ctx(params=p, tokens=tokens, cfg=cfg)
+    ctx = Ctx(params=p, tokens=tokens, cfg=cfg, positions=positions, cache=cache)
     x = hooks.embed(p, tokens, ctx)  # hook: token (+ position) embedding
     ctx.x0 = x
 
@@ -53,6 +57,8 @@ def attention(ap, h, ctx: Ctx, hooks: Hooks):
     v = dense(h, ap["wv"], ap.get("bv")).reshape(B, T, cfg.kv_heads, cfg.head_dim)
     q, k = hooks.qk(q, k, ctx)  # hook: e.g. QK-norm, rotary embeddings
     v = hooks.values(v, ctx)  # hook: e.g. value residual, value embeddings
+    if ctx.cache is not None:  # inference: store this call's keys/values, attend over them all
+        k, v = ctx.cache.update(ctx.layer, k, v, ctx.positions)
     y = hooks.attend(q, k, v, ctx)  # hook: the attention kernel
     return dense(y.reshape(B, T, cfg.n_head * cfg.head_dim), ap["wo"], ap.get("bo"))
 
@@ -65,6 +71,11 @@ def mlp(mp, h, hooks: Hooks):
 def dense(x, w, b=None):
     y = x @ w
     return y if b is None else y + b
+
+
+def output_logits(h, p, hooks: Hooks):
+    """Inference: float32 logits of hidden states h (B, T, D), as the loss computes them."""
+    return hooks.logits((h @ hooks.head(p)).astype(jnp.float32))
 
 
 def loss(params, inputs, targets, cfg: ModelConfig, hooks: Hooks, chunk_tokens: int):
@@ -201,7 +212,10 @@ def identity(x):
 def embed(params, tokens, ctx: Ctx):
     x = params["wte"][tokens]
     wpe = params.get("wpe")  # absent when a trick moves positions elsewhere (e.g. rotary)
-    return x if wpe is None else x + wpe[: tokens.shape[1]]
+    if wpe is None:
+        return x
+    positions = None if ctx is None else ctx.positions
+    return x + (wpe[: tokens.shape[1]] if positions is None else wpe[positions])
 
 
 def sequential_blocks(x, ctx: Ctx, run_block):
@@ -231,6 +245,8 @@ def values(v, ctx: Ctx):
 
 
 def causal_attention(q, k, v, ctx: Ctx):
+    if ctx is not None and ctx.cache is not None:  # inference: k, v are the cache, by position
+        return attn.cached(q, k, v, ctx.positions)
     return attn.causal(q, k, v)  # per backend: blocked matmuls on CPU, cuDNN on GPU
 
 

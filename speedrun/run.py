@@ -254,8 +254,11 @@ def label(cfg: RunConfig) -> str:
     return ",".join(cfg.trick_names) or "baseline"
 
 
-def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "") -> records.RunResult:
-    """One fixed-length run: the machine-speed probe (untimed), then training, then its log."""
+def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | None = None,
+             save_failures: list | None = None) -> records.RunResult:
+    """One fixed-length run: the machine-speed probe (untimed), then training, then its log.
+    ``save_dir``: write the final parameters there (``checkpoint_path``), after the clock; a
+    checkpoint that cannot be written is reported and appended to ``save_failures``."""
     cfg = plan.cfg
     gflops = hardware.machine_gflops()
     console = Console(cfg.train.steps, quiet, f"{tag}seed {seed}")
@@ -267,11 +270,22 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "") -> records.RunRe
                                  doc_sep=bytelevel.separator(tokenizer))
     n_bytes = plan.data.get("val_bytes")
     bpb_per_nat = bytelevel.bits_per_byte(1.0, plan.data["val_tokens"], n_bytes) if n_bytes else None
+    saved: list[str] = []
+
+    def finished(params):
+        if save_dir is not None and distributed.jax.process_index() == 0:
+            ok, line = save_checkpoint(plan, params, seed, save_dir)
+            saved.append(line)
+            if not ok and save_failures is not None:
+                save_failures.append(line)
+
     try:
         out = train.train(cfg, seed, plan.hooks, batches, plan.val, console.log, console.progress,
-                          machine_gflops=gflops, bpb_per_nat=bpb_per_nat)
+                          machine_gflops=gflops, bpb_per_nat=bpb_per_nat, finished=finished)
     finally:
         console.close()
+    for line in saved:
+        print(f"{tag}seed {seed}: {line}")
     crossed = ("never crossed the target" if out.first_reached is None else
                f"first at or below the target at step {out.first_reached[0]} "
                f"({out.first_reached[1]:.1f}s)")
@@ -282,6 +296,40 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "") -> records.RunRe
     console.lines.append(summary)
     print(summary)
     return records.RunResult(**vars(out), log="\n".join(console.lines) + "\n")
+
+
+def checkpoint_path(cfg: RunConfig, seed: int, save_dir: str) -> Path:
+    from speedrun import checkpoint
+
+    return Path(save_dir).expanduser() / checkpoint.file_name(cfg, seed)
+
+
+def check_save_dir(save_dir: str, records_dir: str | None) -> None:
+    """``--save DIR``: writable, and not inside records/ (model files stay out of git)."""
+    folder = Path(save_dir).expanduser().resolve()
+    if records_dir is not None:
+        rec = Path(records_dir).expanduser().resolve()
+        if folder == rec or rec in folder.parents:
+            raise SpeedrunError(f"--save {save_dir} is inside the records folder {records_dir}: "
+                                f"model files do not go into records/; save them elsewhere "
+                                f"(e.g. --save checkpoints/)")
+    probe_writable(folder, "checkpoint folder", "pass --save DIR with a writable folder")
+
+
+def save_checkpoint(plan: Plan, params, seed: int, save_dir: str) -> tuple[bool, str]:
+    """Write one seed's final parameters: (written, what happened). A failure is reported,
+    never fatal to the run (its record still gets written); main exits non-zero at the end."""
+    from speedrun import checkpoint
+
+    path = checkpoint_path(plan.cfg, seed, save_dir)
+    try:
+        checkpoint.save(path, params, plan.cfg, plan.data.get("tokenizer") or "gpt2", seed,
+                        notes={"data": {k: plan.data.get(k) for k in ("dataset", "val_sha256",
+                                                                       "train_sha256")},
+                               "git_commit": plan.env.get("git_commit")})
+    except OSError as e:
+        return False, f"could NOT write the checkpoint {path} ({e.strerror or e})"
+    return True, f"checkpoint written: {path}"
 
 
 def save(plan: Plan, results: list, records_dir: str, name: str | None) -> tuple[Path, dict]:
@@ -326,13 +374,20 @@ def main(args) -> int:
     distributed.maybe_initialize()
     cfg, seeds, name = resolve(args)
     writes = not args.no_record and distributed.jax.process_index() == 0
+    save_dir = getattr(args, "save", None)
+    if save_dir is not None:  # before anything slow
+        check_save_dir(save_dir, args.records_dir)
     plan = prepare(cfg, args.data_dir, command_line(), args.records_dir if writes else None)
     print(f"track {cfg.track}: {cfg.train.steps} steps, target val loss {cfg.train.target}, "
           f"tricks: {label(cfg)}, seeds: {seeds}, devices: {plan.env['device_count']} x "
           f"{plan.env['device_kind']}")
-    results = [run_seed(plan, seed, args.quiet) for seed in seeds]
+    failed: list[str] = []
+    results = [run_seed(plan, seed, args.quiet, save_dir=save_dir, save_failures=failed)
+               for seed in seeds]
     if not args.no_record and distributed.jax.process_index() == 0:
         where, rec = save(plan, results, args.records_dir, name)
         print(f"record written: {where}")
         print(claim_line(rec))
+    if failed:
+        raise SpeedrunError(f"the run finished but {'; '.join(failed)}")
     return 0

@@ -54,11 +54,14 @@ def train(
     progress: Callable[[int, dict], None] | None = None,
     machine_gflops: float | None = None,
     bpb_per_nat: float | None = None,
+    finished: Callable[[object], None] | None = None,
 ) -> Outcome:
     """Train one seed for ``train.steps`` steps. ``train_loader.batch(step, index, count)`` gives
     this process's rows of the global batch; ``val_batches`` is the fixed validation set;
     ``machine_gflops`` is the machine-speed probe taken before the seed (stored as is);
-    ``bpb_per_nat`` converts a mean val loss to bits per byte for the log (None: not shown)."""
+    ``bpb_per_nat`` converts a mean val loss to bits per byte for the log (None: not shown);
+    ``finished(params)`` receives the final parameters after the last validation, with the
+    clock stopped (``run --save`` writes them to a checkpoint)."""
     t, m = cfg.train, distributed.mesh()
     distributed.check_batch(t.batch_size)
     rep, shard = distributed.replicated(m), distributed.batch_sharded(m)
@@ -117,6 +120,8 @@ def train(
         log(val_line(step, t.steps, val_loss, train_time, bpb_per_nat))
         if progress:
             progress(step, {"val": val_loss, "time": train_time})
+    if finished is not None:  # after the clock and the last validation: never timed
+        finished(params)
     # The record rounds to what the log shows, so the log alone re-derives the record.
     curve = tuple((s, round(tt, 4), n, round(v, 6)) for s, tt, n, v in curve)
     crossing = first_crossing(curve, t.target)

@@ -18,13 +18,18 @@ from speedrun.errors import SpeedrunError
 from tricks import Trick
 
 
-def rotate(x, base: float):
-    """x (B, T, H, hd) -> x rotated by its position along T."""
+def rotate(x, base: float, positions=None):
+    """x (B, T, H, hd) -> x rotated by its position: its index along T, or ``positions``
+    (B, T) when given (inference over a KV cache continues from the prompt's positions)."""
     T, hd = x.shape[1], x.shape[-1]
     half = hd // 2
     inv_freq = (1.0 / base) ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd)
-    theta = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # (T, hd/2)
-    cos, sin = jnp.cos(theta)[None, :, None, :], jnp.sin(theta)[None, :, None, :]
+    if positions is None:
+        theta = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # (T, hd/2)
+        cos, sin = jnp.cos(theta)[None, :, None, :], jnp.sin(theta)[None, :, None, :]
+    else:
+        theta = positions.astype(jnp.float32)[..., None] * inv_freq  # (B, T, hd/2)
+        cos, sin = jnp.cos(theta)[:, :, None, :], jnp.sin(theta)[:, :, None, :]
     x32 = x.astype(jnp.float32)
     x1, x2 = x32[..., :half], x32[..., half:]
     y = jnp.concatenate([x1 * cos + x2 * sin, -x1 * sin + x2 * cos], axis=-1)
@@ -45,7 +50,8 @@ def apply(hooks, hp):
 
     def qk(q, k, ctx):
         q, k = prev_qk(q, k, ctx)
-        return rotate(q, hp.base), rotate(k, hp.base)
+        positions = getattr(ctx, "positions", None)
+        return rotate(q, hp.base, positions), rotate(k, hp.base, positions)
 
     return hooks.replace(init=init, qk=qk)
 
