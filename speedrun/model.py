@@ -23,10 +23,17 @@ from speedrun.hooks import Ctx, Hooks
 # ----------------------------------------------------------------------------------------------
 
 
-def forward(params, tokens, cfg: ModelConfig, hooks: Hooks):
+def forward(params, tokens, cfg: ModelConfig, hooks: Hooks, step=None, steps=None):
     """tokens (B, T) -> (final hidden states (B, T, D), params as cast for compute)."""
+    h, p, _ = forward_ctx(params, tokens, cfg, hooks, step, steps)
+    return h, p
+
+
+def forward_ctx(params, tokens, cfg: ModelConfig, hooks: Hooks, step=None, steps=None):
+    """``forward`` that also returns its Ctx (for what hooks left there, e.g. aux losses).
+    ``step`` (traced) of ``steps``: where training stands, for hooks with schedules."""
     p = hooks.cast(params)  # hook: e.g. bfloat16 copies of the float32 master weights
-    ctx = Ctx(params=p, tokens=tokens, cfg=cfg)
+    ctx = Ctx(params=p, tokens=tokens, cfg=cfg, step=step, steps=steps)
     x = hooks.embed(p, tokens, ctx)  # hook: token (+ position) embedding
     ctx.x0 = x
 
@@ -35,13 +42,13 @@ def forward(params, tokens, cfg: ModelConfig, hooks: Hooks):
         return block(p["blocks"][i], x, ctx, hooks)
 
     x = hooks.blocks(x, ctx, run_block)  # hook: how blocks are chained (e.g. U-net skips)
-    return hooks.norm(p.get("ln_f"), x), p
+    return hooks.norm(p.get("ln_f"), x), p, ctx
 
 
 def block(bp, x, ctx: Ctx, hooks: Hooks):
     x = hooks.block_input(x, ctx)  # hook: e.g. mix in the embedding x0
     x = x + attention(bp["attn"], hooks.norm(bp.get("ln1"), x), ctx, hooks)
-    x = x + mlp(bp["mlp"], hooks.norm(bp.get("ln2"), x), hooks)
+    x = x + hooks.mlp(bp["mlp"], hooks.norm(bp.get("ln2"), x), hooks.mlp_act, ctx)  # hook
     return x
 
 
@@ -54,11 +61,12 @@ def attention(ap, h, ctx: Ctx, hooks: Hooks):
     q, k = hooks.qk(q, k, ctx)  # hook: e.g. QK-norm, rotary embeddings
     v = hooks.values(v, ctx)  # hook: e.g. value residual, value embeddings
     y = hooks.attend(q, k, v, ctx)  # hook: the attention kernel
+    y = hooks.attn_output(y, h, ctx)  # hook: e.g. a per-head output gate
     return dense(y.reshape(B, T, cfg.n_head * cfg.head_dim), ap["wo"], ap.get("bo"))
 
 
-def mlp(mp, h, hooks: Hooks):
-    h = hooks.mlp_act(dense(h, mp["wfc"], mp.get("bfc")))  # hook: activation
+def mlp(mp, h, act, ctx: Ctx):
+    h = act(dense(h, mp["wfc"], mp.get("bfc")))  # act: the mlp_act hook
     return dense(h, mp["wproj"], mp.get("bproj"))
 
 
@@ -67,17 +75,23 @@ def dense(x, w, b=None):
     return y if b is None else y + b
 
 
-def loss(params, inputs, targets, cfg: ModelConfig, hooks: Hooks, chunk_tokens: int):
-    """Mean next-token cross-entropy. The logits are never materialised for the whole batch:
-    see ``head_loss_sum``."""
-    h, p = forward(params, inputs, cfg, hooks)
+def loss(params, inputs, targets, cfg: ModelConfig, hooks: Hooks, chunk_tokens: int,
+         step=None, steps=None):
+    """The training loss: mean next-token cross-entropy (the ``loss`` hook's sum over the
+    batch, divided by the number of targets) plus any auxiliary terms hooks added to
+    ``ctx.aux_loss``. The logits are never materialised for the whole batch: see
+    ``head_loss_sum``."""
+    h, p, ctx = forward_ctx(params, inputs, cfg, hooks, step, steps)
     w = hooks.head(p)  # hook: output projection (tied or untied)
-    return head_loss_sum(h, w, targets, hooks.logits, chunk_tokens) / targets.size
+    total = hooks.loss(h, w, targets, hooks.logits, chunk_tokens, ctx)  # hook: e.g. MTP
+    return total / targets.size + sum(ctx.aux_loss, jnp.float32(0))
 
 
-def loss_sum(params, inputs, targets, cfg: ModelConfig, hooks: Hooks, chunk_tokens: int):
-    """Summed cross-entropy without the gradient machinery (validation)."""
-    h, p = forward(params, inputs, cfg, hooks)
+def loss_sum(params, inputs, targets, cfg: ModelConfig, hooks: Hooks, chunk_tokens: int,
+             step=None, steps=None):
+    """Summed next-token cross-entropy without the gradient machinery (validation: always the
+    plain next-token loss, whatever the ``loss`` hook trains on)."""
+    h, p, _ = forward_ctx(params, inputs, cfg, hooks, step, steps)
     return _chunked_sum(h, hooks.head(p), targets, hooks.logits, _chunks(h.shape, chunk_tokens))
 
 
@@ -232,6 +246,14 @@ def values(v, ctx: Ctx):
 
 def causal_attention(q, k, v, ctx: Ctx):
     return attn.causal(q, k, v)  # per backend: blocked matmuls on CPU, cuDNN on GPU
+
+
+def attn_output(y, h, ctx: Ctx):
+    return y
+
+
+def next_token_loss(h, w, targets, logits_fn, chunk_tokens: int, ctx: Ctx):
+    return head_loss_sum(h, w, targets, logits_fn, chunk_tokens)
 
 
 def gelu(h):

@@ -30,10 +30,12 @@ class Diverged(SpeedrunError):
 
 
 def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation):
-    chunk = cfg.train.loss_chunk
+    chunk, steps = cfg.train.loss_chunk, cfg.train.steps
 
-    def step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(model.loss)(params, x, y, cfg.model, hooks, chunk)
+    def step(params, opt_state, x, y, i=None):
+        # i: this update's index (traced), for hooks with schedules in the forward pass
+        loss, grads = jax.value_and_grad(model.loss)(params, x, y, cfg.model, hooks, chunk,
+                                                     i, steps)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -73,14 +75,18 @@ def train(
     def put(a):
         return distributed.put_batch(a, shard)
 
+    def put_step(i):
+        return jax.device_put(np.int32(i), rep)
+
     # --- compile and warm up, untimed: AOT-compile, then run once on dummy data and copies of
     # the state, so the timed loop starts with everything built and the real state untouched.
     t0 = time.perf_counter()
     dummy = np.zeros((t.batch_size // count, cfg.model.seq_len), np.int32)
     step_fn = jax.jit(make_step(cfg, hooks, tx), donate_argnums=(0, 1))
-    step_fn = step_fn.lower(params, opt_state, put(dummy), put(dummy)).compile()
-    jax.block_until_ready(step_fn(_copy(params), _copy(opt_state), put(dummy), put(dummy)))
-    first_val = evaluate_fn(params, val_batches)  # compiles the eval step; step 0 of the curve
+    step_fn = step_fn.lower(params, opt_state, put(dummy), put(dummy), put_step(0)).compile()
+    jax.block_until_ready(step_fn(_copy(params), _copy(opt_state), put(dummy), put(dummy),
+                                  put_step(0)))
+    first_val = evaluate_fn(params, val_batches, 0)  # compiles the eval step; step 0 of the curve
     compile_time = time.perf_counter() - t0
     log(f"compiled and warmed up in {compile_time:.1f}s (not timed)")
     if progress:
@@ -97,7 +103,7 @@ def train(
         stop_at = min(t.steps, (step // t.eval_every + 1) * t.eval_every)
         while step < stop_at:
             x, y = train_loader.batch(step, index, count)
-            params, opt_state, loss = step_fn(params, opt_state, put(x), put(y))
+            params, opt_state, loss = step_fn(params, opt_state, put(x), put(y), put_step(step))
             step += 1
             if step % t.log_every == 0 or step == stop_at:
                 loss_value = float(loss)  # waits for the device
@@ -111,7 +117,7 @@ def train(
                                     "tok_s": step * tokens_per_step / max(elapsed, 1e-9)})
         jax.block_until_ready(params)
         train_time += time.perf_counter() - t_start  # the clock stops here for validation
-        val_loss = evaluate_fn(params, val_batches)
+        val_loss = evaluate_fn(params, val_batches, step)
         _check_finite(val_loss, step, "val")
         curve.append((step, train_time, step * tokens_per_step, val_loss))
         log(val_line(step, t.steps, val_loss, train_time, bpb_per_nat))
