@@ -43,7 +43,7 @@ FIRST_WAVE = {
 
 def tiny_cfg(n_layer=2, n_head=4, d_model=32, steps=8) -> RunConfig:
     return RunConfig(
-        track="tiny",
+        track="wiki-bytes",  # a real track: its document separator (byte 0) is known
         model=ModelConfig(vocab_size=VOCAB, n_layer=n_layer, n_head=n_head, d_model=d_model,
                           seq_len=SEQ),
         optim=OptimConfig(lr=3e-3, warmup_steps=0, decay="constant", weight_decay=0.0),

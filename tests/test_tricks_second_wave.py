@@ -1,0 +1,256 @@
+"""The second wave of tricks (records 12-89 of the GPT-2 speedrun): each trick's exact
+computation against a small hand-written reference. Random combinations of first- and
+second-wave tricks train in tests/test_tricks.py.
+
+Models are tiny (d_model 32, 2-4 layers, vocab 256, 16 tokens); each test runs in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tricks
+from speedrun import model
+from speedrun.errors import SpeedrunError
+from speedrun.hooks import Ctx
+from test_tricks import BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, setup, tokens, train
+
+SECOND_WAVE = {"window-attention", "polar-express", "normuon", "cautious-wd"}
+
+
+def test_second_wave_is_registered_and_described():
+    registry = tricks.available()
+    assert SECOND_WAVE <= set(registry), SECOND_WAVE - set(registry)
+    for name in SECOND_WAVE:
+        t = registry[name]
+        assert t.summary and "\n" not in t.summary and t.source, name
+        assert set(t.changes) <= set(tricks.CHANGES), name
+        for key, value in t.params.items():
+            assert isinstance(value, (bool, int, float, str)), (name, key, value)
+
+
+# ----------------------------------------------------------------------------------------------
+# window-attention
+# ----------------------------------------------------------------------------------------------
+
+from tricks import window_attention as wa  # noqa: E402
+
+
+def reference_mask(toks, sep, w):
+    toks = np.asarray(toks)
+    B, T = toks.shape
+    out = np.zeros((B, T, T), bool)
+    for b in range(B):
+        for i in range(T):
+            for j in range(T):
+                # same document: no separator in (j, i]
+                same = not np.any(toks[b, j + 1:i + 1] == sep)
+                out[b, i, j] = j <= i and i - j < w and same
+    return out
+
+
+def reference_attention(q, k, v, allowed):
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    s = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    s = np.where(allowed[:, None], s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bhqk,bkhd->bqhd", p, v)
+
+
+def doc_tokens():
+    t = np.array(tokens(5, (2, SEQ)))
+    t[t == 0] = 1
+    t[0, [0, 5, 6, 11]] = 0  # documents start at 0, 5, 6 (one byte long) and 11
+    t[1, [9]] = 0  # row 1: a document continued from before, then one starting at 9
+    return jnp.asarray(t)
+
+
+@pytest.mark.parametrize("w", [1, 3, 8, 64])
+def test_window_attention_mask_and_output_match_a_dense_reference(w):
+    toks = doc_tokens()
+    got = np.asarray(wa.mask(toks, 0, w))
+    want = reference_mask(toks, 0, w)
+    assert np.array_equal(got, want)
+    assert not got[0, 5, 4] and got[0, 4, 1] == (w > 3) and not got[0, 7, 6 - 1]
+    q, k, v = normal(1, (2, SEQ, 4, 8)), normal(2, (2, SEQ, 4, 8)), normal(3, (2, SEQ, 4, 8))
+    ref = reference_attention(q, k, v, want)
+    for y in (wa.masked_blocked(q, k, v, got, block=4), wa.masked_blocked(q, k, v, got),
+              jax.nn.dot_product_attention(q, k, v, mask=jnp.asarray(got)[:, None])):
+        assert np.allclose(np.asarray(y), ref, atol=1e-5)
+    # grouped-query: 2 kv heads serve 4 query heads
+    k2, v2 = k[:, :, :2], v[:, :, :2]
+    ref = reference_attention(q, jnp.repeat(k2, 2, 2), jnp.repeat(v2, 2, 2), want)
+    assert np.allclose(np.asarray(wa.masked_blocked(q, k2, v2, got)), ref, atol=1e-5)
+
+
+def test_window_attention_schedule_and_hook():
+    assert [int(wa.window(f, 64, 1792, 64)) for f in (0.0, 0.5, 0.99, 1.0)] == [64, 896, 1728,
+                                                                                 1792]
+    assert [wa.is_long(i, 12) for i in range(12)] == [c == "L" for c in "LSSSLSSLSSSL"]
+    assert [wa.is_long(i, 4) for i in range(4)] == [True, False, False, True]
+    cfg, hooks, params = setup(["window-attention"],
+                               ["window-attention.start=4", "window-attention.end=20",
+                                "window-attention.multiple=2", "window-attention.long_short=true"],
+                               n_layer=4, steps=10)
+    assert cfg.tricks["window-attention"]["separator"] == 0  # wiki-bytes: byte 0
+    toks = doc_tokens()
+    q, k, v = normal(1, (2, SEQ, 4, 8)), normal(2, (2, SEQ, 4, 8)), normal(3, (2, SEQ, 4, 8))
+    # step 5 of 10: W = 2 * floor((0.5 * 16 + 4) / 2) = 12 on long layers, 6 on short ones
+    for layer, w in ((0, 12), (1, 6), (3, 12)):
+        c = Ctx(params=params, tokens=toks, cfg=cfg.model, layer=layer, step=jnp.int32(5),
+                steps=10)
+        y = hooks.attend(q, k, v, c)
+        assert np.allclose(np.asarray(y), reference_attention(q, k, v, reference_mask(toks, 0, w)),
+                           atol=1e-5), layer
+    # no step (a trained model): the final window, which covers the 16-token sequence
+    c = Ctx(params=params, tokens=toks, cfg=cfg.model, layer=1)
+    y = hooks.attend(q, k, v, c)
+    assert np.allclose(np.asarray(y), reference_attention(q, k, v, reference_mask(toks, 0, 10)),
+                       atol=1e-5)
+
+
+def test_window_attention_separator_comes_from_the_track():
+    cfg, *_ = setup(["window-attention"])
+    assert cfg.tricks["window-attention"]["separator"] == 0
+    import dataclasses
+
+    from speedrun import tracks
+
+    wiki = tricks.configure(tricks.with_tricks(tracks.get("wiki").config, ["window-attention"]))
+    assert wiki.tricks["window-attention"]["separator"] == 50256
+    assert tricks.configure(wiki) == wiki  # idempotent
+    other = dataclasses.replace(tricks.with_tricks(tracks.get("wiki").config,
+                                                   ["window-attention"]), track="nowhere")
+    with pytest.raises(SpeedrunError, match="separator"):
+        tricks.configure(other)
+
+
+def test_window_attention_blocks_attention_across_documents():
+    cfg, hooks, params = setup(["window-attention"], n_layer=2)
+    x = np.array(tokens(0))
+    x[x == 0] = 1
+    x[:, 8] = 0  # a new document at position 8
+    y = x.copy()
+    y[:, :8] = (y[:, :8] + 7) % 255 + 1  # change the first document only
+    h1, _ = model.forward(params, jnp.asarray(x), cfg.model, hooks)
+    h2, _ = model.forward(params, jnp.asarray(y), cfg.model, hooks)
+    # learned positions are absolute, so the second document's states depend only on itself
+    assert np.allclose(np.asarray(h1[:, 8:]), np.asarray(h2[:, 8:]), atol=1e-5)
+    assert not np.allclose(np.asarray(h1[:, :8]), np.asarray(h2[:, :8]), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# polar-express, normuon, cautious-wd (Muon extension points)
+# ----------------------------------------------------------------------------------------------
+
+from test_tricks import first_update  # noqa: E402
+from tricks import cautious_wd as cwd  # noqa: E402
+from tricks import muon as muon_mod  # noqa: E402
+from tricks import normuon as nm  # noqa: E402
+from tricks import polar_express as pe  # noqa: E402
+
+
+def test_polar_express_coefficients_and_polynomial():
+    assert pe.COEFFS[0] == (8.156554524902461, -22.48329292557795, 15.878769915207462)
+    assert pe.COEFFS[-1] == (2.3465413258596377, -1.7097828382687081, 0.42323551169305323)
+    assert len(pe.COEFFS) == 5
+    # a matrix with known singular values: the output is U p(S) V^T, p the composed quintics
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.normal(size=(24, 24)))
+    v, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    s = np.logspace(0, -3, 12)
+    g = u[:, :12] @ np.diag(s) @ v.T  # tall: iterated transposed
+    x = s / (np.sqrt(np.sum(s ** 2)) * 1.02 + 1e-6)
+    for a, b, c in pe.COEFFS:
+        x = a * x + b * x ** 3 + c * x ** 5
+    want = u[:, :12] @ np.diag(x) @ v.T
+    got = np.asarray(pe.polar_express(jnp.asarray(g, jnp.float32)))
+    assert np.allclose(got, want, atol=2e-4)
+    # and the result is closer to orthogonal than Newton-Schulz's on a random matrix
+    for shape in ((32, 64), (64, 32)):
+        g = normal(0, shape)
+        sv = np.linalg.svd(np.asarray(pe.polar_express(g)), compute_uv=False)
+        assert sv.min() > 0.8 and sv.max() < 1.2, sv
+        ns = np.linalg.svd(np.asarray(muon_mod.orthogonalize(g)), compute_uv=False)
+        assert np.abs(sv - 1).max() < np.abs(ns - 1).max()
+
+
+def test_polar_express_drives_muon():
+    cfg, params, up, _ = first_update(["muon", "polar-express"])
+    cfg0, _, up0, _ = first_update(["muon"])
+    lr = cfg.tricks["muon"]["lr"]
+    g = jnp.sign(normal(1, params["blocks"][0]["mlp"]["wfc"].shape))  # first_update's gradient
+    want = -lr * muon_mod.shape_scale(g.shape) * pe.polar_express(g)
+    assert np.allclose(np.asarray(up["blocks.0.mlp.wfc"]), np.asarray(want), atol=1e-5)
+    assert not np.allclose(np.asarray(up0["blocks.0.mlp.wfc"]), np.asarray(want), atol=1e-3)
+    assert np.allclose(np.asarray(up["wte"]), np.asarray(up0["wte"]))  # Adam groups unchanged
+    with pytest.raises(SpeedrunError, match="requires muon"):
+        tricks.with_tricks(cfg0, ["polar-express"])
+
+
+def test_normuon_normalises_per_neuron_and_keeps_the_norm():
+    rng = np.random.default_rng(1)
+    for shape, axis in (((8, 16), 0), ((16, 8), 1)):
+        o = rng.normal(size=shape).astype(np.float32) * np.linspace(0.1, 2, shape[1])
+        buf = np.abs(rng.normal(size=[1 if a == axis else n for a, n in enumerate(shape)]))
+        got, new_buf = nm.normalize(jnp.asarray(o), jnp.asarray(buf, jnp.float32), 0.95)
+        want_buf = 0.95 * buf + 0.05 * np.mean(o ** 2, axis=axis, keepdims=True)
+        o1 = o / np.sqrt(want_buf)
+        want = o1 * np.linalg.norm(o) / np.linalg.norm(o1)
+        assert nm.reduce_axis(shape) == axis
+        assert np.allclose(np.asarray(new_buf), want_buf, rtol=1e-5)
+        assert np.allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6)
+        assert np.linalg.norm(np.asarray(got)) == pytest.approx(np.linalg.norm(o), rel=1e-5)
+    # first step from a zero buffer: every neuron of the result has the same RMS
+    got, _ = nm.normalize(jnp.asarray(o), jnp.zeros((16, 1)), 0.95)
+    assert np.allclose(np.sqrt(np.mean(np.asarray(got) ** 2, axis=1)),
+                       np.sqrt(np.mean(np.asarray(got) ** 2)), rtol=1e-4)
+
+
+def test_normuon_drives_muon():
+    cfg, params, up, state = first_update(["muon", "normuon"])
+    lr = cfg.tricks["muon"]["lr"]
+    g = jnp.sign(normal(1, params["blocks"][0]["mlp"]["wfc"].shape))
+    o = muon_mod.shape_scale(g.shape) * muon_mod.orthogonalize(g)
+    want, _ = nm.normalize(o, jnp.zeros((1, g.shape[1])), 0.95)
+    assert np.allclose(np.asarray(up["blocks.0.mlp.wfc"]), -lr * np.asarray(want), atol=1e-5)
+    bufs = [s for s in jax.tree_util.tree_leaves(
+        state, is_leaf=lambda s: isinstance(s, nm.NorMuonState)) if isinstance(s, nm.NorMuonState)]
+    assert len(bufs) == 1
+
+
+def test_cautious_wd_decays_only_where_the_update_shrinks_the_weight():
+    p = jnp.array([[1.0, -2.0, 3.0, -4.0]]).T  # (4, 1): shape scale 1
+    u = jnp.array([[-0.1, -0.1, 0.2, 0.0]]).T  # final updates (p += u)
+    tx = cwd.cautious_decay(lambda step: 0.5 / (step + 1), 1.2)
+    state = tx.init(p)
+    out, state = tx.update(u, state, p)
+    # step 0: lr 0.5, decay 0.5 * 1.2 * 0.5 = 0.3 where u * p <= 0 (entries 0, 1? no: 0 and 3)
+    mask = np.array([True, False, False, True])
+    want = np.asarray(u)[:, 0] - 0.3 * mask * np.asarray(p)[:, 0]
+    assert np.allclose(np.asarray(out)[:, 0], want)
+    out, state = tx.update(u, state, p)  # step 1: lr 0.25 -> decay 0.075
+    assert np.allclose(np.asarray(out)[:, 0], np.asarray(u)[:, 0] - 0.075 * mask * np.asarray(p)[:, 0])
+    # a wide matrix: the step size includes Muon's shape scale
+    pw, uw = jnp.ones((2, 8)), -jnp.ones((2, 8))
+    out, _ = tx.update(uw, tx.init(pw), pw)
+    assert np.allclose(np.asarray(out), -1 - 2.0 * 0.5 * 1.2 * 0.5)
+
+
+def test_cautious_wd_drives_muon_and_leaves_adam_groups():
+    cfg, params, up, _ = first_update(["muon", "cautious-wd"])
+    _, _, up0, _ = first_update(["muon"])
+    lr = cfg.tricks["muon"]["lr"]
+    for name in ("blocks.0.mlp.wfc", "blocks.1.attn.wq"):
+        p = np.asarray(flat(params)[name])
+        u0 = np.asarray(up0[name])
+        eff = lr * muon_mod.shape_scale(p.shape)
+        want = u0 - eff * 1.2 * lr * (u0 * p <= 0) * p
+        assert np.allclose(np.asarray(up[name]), want, atol=1e-7), name
+    assert np.array_equal(np.asarray(up["wte"]), np.asarray(up0["wte"]))
