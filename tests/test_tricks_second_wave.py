@@ -20,7 +20,8 @@ from speedrun.errors import SpeedrunError
 from speedrun.hooks import Ctx
 from test_tricks import BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, setup, tokens, train
 
-SECOND_WAVE = {"window-attention", "polar-express", "normuon", "cautious-wd"}
+SECOND_WAVE = {"window-attention", "polar-express", "normuon", "cautious-wd", "smear",
+               "attn-gate", "bigram-hash"}
 
 
 def test_second_wave_is_registered_and_described():
@@ -254,3 +255,80 @@ def test_cautious_wd_drives_muon_and_leaves_adam_groups():
         want = u0 - eff * 1.2 * lr * (u0 * p <= 0) * p
         assert np.allclose(np.asarray(up[name]), want, atol=1e-7), name
     assert np.array_equal(np.asarray(up["wte"]), np.asarray(up0["wte"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# smear, attn-gate, bigram-hash
+# ----------------------------------------------------------------------------------------------
+
+from tricks import attn_gate as ag  # noqa: E402
+from tricks import bigram_hash as bh  # noqa: E402
+from tricks import smear as sm  # noqa: E402
+
+
+def test_smear_starts_off_and_mixes_the_previous_token():
+    cfg, hooks, params = setup(["smear"])
+    base_cfg, base_hooks, base_params = setup([])
+    assert params["smear"]["gate"].shape == (12, 1) and float(params["smear"]["lambda"]) == 0
+    assert loss_of(cfg, hooks, params) == pytest.approx(loss_of(base_cfg, base_hooks, base_params),
+                                                        abs=1e-6)  # lambda 0: the baseline
+    e = np.asarray(normal(4, (2, 5, 32)))
+    w = np.asarray(normal(5, (12, 1)))
+    got = np.asarray(sm.smear(jnp.asarray(e), jnp.asarray(w), 0.7))
+    want = e.copy()
+    for t in range(1, 5):
+        g = 1 / (1 + np.exp(-(e[:, t, :12] @ w)))  # (2, 1)
+        want[:, t] = e[:, t] + 0.7 * g * e[:, t - 1]
+    assert np.allclose(got, want, atol=1e-5)
+    # at init (w = 0) the gate is 0.5; with embed-skip the smeared embedding is normalised
+    cfg, hooks, params = setup(["smear", "embed-skip"])
+    assert list(cfg.tricks) == ["smear", "embed-skip"]
+    params["smear"]["lambda"] = jnp.float32(1.0)
+    c = ctx(cfg, hooks, params)
+    x0 = hooks.embed(c.params, c.tokens, c)
+    raw = params["wte"][c.tokens] + params["wpe"][:SEQ]
+    smeared = np.asarray(raw).copy()
+    smeared[:, 1:] += 0.5 * np.asarray(raw)[:, :-1]
+    ref = smeared / np.sqrt(np.mean(smeared ** 2, -1, keepdims=True) + np.finfo(np.float32).eps)
+    assert np.allclose(np.asarray(x0), ref, atol=1e-4)
+
+
+def test_attn_gate_is_half_at_init_and_reads_the_input():
+    cfg, hooks, params = setup(["attn-gate"])
+    assert params["blocks"][1]["attn"]["gate"].shape == (12, 4)
+    y, u = normal(1, (BATCH, SEQ, 4, 8)), normal(2, (BATCH, SEQ, 32))
+    c = ctx(cfg, hooks, params, layer=1)
+    assert np.allclose(np.asarray(hooks.attn_output(y, u, c)), 0.5 * np.asarray(y))
+    w = np.asarray(normal(3, (12, 4)))
+    params["blocks"][1]["attn"]["gate"] = jnp.asarray(w)
+    c = ctx(cfg, hooks, params, layer=1)
+    g = 1 / (1 + np.exp(-(np.asarray(u)[..., :12] @ w)))
+    assert np.allclose(np.asarray(hooks.attn_output(y, u, c)), np.asarray(y) * g[..., None],
+                       atol=1e-6)
+    c0 = ctx(cfg, hooks, params, layer=0)  # block 0's gate is still zero
+    assert np.allclose(np.asarray(hooks.attn_output(y, u, c0)), 0.5 * np.asarray(y))
+
+
+def test_bigram_hash_index_formula_and_injection():
+    toks = jnp.asarray([[5, 255, 0, 17], [1, 2, 3, 4]])
+    rows = 5 * 256
+    got = np.asarray(bh.bigram_hash(toks, rows))
+    m = rows - 1
+    want = [[m] + [((36313 * int(a)) ^ (27191 * int(b))) % m for b, a in zip(r[:-1], r[1:])]
+            for r in np.asarray(toks)]
+    assert got.tolist() == want and got.max() < rows
+    # GPT-2's largest id stays within int32, as the record's arithmetic
+    big = np.asarray(bh.bigram_hash(jnp.asarray([[50303, 50303]]), 5 * 50304))
+    assert big[0, 1] == ((36313 * 50303) ^ (27191 * 50303)) % (5 * 50304 - 1)
+    cfg, hooks, params = setup(["bigram-hash"], n_layer=3)
+    assert params["bigram_embed"].shape == (rows, 32) and not np.any(params["bigram_embed"])
+    assert all(float(b["bigram_lambda"]) == pytest.approx(0.1) for b in params["blocks"])
+    table = normal(6, (rows, 32))
+    params["bigram_embed"] = table
+    params["blocks"][2]["bigram_lambda"] = jnp.float32(0.3)
+    c = ctx(cfg, hooks, params, layer=2)
+    x = normal(7, (BATCH, SEQ, 32))
+    expect = x + 0.3 * table[bh.bigram_hash(c.tokens, rows)]
+    assert np.allclose(np.asarray(hooks.block_input(x, c)), np.asarray(expect), atol=1e-6)
+    order = tricks.with_tricks(setup([])[0], ["embed-skip", "bigram-hash"]).trick_names
+    assert order == ("embed-skip", "bigram-hash")  # x <- a x + b x0 + lambda E[h]
