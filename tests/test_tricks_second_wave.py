@@ -21,7 +21,7 @@ from speedrun.hooks import Ctx
 from test_tricks import BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, setup, tokens, train
 
 SECOND_WAVE = {"window-attention", "polar-express", "normuon", "cautious-wd", "smear",
-               "attn-gate", "bigram-hash"}
+               "attn-gate", "bigram-hash", "untie-late"}
 
 
 def test_second_wave_is_registered_and_described():
@@ -332,3 +332,73 @@ def test_bigram_hash_index_formula_and_injection():
     assert np.allclose(np.asarray(hooks.block_input(x, c)), np.asarray(expect), atol=1e-6)
     order = tricks.with_tricks(setup([])[0], ["embed-skip", "bigram-hash"]).trick_names
     assert order == ("embed-skip", "bigram-hash")  # x <- a x + b x0 + lambda E[h]
+
+
+# ----------------------------------------------------------------------------------------------
+# untie-late
+# ----------------------------------------------------------------------------------------------
+
+import optax  # noqa: E402
+
+from tricks import untie_late as ul  # noqa: E402
+
+
+def train_steps(cfg, hooks, params, steps, watch=None):
+    """`steps` updates on one batch, passing each update's index as train.py does."""
+    x, y = tokens(0), tokens(1)
+    tx = hooks.optimizer(params, cfg, hooks)
+
+    @jax.jit
+    def step(params, state, i):
+        loss, grads = jax.value_and_grad(model.loss)(params, x, y, cfg.model, hooks, CHUNK, i,
+                                                     cfg.train.steps)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    state, seen = tx.init(params), []
+    for i in range(steps):
+        params, state, loss = step(params, state, jnp.int32(i))
+        seen.append((float(loss), params, state))
+    return seen
+
+
+def moments(state, name):
+    found = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        keys = [ul._key(e) for e in path]
+        if keys[-1] == name and ("mu" in keys or "nu" in keys):
+            found["mu" if "mu" in keys else "nu"] = leaf
+    return found
+
+
+@pytest.mark.parametrize("names", [["untie-late"], ["muon", "untie-late"]])
+def test_untie_late_ties_then_copies_weights_and_moments(names):
+    cfg, hooks, params = setup(names, steps=6)  # split at round(2/3 * 6) = 4
+    assert ul.split_step(6, 2 / 3) == 4
+    assert np.array_equal(np.asarray(params["lm_head"]), np.asarray(params["wte"]).T)
+    base_cfg, base_hooks, base_params = setup([x for x in names if x != "untie-late"], steps=6)
+    x, y = tokens(0), tokens(1)
+
+    def grads(cfg, hooks, params, i):
+        return jax.grad(model.loss)(params, x, y, cfg.model, hooks, CHUNK, jnp.int32(i), 6)
+
+    g, gb = grads(cfg, hooks, params, 0), grads(base_cfg, base_hooks, base_params, 0)
+    assert not np.any(np.asarray(g["wte"]))  # tied: the embedding reads lm_head^T
+    assert np.allclose(np.asarray(g["lm_head"]), np.asarray(gb["wte"]).T, atol=1e-6)
+    assert loss_of(cfg, hooks, params) == pytest.approx(loss_of(base_cfg, base_hooks, base_params),
+                                                        abs=1e-5)  # step None: untied, same init
+    g4 = grads(cfg, hooks, params, 4)  # untied: both get their own gradients
+    assert np.any(np.asarray(g4["wte"]))
+    seen = train_steps(cfg, hooks, params, 6)
+    for i, (_, p, state) in enumerate(seen):  # after update i
+        same = np.array_equal(np.asarray(p["wte"]), np.asarray(p["lm_head"]).T)
+        if i < 3:
+            assert np.array_equal(np.asarray(p["wte"]), np.asarray(params["wte"]))  # untouched
+        if i == 3:  # the last tied update (index S - 1) copies weights and moments
+            assert np.allclose(np.asarray(p["wte"]), np.asarray(p["lm_head"]).T, atol=1e-7)
+            mw, mh = moments(state, "wte"), moments(state, "lm_head")
+            assert set(mw) == {"mu", "nu"}
+            for k in mw:
+                assert np.array_equal(np.asarray(mw[k]), np.asarray(mh[k]).T), k
+        if i > 3:
+            assert not same
