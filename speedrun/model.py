@@ -130,22 +130,27 @@ def _chunk_loss(logits_fn, h, w, y):
     return jnp.sum(jax.nn.logsumexp(z, axis=-1) - picked)
 
 
-def _chunked_sum(h, w, y, logits_fn, n):
+def _chunked_sum(h, w, y, logits_fn, n, chunk_loss=_chunk_loss):
     def body(total, hy):
-        return total + _chunk_loss(logits_fn, hy[0], w, hy[1]), None
+        return total + chunk_loss(logits_fn, hy[0], w, hy[1]), None
 
-    return jax.lax.scan(body, jnp.float32(0), (_split(h, n), _split(y, n)))[0]
+    ys = jax.tree_util.tree_map(lambda a: _split(a, n), y)
+    return jax.lax.scan(body, jnp.float32(0), (_split(h, n), ys))[0]
 
 
-def head_loss_sum(h, w, y, logits_fn, chunk_tokens: int):
+def head_loss_sum(h, w, y, logits_fn, chunk_tokens: int, chunk_loss=_chunk_loss):
+    """Summed loss of the head over all positions, chunked. ``y``: the targets, or any pytree of
+    (B, T, ...) arrays that ``chunk_loss(logits_fn, h_chunk, w, y_chunk)`` reads (e.g. MTP's
+    shifted targets and weights)."""
     n = _chunks(h.shape, chunk_tokens)
+    ys = jax.tree_util.tree_map(lambda a: _split(a, n), y)
 
     @jax.custom_vjp
     def f(h, w):
-        return _chunked_sum(h, w, y, logits_fn, n)
+        return _chunked_sum(h, w, y, logits_fn, n, chunk_loss)
 
     def f_fwd(h, w):
-        grad = jax.value_and_grad(lambda hc, w, yc: _chunk_loss(logits_fn, hc, w, yc), (0, 1))
+        grad = jax.value_and_grad(lambda hc, w, yc: chunk_loss(logits_fn, hc, w, yc), (0, 1))
 
         def body(carry, hy):
             total, dw = carry
@@ -153,7 +158,7 @@ def head_loss_sum(h, w, y, logits_fn, chunk_tokens: int):
             return (total + l, dw + dwc.astype(jnp.float32)), dh
 
         init = (jnp.float32(0), jnp.zeros(w.shape, jnp.float32))
-        (total, dw), dh = jax.lax.scan(body, init, (_split(h, n), _split(y, n)))
+        (total, dw), dh = jax.lax.scan(body, init, (_split(h, n), ys))
         return total, (_unsplit(dh), dw.astype(w.dtype))
 
     def f_bwd(res, g):

@@ -21,7 +21,7 @@ from speedrun.hooks import Ctx
 from test_tricks import BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, setup, tokens, train
 
 SECOND_WAVE = {"window-attention", "polar-express", "normuon", "cautious-wd", "smear",
-               "attn-gate", "bigram-hash", "untie-late"}
+               "attn-gate", "bigram-hash", "untie-late", "mtp"}
 
 
 def test_second_wave_is_registered_and_described():
@@ -402,3 +402,53 @@ def test_untie_late_ties_then_copies_weights_and_moments(names):
                 assert np.array_equal(np.asarray(mw[k]), np.asarray(mh[k]).T), k
         if i > 3:
             assert not same
+
+
+# ----------------------------------------------------------------------------------------------
+# mtp
+# ----------------------------------------------------------------------------------------------
+
+from tricks import mtp as mtp_mod  # noqa: E402
+
+
+def test_mtp_weights_follow_the_stages():
+    got = {f: np.asarray(mtp_mod.weights(f)).tolist() for f in (0.0, 0.2, 1 / 3, 0.5, 0.7, 1.0)}
+    want = {0.0: [1, 0.5, 0.25], 0.2: [1, 0.5, 0.25 * 0.4], 1 / 3: [1, 0.5, 0],
+            0.5: [1, 0.25, 0], 0.7: [1, 0, 0], 1.0: [1, 0, 0]}
+    for f in want:
+        assert got[f] == pytest.approx(want[f], abs=1e-6), f
+
+
+def test_mtp_loss_terms_match_a_hand_written_sum():
+    cfg, hooks, params = setup(["mtp", "softcap"], steps=10)
+    x, y = tokens(0), tokens(1)
+    h, p = model.forward(params, x, cfg.model, hooks)
+    z = np.asarray(hooks.logits((h @ hooks.head(p)).astype(jnp.float32)), np.float64)
+    lse = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+    yn = np.asarray(y)
+
+    def reference(w):
+        total = 0.0
+        for b in range(BATCH):
+            for t in range(SEQ):
+                for k in range(3):
+                    if t + k < SEQ:
+                        total += w[k] * (lse[b, t] - z[b, t, yn[b, t + k]])
+        return total / y.size
+
+    for step, w in ((0, [1, 0.5, 0.25]), (5, [1, 0.25, 0]), (8, [1, 0, 0])):
+        got = float(jax.jit(lambda p, i: model.loss(p, x, y, cfg.model, hooks, 8, i, 10))(
+            params, jnp.int32(step)))  # 8-token chunks: the sum crosses chunk boundaries
+        assert got == pytest.approx(reference(w), rel=1e-5), step
+    # late in the run (and in validation) it is the plain next-token loss
+    base_cfg, base_hooks, _ = setup(["softcap"], steps=10)
+    plain = float(model.loss(params, x, y, base_cfg.model, base_hooks, CHUNK))
+    assert float(model.loss(params, x, y, cfg.model, hooks, CHUNK, jnp.int32(9), 10)) == \
+        pytest.approx(plain, rel=1e-6)
+    assert float(model.loss_sum(params, x, y, cfg.model, hooks, CHUNK, jnp.int32(0), 10)) / \
+        y.size == pytest.approx(plain, rel=1e-6)
+    # the gradient flows through the chunked custom VJP like the reference's
+    g = jax.grad(lambda p: model.loss(p, x, y, cfg.model, hooks, 8, jnp.int32(0), 10))(params)
+    g_ref = jax.grad(lambda p: model.loss(p, x, y, cfg.model, hooks, 10 ** 6, jnp.int32(0),
+                                          10))(params)
+    assert np.allclose(np.asarray(g["wte"]), np.asarray(g_ref["wte"]), atol=1e-6)
