@@ -21,7 +21,8 @@ from speedrun.hooks import Ctx
 from test_tricks import BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, setup, tokens, train
 
 SECOND_WAVE = {"window-attention", "polar-express", "normuon", "cautious-wd", "smear",
-               "attn-gate", "bigram-hash", "untie-late", "mtp"}
+               "attn-gate", "bigram-hash", "untie-late", "mtp", "backout",
+               "key-offset"}
 
 
 def test_second_wave_is_registered_and_described():
@@ -452,3 +453,50 @@ def test_mtp_loss_terms_match_a_hand_written_sum():
     g_ref = jax.grad(lambda p: model.loss(p, x, y, cfg.model, hooks, 10 ** 6, jnp.int32(0),
                                           10))(params)
     assert np.allclose(np.asarray(g["wte"]), np.asarray(g_ref["wte"]), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# backout, key-offset
+# ----------------------------------------------------------------------------------------------
+
+from tricks import backout as bo  # noqa: E402
+from tricks import key_offset as ko  # noqa: E402
+
+
+@pytest.mark.parametrize("skips", [False, True])
+def test_backout_subtracts_the_saved_residual(skips):
+    assert [bo.saved_layer(n, 2 / 3) for n in (4, 11, 12)] == [2, 6, 7]  # 3 of 4, 7 of 11, 8 of 12
+    names = ["backout", "unet-skips"] if skips else ["backout"]
+    cfg, hooks, params = setup(names, n_layer=4)
+    assert float(params["backout_lambda"]) == 0.5
+    params["backout_lambda"] = jnp.float32(0.3)
+    if skips:
+        params["skip_weights"] = jnp.zeros(2)  # plain chaining, to write the reference simply
+    c = ctx(cfg, hooks, params)
+    outs = []
+
+    def run_block(i, x):
+        outs.append(10 * x + i)
+        return outs[-1]
+
+    got = float(hooks.blocks(jnp.float32(1.0), c, run_block))
+    assert got == pytest.approx(outs[-1] - 0.3 * outs[2])
+
+
+def test_key_offset_shifts_the_slow_dims_on_long_layers():
+    assert ko.offset_dims(8) == [2, 3, 6, 7]
+    cfg, hooks, params = setup(["key-offset", "rotary", "qknorm"], n_layer=4)
+    assert list(cfg.tricks)[-1] == "key-offset"
+    q, k = normal(1, (BATCH, SEQ, 4, 8)), normal(2, (BATCH, SEQ, 4, 8))
+    c = ctx(cfg, hooks, params, layer=0)
+    _, ref_k = tricks.build_hooks(tricks.with_tricks(cfg, ["rotary", "qknorm"])).qk(q, k, c)
+    _, got = hooks.qk(q, k, c)
+    rk, gk = np.asarray(ref_k), np.asarray(got)
+    for d in range(8):
+        if d in (2, 3, 6, 7):
+            assert np.array_equal(gk[:, 1:, :, d], rk[:, :-1, :, d])
+            assert np.array_equal(gk[:, 0, :, d], rk[:, 0, :, d])
+        else:
+            assert np.array_equal(gk[..., d], rk[..., d])
+    _, k1 = hooks.qk(q, k, ctx(cfg, hooks, params, layer=1))  # a short layer: unchanged
+    assert np.array_equal(np.asarray(k1), rk)
