@@ -22,7 +22,7 @@ from test_tricks import BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, se
 
 SECOND_WAVE = {"window-attention", "polar-express", "normuon", "cautious-wd", "smear",
                "attn-gate", "bigram-hash", "untie-late", "mtp", "backout",
-               "key-offset"}
+               "key-offset", "moe"}
 
 
 def test_second_wave_is_registered_and_described():
@@ -500,3 +500,84 @@ def test_key_offset_shifts_the_slow_dims_on_long_layers():
             assert np.array_equal(gk[..., d], rk[..., d])
     _, k1 = hooks.qk(q, k, ctx(cfg, hooks, params, layer=1))  # a short layer: unchanged
     assert np.array_equal(np.asarray(k1), rk)
+
+
+# ----------------------------------------------------------------------------------------------
+# moe
+# ----------------------------------------------------------------------------------------------
+
+from types import SimpleNamespace  # noqa: E402
+
+from tricks import moe as moe_mod  # noqa: E402
+
+
+def reference_moe(x, router, experts, k, cap, act):
+    """Token-by-token loops: choice-major queues, first `cap` kept per expert."""
+    x = np.asarray(x, np.float64)
+    logits = x @ np.asarray(router, np.float64)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    N, E = p.shape
+    order = np.argsort(-p, axis=-1, kind="stable")[:, :k]
+    y, used = np.zeros_like(x), [0] * E
+    for j in range(k):
+        for n in range(N):
+            e = order[n, j]
+            if used[e] >= cap:
+                continue
+            used[e] += 1
+            g = p[n, e] if k == 1 else p[n, e] / p[n, order[n]].sum()
+            w = {name: np.asarray(a, np.float64) for name, a in experts[e].items()}
+            hid = np.asarray(act(jnp.asarray(x[n] @ w["wfc"] + w["bfc"], jnp.float32)), np.float64)
+            y[n] += g * (hid @ w["wproj"] + w["bproj"])
+    f = np.bincount(order[:, 0], minlength=E) / N
+    return y, f, p.mean(0)
+
+
+@pytest.mark.parametrize("k, factor", [(1, 1.25), (1, 0.5), (2, 1.0)])
+def test_moe_routing_capacity_and_aux_loss_match_a_loop(k, factor):
+    hp = SimpleNamespace(experts=4, top_k=k, capacity_factor=factor, aux_alpha=0.01,
+                         hidden_frac=0.25)
+    D, F = 8, 8
+    keys = jax.random.split(jax.random.PRNGKey(0), 10)
+    experts = [{"wfc": jax.random.normal(keys[2 * e], (D, F)), "bfc": 0.1 * jnp.ones(F),
+                "wproj": jax.random.normal(keys[2 * e + 1], (F, D)), "bproj": jnp.full(D, e * 1.0)}
+               for e in range(4)]
+    router = 2 * jax.random.normal(keys[9], (D, 4))
+    h = normal(3, (2, 10, D))
+    act = jax.nn.relu
+    y, aux = moe_mod.moe_mlp({"router": router, "experts": experts}, h, act, hp)
+    cap = moe_mod.capacity(20, hp)
+    assert cap == math.ceil(factor * k * 20 / 4)
+    want, f, P = reference_moe(h.reshape(20, D), router, experts, k, cap, act)
+    assert np.allclose(np.asarray(y).reshape(20, D), want, atol=1e-4)
+    assert float(aux) == pytest.approx(0.01 * 4 * float(np.sum(f * P)), rel=1e-5)
+    if factor == 0.5:  # some tokens were dropped: their output is zero
+        assert np.any(np.all(want == 0, axis=-1))
+
+
+def test_moe_with_one_expert_is_the_dense_mlp_and_counts_parameters():
+    cfg, hooks, params = setup(["moe"], ["moe.experts=1", "moe.capacity_factor=1.0"])
+    base_cfg, base_hooks, base_params = setup([])
+    x, y = tokens(0), tokens(1)
+    got = float(model.loss(params, x, y, cfg.model, hooks, CHUNK))
+    want = float(model.loss(base_params, x, y, base_cfg.model, base_hooks, CHUNK))
+    assert got == pytest.approx(want + 0.01 * cfg.model.n_layer, abs=1e-5)  # aux = alpha at E=1
+    assert float(model.loss_sum(params, x, y, cfg.model, hooks, CHUNK)) / y.size == \
+        pytest.approx(want, abs=1e-5)  # validation: no aux term
+    cfg, hooks, params = setup(["moe", "zero-init"], n_layer=2)
+    assert list(cfg.tricks) == ["zero-init", "moe"]
+    mlp = params["blocks"][0]["mlp"]
+    assert mlp["router"].shape == (32, 4) and len(mlp["experts"]) == 4
+    assert all(not np.any(np.asarray(e["wproj"])) for e in mlp["experts"])  # zero-init holds
+    assert float(jnp.std(mlp["experts"][2]["wfc"])) == pytest.approx(0.02, rel=0.2)
+    m = cfg.model
+    hp = SimpleNamespace(**cfg.tricks["moe"])
+    dense = 2 * 32 * 128 + 128 + 32
+    assert moe_mod.param_counts(m, hp) == (2 * (32 * 4 + dense), 2 * (32 * 4 + 4 * dense))
+    n_mlp = sum(int(a.size) for b in params["blocks"] for a in jax.tree_util.tree_leaves(b["mlp"]))
+    assert n_mlp == moe_mod.param_counts(m, hp)[1]
+    hp.hidden_frac, hp.top_k = 0.25, 2  # equal total parameters: 4 experts of a quarter width
+    assert moe_mod.param_counts(m, hp)[1] - 2 * 32 * 4 == 2 * (2 * 32 * 128 + 4 * 32 + 4 * 32)
+    losses = train(*setup(["moe", "muon"]))
+    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0] - 0.3
