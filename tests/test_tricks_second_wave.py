@@ -22,7 +22,7 @@ from test_tricks import BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, se
 
 SECOND_WAVE = {"window-attention", "polar-express", "normuon", "cautious-wd", "smear",
                "attn-gate", "bigram-hash", "untie-late", "mtp", "backout",
-               "key-offset", "moe"}
+               "key-offset", "moe", "batch-schedule"}
 
 
 def test_second_wave_is_registered_and_described():
@@ -581,3 +581,59 @@ def test_moe_with_one_expert_is_the_dense_mlp_and_counts_parameters():
     assert moe_mod.param_counts(m, hp)[1] - 2 * 32 * 4 == 2 * (2 * 32 * 128 + 4 * 32 + 4 * 32)
     losses = train(*setup(["moe", "muon"]))
     assert all(map(math.isfinite, losses)) and losses[-1] < losses[0] - 0.3
+
+
+# ----------------------------------------------------------------------------------------------
+# batch-schedule
+# ----------------------------------------------------------------------------------------------
+
+from test_train import record_dirs, run_cli, tiny  # noqa: E402,F401  (tiny: a fixture)
+
+from speedrun import records  # noqa: E402
+from speedrun.data import loader as loader_mod  # noqa: E402
+from speedrun import train as train_mod  # noqa: E402
+from tricks import batch_schedule as bs  # noqa: E402
+
+
+def test_batch_schedule_stages_and_lr():
+    cfg, hooks, _ = setup(["batch-schedule"], steps=9)  # batch 4: stages of 2, 4, 6 sequences
+    assert train_mod.batch_sizes(cfg, hooks) == [2, 2, 2, 4, 4, 4, 6, 6, 6]
+    assert train_mod.tokens_seen(cfg, hooks)[-1] == 36 * SEQ
+    base = setup([], steps=9)[1].lr_schedule(cfg)
+    sched = hooks.lr_schedule(cfg)
+    for s, m in ((0, 1.0), (2, 1.0), (3, 2 ** 0.6), (8, 3 ** 0.6)):
+        assert float(sched(s)) == pytest.approx(float(base(s)) * m, rel=1e-6), s
+    with pytest.raises(SpeedrunError, match="multipliers"):
+        setup(["batch-schedule"], ["batch-schedule.multipliers=1,x"])
+
+
+def test_loader_rows_continue_the_fixed_size_stream(tiny):
+    folder = tiny / "data" / "tiny"
+    files = sorted(folder.glob("*_train_*.bin"))
+    fixed = loader_mod.TrainLoader(files, 4, 32, seed=1)
+    whole = np.concatenate([fixed.batch(s)[0] for s in range(6)])  # 24 sequences
+    parts = [fixed.rows(0, 2)[0], fixed.rows(2, 8)[0], fixed.rows(10, 14)[0]]
+    assert np.array_equal(np.concatenate(parts), whole)
+    assert np.array_equal(fixed.rows(4, 4, 1, 2)[0], whole[[5, 7]])  # process 1 of 2
+
+
+def test_batch_schedule_trains_with_a_few_shapes_and_verifies(tiny, monkeypatch):
+    asked = []
+    real = loader_mod.TrainLoader.rows
+
+    def spy(self, first, n, *rest):
+        asked.append((first, n))
+        return real(self, first, n, *rest)
+
+    monkeypatch.setattr(loader_mod.TrainLoader, "rows", spy)
+    assert run_cli(tiny, "--tricks", "batch-schedule", "--steps", "9",
+                   "--set", "train.eval_every=3") == 0
+    # batch 8: 4, 8, 12 sequences by thirds, taken back to back from the stream
+    assert asked == [(0, 4), (4, 4), (8, 4), (12, 8), (20, 8), (28, 8), (36, 12), (48, 12),
+                     (60, 12)]
+    (folder,) = record_dirs(tiny)
+    rec = records.load_record(folder)
+    run = rec["runs"][0]
+    assert run["tokens"] == 72 * 32
+    assert [p[2] for p in run["curve"]] == [0, 12 * 32, 36 * 32, 72 * 32]
+    assert records.verify(folder) == []
