@@ -330,6 +330,8 @@ def main(args) -> int:
     print(f"track {cfg.track}: {cfg.train.steps} steps, target val loss {cfg.train.target}, "
           f"tricks: {label(cfg)}, seeds: {seeds}, devices: {plan.env['device_count']} x "
           f"{plan.env['device_kind']}")
+    for line in trick_registry.reports(cfg):
+        print(line)
     results = [run_seed(plan, seed, args.quiet) for seed in seeds]
     if not args.no_record and distributed.jax.process_index() == 0:
         where, rec = save(plan, results, args.records_dir, name)

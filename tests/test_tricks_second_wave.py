@@ -637,3 +637,14 @@ def test_batch_schedule_trains_with_a_few_shapes_and_verifies(tiny, monkeypatch)
     assert run["tokens"] == 72 * 32
     assert [p[2] for p in run["curve"]] == [0, 12 * 32, 36 * 32, 72 * 32]
     assert records.verify(folder) == []
+
+
+def test_moe_reports_active_and_total_parameters():
+    cfg, *_ = setup(["moe"], ["moe.top_k=2", "moe.hidden_frac=0.25"])
+    (line,) = tricks.reports(cfg)
+    dense = 2 * (2 * 32 * 128 + 128 + 32)  # 2 blocks of the dense 4x MLP
+    per_expert = 2 * 32 * 32 + 32 + 32
+    assert line == (f"moe: 4 experts of hidden width 32, top-2: {2 * (32 * 4 + 2 * per_expert):,} "
+                    f"MLP parameters active per token, {2 * (32 * 4 + 4 * per_expert):,} in total "
+                    f"(the dense MLPs: {dense:,})")
+    assert tricks.reports(setup(["softcap"])[0]) == []

@@ -23,7 +23,9 @@ added per block to the training loss (``ctx.aux_loss``; validation scores the pl
 Experts have hidden width Fe = round(hidden_frac * mlp_ratio * D). ``hidden_frac`` 1 (default)
 keeps each expert the dense MLP's size: at top-1 the *active* parameters per token equal the
 dense model's (plus the router), the total is E times the MLP's; ``hidden_frac`` = 1/E (0.25)
-gives equal *total* parameters. ``param_counts`` reports both (active per token, total).
+gives equal *total* parameters. ``param_counts`` gives both (active per token, total); a run
+prints them when it starts, and ``python -m speedrun tricks moe`` shows them for the default
+track.
 
 Parameters: ``blocks.i.mlp.router`` (D, E) and ``blocks.i.mlp.experts`` (a list of E dicts with
 the dense MLP's keys), all 2-D weights kind 'matrix' (Muon under the muon trick). Expert 0 is
@@ -151,6 +153,16 @@ def apply(hooks, hp):
     return hooks.replace(init=init, mlp=mlp)
 
 
+def report(cfg, hp) -> str:
+    m = cfg.model
+    active, total = param_counts(m, hp)
+    dense = m.n_layer * (2 * m.d_model * m.mlp_ratio * m.d_model + m.mlp_ratio * m.d_model
+                         + m.d_model)
+    return (f"{hp.experts} experts of hidden width {expert_hidden(m, hp)}, top-{hp.top_k}: "
+            f"{active:,} MLP parameters active per token, {total:,} in total "
+            f"(the dense MLPs: {dense:,})")
+
+
 TRICK = Trick(
     name="moe",
     summary="mixture-of-experts MLP: 4 experts, top-1 (Switch) routing, capacity 1.25, "
@@ -162,6 +174,7 @@ TRICK = Trick(
     configure=configure,
     replaces=("mlp",),
     after=("zero-init",),
+    report=report,
     source="not a speedrun record: Switch Transformer (Fedus et al. 2021, arXiv:2101.03961); "
     "GShard (Lepikhin et al. 2020) for top-2",
 )
