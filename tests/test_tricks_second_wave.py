@@ -648,3 +648,16 @@ def test_moe_reports_active_and_total_parameters():
                     f"MLP parameters active per token, {2 * (32 * 4 + 4 * per_expert):,} in total "
                     f"(the dense MLPs: {dense:,})")
     assert tricks.reports(setup(["softcap"])[0]) == []
+
+
+def test_second_wave_parameters_are_distinct_buffers_and_leave_the_baseline_alone():
+    # the train step donates the parameters: one buffer in two leaves would be donated twice
+    names = ["smear", "attn-gate", "bigram-hash", "untie-late", "backout", "moe", "zero-init"]
+    cfg, _, params = setup(names, n_layer=4)
+    leaves = jax.tree_util.tree_leaves(params)
+    assert len({id(leaf) for leaf in leaves}) == len(leaves)
+    base = flat(setup([], n_layer=4)[2])
+    for name in ["smear", "attn-gate", "bigram-hash", "untie-late", "backout"]:
+        mine = flat(setup([name], n_layer=4)[2])
+        for path, leaf in base.items():
+            assert np.array_equal(np.asarray(mine[path]), np.asarray(leaf)), (name, path)
