@@ -72,6 +72,8 @@ class Hooks:
     # Hook points that tricks define for other tricks. Known names:
     #   'muon_momentum': RunConfig -> step -> Muon momentum (set by momentum-warmup, read by muon)
     #   'muon_orthogonalize', 'muon_precondition', 'muon_decay': see tricks/muon.py
+    #   'batch_schedule': RunConfig -> step -> global batch size (read by train.py; one compiled
+    #                     step per distinct size)
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> "Hooks":
