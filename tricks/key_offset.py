@@ -6,9 +6,12 @@ position t are replaced by those of the key at t - 1 (position 0 keeps its own),
 A query can then match "previous token = X" through one key, which gives a one-layer induction
 head. Record #49 applied it to the dims 32:64 and 96:128 of its 128-dim heads, the stationary
 (zero-frequency) half of its half-truncated rotary in the half-rotate layout; our ``rotary``
-trick uses the same layout (pairs (j, j + hd/2)), and D is the same slice of it: there the
-lowest-frequency pairs (not exactly zero frequency, since our rotary rotates every pair; at
-T = 256 they turn by at most ~0.26 rad). Layers: the "long" layers of window-attention's
+trick uses the same layout (pairs (j, j + hd/2)), and D is the same slice of it. Adaptation:
+our rotary rotates every pair (it is not half-truncated), so D holds its lowest-frequency pairs,
+not stationary ones: they turn by at most base^-1/2 = 0.01 rad per position (up to ~2.6 rad
+across a 256-token sequence), so the shifted dims still carry some position. A faithful port
+needs a half-truncated rotary, which the registry does not have. Layers: the "long" layers of
+window-attention's
 long-short pattern (min(i, L-1-i) % 4 == 0: the first and last of 4), as the record applied it
 to its long-window layers, whether or not window-attention is on. Document boundaries are not
 masked, as in the record. Ordered after qknorm and rotary (it acts on the rotated keys).
