@@ -10,20 +10,23 @@ from speedrun.config import RunConfig
 
 
 def make_eval(cfg: RunConfig, hooks, m):
-    """Returns evaluate(params, batches) -> mean val loss, batches = [(inputs, targets), ...]."""
-    chunk = cfg.train.loss_chunk
+    """Returns evaluate(params, batches, step=None) -> mean val loss, batches = [(inputs,
+    targets), ...]; ``step``: updates done so far, for hooks with schedules (None: the end)."""
+    chunk, steps = cfg.train.loss_chunk, cfg.train.steps
     sharding = distributed.batch_sharded(m)
-    summed = jax.jit(lambda p, x, y: model.loss_sum(p, x, y, cfg.model, hooks, chunk))
+    summed = jax.jit(lambda p, x, y, i: model.loss_sum(p, x, y, cfg.model, hooks, chunk, i,
+                                                       steps))
     index, count = distributed.process_slice()
 
     def put(a):
         return distributed.put_batch(a[index::count], sharding)
 
-    def evaluate(params, batches) -> float:
+    def evaluate(params, batches, step: int | None = None) -> float:
         total = jax.numpy.float32(0)
         n = 0
+        i = None if step is None else np.int32(step)
         for x, y in batches:
-            total = total + summed(params, put(x), put(y))
+            total = total + summed(params, put(x), put(y), i)
             n += y.size
         return float(total) / n
 

@@ -213,8 +213,22 @@ def _memo(key: tuple, models: tuple, build):
 
 
 
+def require_cached_decoding(m: Model) -> None:
+    """A clear error for a model whose tricks cached decoding cannot reproduce (see
+    ``Trick.cached_decoding``), instead of wrong text."""
+    import tricks
+
+    registry = tricks.available()
+    blocked = [n for n in m.cfg.trick_names if n in registry and not registry[n].cached_decoding]
+    if blocked:
+        raise SpeedrunError(
+            f"cached decoding does not support {', '.join(blocked)} yet (its forward pass reads "
+            f"more than the KV cache keeps); `eval` works, `sample` does not")
+
+
 def make_prefill(m: Model, s: Sampling, size: int):
     """jit: (params, tokens (B, P), lengths (B,), key) -> (first tokens (B,), cache arrays)."""
+    require_cached_decoding(m)
     return _memo(("prefill", s, size), (m,), lambda: _make_prefill(m, s, size))
 
 
@@ -282,6 +296,8 @@ def generate(m: Model, prompts: list[list[int]], max_new: int, s: Sampling = Sam
 
 
 def make_speculative(target: Model, draft: Model, s: Sampling, max_new: int, K: int, stop: int):
+    require_cached_decoding(target)
+    require_cached_decoding(draft)
     return _memo(("speculative", s, max_new, K, stop), (target, draft),
                  lambda: _make_speculative(target, draft, s, max_new, K, stop))
 
@@ -427,6 +443,7 @@ def tolerance(m: Model) -> float:
 def check_cache(m: Model, text: str = CHECK_TEXT) -> float:
     """Cached decoding against the full forward pass on a short text: the largest relative
     logit difference, or a SpeedrunError naming the tricks when it exceeds ``tolerance``."""
+    require_cached_decoding(m)
     ids = encode(text, m.tokenizer)[: min(m.seq_len, 32)]
     if len(ids) < 2:
         return 0.0

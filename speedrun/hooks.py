@@ -39,6 +39,22 @@ class Ctx:
     # --- inference only (None while training) -----------------------------------------------
     positions: Any = None  # (B, T) absolute position of every input token
     cache: Any = None  # kvcache.KVCache: keys/values of every layer, slot = position
+    # Where training stands: ``step`` (traced int32: updates done before this forward pass) of
+    # ``steps`` (train.steps, the horizon of every schedule). None outside training (a trained
+    # model, inference): schedules then read the end of the run (see ``progress``).
+    step: Any = None
+    steps: int | None = None
+    # Terms added to the mean training loss (e.g. a load-balancing loss); validation ignores them.
+    aux_loss: list = field(default_factory=list)
+
+
+def progress(ctx: Ctx):
+    """Fraction f = step / steps of the run done (traced float32), 1.0 outside training."""
+    import jax.numpy as jnp
+
+    if ctx.step is None or not ctx.steps:
+        return jnp.float32(1.0)
+    return jnp.asarray(ctx.step, jnp.float32) / ctx.steps
 
 
 @dataclass(frozen=True)
@@ -55,14 +71,20 @@ class Hooks:
     values: Fn  # (v, ctx) -> v, attention values (B, T, KV, hd)
     attend: Fn  # (q, k, v, ctx) -> y (B, T, H, hd), causal attention (with ctx.cache: k, v are
     #   the cache (B, S, KV, hd) and query t may read slots <= ctx.positions[:, t])
+    attn_output: Fn  # (y, h, ctx) -> y (B, T, H, hd) before the output projection; h: the input
+    mlp: Fn  # (mlp params, h, act, ctx) -> out (B, T, D); act is the mlp_act hook
     mlp_act: Fn  # (h) -> h
     head: Fn  # (params) -> output projection (D, V)
     logits: Fn  # (z) -> z, applied to float32 logits before the loss
+    loss: Fn  # (h, w, targets, logits_fn, chunk_tokens, ctx) -> summed training loss
     # --- optimizer and schedules ---------------------------------------------------------------
     lr_schedule: Fn  # (RunConfig) -> step -> multiplier of each group's peak lr
     optimizer: Fn  # (params, RunConfig, hooks) -> optax.GradientTransformation
     # Hook points that tricks define for other tricks. Known names:
     #   'muon_momentum': RunConfig -> step -> Muon momentum (set by momentum-warmup, read by muon)
+    #   'muon_orthogonalize', 'muon_precondition', 'muon_decay': see tricks/muon.py
+    #   'batch_schedule': RunConfig -> step -> global batch size (read by train.py; one compiled
+    #                     step per distinct size)
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> "Hooks":
@@ -88,9 +110,12 @@ def baseline_hooks() -> Hooks:
         qk=model.qk,
         values=model.values,
         attend=model.causal_attention,
+        attn_output=model.attn_output,
+        mlp=model.mlp,
         mlp_act=model.gelu,
         head=model.tied_head,
         logits=model.identity,
+        loss=model.next_token_loss,
         lr_schedule=optim.lr_schedule,
         optimizer=optim.adamw,
     )

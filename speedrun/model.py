@@ -24,13 +24,23 @@ from speedrun.hooks import Ctx, Hooks
 # ----------------------------------------------------------------------------------------------
 
 
-def forward(params, tokens, cfg: ModelConfig, hooks: Hooks, positions=None, cache=None):
+def forward(params, tokens, cfg: ModelConfig, hooks: Hooks, step=None, steps=None,
+            positions=None, cache=None):
     """tokens (B, T) -> (final hidden states (B, T, D), params as cast for compute).
 
     Inference passes each token's absolute ``positions`` (B, T) and a KV ``cache``
     (speedrun/kvcache.py) that this call reads and extends; training passes neither."""
+    h, p, _ = forward_ctx(params, tokens, cfg, hooks, step, steps, positions, cache)
+    return h, p
+
+
+def forward_ctx(params, tokens, cfg: ModelConfig, hooks: Hooks, step=None, steps=None,
+                positions=None, cache=None):
+    """``forward`` that also returns its Ctx (for what hooks left there, e.g. aux losses).
+    ``step`` (traced) of ``steps``: where training stands, for hooks with schedules."""
     p = hooks.cast(params)  # hook: e.g. bfloat16 copies of the float32 master weights
-    ctx = Ctx(params=p, tokens=tokens, cfg=cfg, positions=positions, cache=cache)
+    ctx = Ctx(params=p, tokens=tokens, cfg=cfg, step=step, steps=steps, positions=positions,
+              cache=cache)
     x = hooks.embed(p, tokens, ctx)  # hook: token (+ position) embedding
     ctx.x0 = x
 
@@ -39,13 +49,13 @@ def forward(params, tokens, cfg: ModelConfig, hooks: Hooks, positions=None, cach
         return block(p["blocks"][i], x, ctx, hooks)
 
     x = hooks.blocks(x, ctx, run_block)  # hook: how blocks are chained (e.g. U-net skips)
-    return hooks.norm(p.get("ln_f"), x), p
+    return hooks.norm(p.get("ln_f"), x), p, ctx
 
 
 def block(bp, x, ctx: Ctx, hooks: Hooks):
     x = hooks.block_input(x, ctx)  # hook: e.g. mix in the embedding x0
     x = x + attention(bp["attn"], hooks.norm(bp.get("ln1"), x), ctx, hooks)
-    x = x + mlp(bp["mlp"], hooks.norm(bp.get("ln2"), x), hooks)
+    x = x + hooks.mlp(bp["mlp"], hooks.norm(bp.get("ln2"), x), hooks.mlp_act, ctx)  # hook
     return x
 
 
@@ -60,11 +70,12 @@ def attention(ap, h, ctx: Ctx, hooks: Hooks):
     if ctx.cache is not None:  # inference: store this call's keys/values, attend over them all
         k, v = ctx.cache.update(ctx.layer, k, v, ctx.positions)
     y = hooks.attend(q, k, v, ctx)  # hook: the attention kernel
+    y = hooks.attn_output(y, h, ctx)  # hook: e.g. a per-head output gate
     return dense(y.reshape(B, T, cfg.n_head * cfg.head_dim), ap["wo"], ap.get("bo"))
 
 
-def mlp(mp, h, hooks: Hooks):
-    h = hooks.mlp_act(dense(h, mp["wfc"], mp.get("bfc")))  # hook: activation
+def mlp(mp, h, act, ctx: Ctx):
+    h = act(dense(h, mp["wfc"], mp.get("bfc")))  # act: the mlp_act hook
     return dense(h, mp["wproj"], mp.get("bproj"))
 
 
@@ -78,17 +89,23 @@ def output_logits(h, p, hooks: Hooks):
     return hooks.logits((h @ hooks.head(p)).astype(jnp.float32))
 
 
-def loss(params, inputs, targets, cfg: ModelConfig, hooks: Hooks, chunk_tokens: int):
-    """Mean next-token cross-entropy. The logits are never materialised for the whole batch:
-    see ``head_loss_sum``."""
-    h, p = forward(params, inputs, cfg, hooks)
+def loss(params, inputs, targets, cfg: ModelConfig, hooks: Hooks, chunk_tokens: int,
+         step=None, steps=None):
+    """The training loss: mean next-token cross-entropy (the ``loss`` hook's sum over the
+    batch, divided by the number of targets) plus any auxiliary terms hooks added to
+    ``ctx.aux_loss``. The logits are never materialised for the whole batch: see
+    ``head_loss_sum``."""
+    h, p, ctx = forward_ctx(params, inputs, cfg, hooks, step, steps)
     w = hooks.head(p)  # hook: output projection (tied or untied)
-    return head_loss_sum(h, w, targets, hooks.logits, chunk_tokens) / targets.size
+    total = hooks.loss(h, w, targets, hooks.logits, chunk_tokens, ctx)  # hook: e.g. MTP
+    return total / targets.size + sum(ctx.aux_loss, jnp.float32(0))
 
 
-def loss_sum(params, inputs, targets, cfg: ModelConfig, hooks: Hooks, chunk_tokens: int):
-    """Summed cross-entropy without the gradient machinery (validation)."""
-    h, p = forward(params, inputs, cfg, hooks)
+def loss_sum(params, inputs, targets, cfg: ModelConfig, hooks: Hooks, chunk_tokens: int,
+             step=None, steps=None):
+    """Summed next-token cross-entropy without the gradient machinery (validation: always the
+    plain next-token loss, whatever the ``loss`` hook trains on)."""
+    h, p, _ = forward_ctx(params, inputs, cfg, hooks, step, steps)
     return _chunked_sum(h, hooks.head(p), targets, hooks.logits, _chunks(h.shape, chunk_tokens))
 
 
@@ -127,22 +144,27 @@ def _chunk_loss(logits_fn, h, w, y):
     return jnp.sum(jax.nn.logsumexp(z, axis=-1) - picked)
 
 
-def _chunked_sum(h, w, y, logits_fn, n):
+def _chunked_sum(h, w, y, logits_fn, n, chunk_loss=_chunk_loss):
     def body(total, hy):
-        return total + _chunk_loss(logits_fn, hy[0], w, hy[1]), None
+        return total + chunk_loss(logits_fn, hy[0], w, hy[1]), None
 
-    return jax.lax.scan(body, jnp.float32(0), (_split(h, n), _split(y, n)))[0]
+    ys = jax.tree_util.tree_map(lambda a: _split(a, n), y)
+    return jax.lax.scan(body, jnp.float32(0), (_split(h, n), ys))[0]
 
 
-def head_loss_sum(h, w, y, logits_fn, chunk_tokens: int):
+def head_loss_sum(h, w, y, logits_fn, chunk_tokens: int, chunk_loss=_chunk_loss):
+    """Summed loss of the head over all positions, chunked. ``y``: the targets, or any pytree of
+    (B, T, ...) arrays that ``chunk_loss(logits_fn, h_chunk, w, y_chunk)`` reads (e.g. MTP's
+    shifted targets and weights)."""
     n = _chunks(h.shape, chunk_tokens)
+    ys = jax.tree_util.tree_map(lambda a: _split(a, n), y)
 
     @jax.custom_vjp
     def f(h, w):
-        return _chunked_sum(h, w, y, logits_fn, n)
+        return _chunked_sum(h, w, y, logits_fn, n, chunk_loss)
 
     def f_fwd(h, w):
-        grad = jax.value_and_grad(lambda hc, w, yc: _chunk_loss(logits_fn, hc, w, yc), (0, 1))
+        grad = jax.value_and_grad(lambda hc, w, yc: chunk_loss(logits_fn, hc, w, yc), (0, 1))
 
         def body(carry, hy):
             total, dw = carry
@@ -150,7 +172,7 @@ def head_loss_sum(h, w, y, logits_fn, chunk_tokens: int):
             return (total + l, dw + dwc.astype(jnp.float32)), dh
 
         init = (jnp.float32(0), jnp.zeros(w.shape, jnp.float32))
-        (total, dw), dh = jax.lax.scan(body, init, (_split(h, n), _split(y, n)))
+        (total, dw), dh = jax.lax.scan(body, init, (_split(h, n), ys))
         return total, (_unsplit(dh), dw.astype(w.dtype))
 
     def f_bwd(res, g):
@@ -248,6 +270,14 @@ def causal_attention(q, k, v, ctx: Ctx):
     if ctx is not None and ctx.cache is not None:  # inference: k, v are the cache, by position
         return attn.cached(q, k, v, ctx.positions)
     return attn.causal(q, k, v)  # per backend: blocked matmuls on CPU, cuDNN on GPU
+
+
+def attn_output(y, h, ctx: Ctx):
+    return y
+
+
+def next_token_loss(h, w, targets, logits_fn, chunk_tokens: int, ctx: Ctx):
+    return head_loss_sum(h, w, targets, logits_fn, chunk_tokens)
 
 
 def gelu(h):

@@ -361,14 +361,16 @@ def parse_log(text: str) -> dict:
     return out
 
 
-def _log_problems(run: dict, text: str, tokens_per_step: int, where: str) -> list[str]:
+def _log_problems(run: dict, text: str, seen: list[int], where: str) -> list[str]:
     """Re-derive the run's numbers from its log; every disagreement is a problem."""
     log = parse_log(text)
     if log["seed"] != run["seed"]:
         return [f"{where}: the log is of seed {log['seed']}, the record says {run['seed']}"]
     if not log["vals"]:
         return [f"{where}: the log has no validation lines"]
-    curve = [(s, t, s * tokens_per_step, v) for s, t, v in log["vals"]]
+    if any(s >= len(seen) for s, _, _ in log["vals"]):
+        return [f"{where}: the log has steps beyond the config's train.steps"]
+    curve = [(s, t, seen[s], v) for s, t, v in log["vals"]]
     rec_curve = run["curve"]
     if len(curve) != len(rec_curve) or any(
             a[0] != b[0] or a[2] != b[2] or abs(a[1] - b[1]) > 1.5e-4 or abs(a[3] - b[3]) > 1.5e-6
@@ -412,8 +414,21 @@ def _run_problems(run: dict, folder: Path, cfg: RunConfig, target: float, where:
     text = log_file.read_text()
     if sha256_text(text) != run["log_sha256"]:
         return problems + [f"{where}: {run['log']} does not match its log_sha256 (edited log)"]
-    tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
-    return problems + _log_problems(run, text, tokens_per_step, where)
+    return problems + _log_problems(run, text, _tokens_seen(cfg), where)
+
+
+def _tokens_seen(cfg: RunConfig) -> list[int]:
+    """Train tokens before each step (a batch-size schedule makes them uneven)."""
+    import tricks
+    from speedrun.train import tokens_seen
+
+    try:
+        hooks = tricks.build_hooks(cfg)
+    except Exception:  # noqa: BLE001 - unknown tricks are reported by the trick checks
+        from speedrun.hooks import baseline_hooks
+
+        hooks = baseline_hooks()
+    return tokens_seen(cfg, hooks)
 
 
 def verify(path: Path | str) -> list[str]:

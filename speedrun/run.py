@@ -381,6 +381,8 @@ def main(args) -> int:
     print(f"track {cfg.track}: {cfg.train.steps} steps, target val loss {cfg.train.target}, "
           f"tricks: {label(cfg)}, seeds: {seeds}, devices: {plan.env['device_count']} x "
           f"{plan.env['device_kind']}")
+    for line in trick_registry.reports(cfg):
+        print(line)
     failed: list[str] = []
     results = [run_seed(plan, seed, args.quiet, save_dir=save_dir, save_failures=failed)
                for seed in seeds]

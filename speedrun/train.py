@@ -30,14 +30,32 @@ class Diverged(SpeedrunError):
 
 
 def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation):
-    chunk = cfg.train.loss_chunk
+    chunk, steps = cfg.train.loss_chunk, cfg.train.steps
 
-    def step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(model.loss)(params, x, y, cfg.model, hooks, chunk)
+    def step(params, opt_state, x, y, i=None):
+        # i: this update's index (traced), for hooks with schedules in the forward pass
+        loss, grads = jax.value_and_grad(model.loss)(params, x, y, cfg.model, hooks, chunk,
+                                                     i, steps)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     return step
+
+
+def batch_sizes(cfg: RunConfig, hooks) -> list[int]:
+    """Global batch size (sequences) of every step: ``train.batch_size``, unless a trick sets
+    the ``batch_schedule`` extra (RunConfig -> step -> batch size)."""
+    schedule = hooks.extras.get("batch_schedule")
+    if schedule is None:
+        return [cfg.train.batch_size] * cfg.train.steps
+    fn = schedule(cfg)
+    return [int(fn(s)) for s in range(cfg.train.steps)]
+
+
+def tokens_seen(cfg: RunConfig, hooks) -> list[int]:
+    """Train tokens consumed before each step 0 .. steps (cumulative, length steps + 1)."""
+    return [0] + [int(n) * cfg.model.seq_len
+                  for n in np.cumsum(batch_sizes(cfg, hooks))]
 
 
 def _copy(tree):
@@ -63,10 +81,15 @@ def train(
     ``finished(params)`` receives the final parameters after the last validation, with the
     clock stopped (``run --save`` writes them to a checkpoint)."""
     t, m = cfg.train, distributed.mesh()
-    distributed.check_batch(t.batch_size)
+    sizes = batch_sizes(cfg, hooks)  # one per step; a few distinct sizes, each compiled once
+    for size in sorted(set(sizes)):
+        distributed.check_batch(size, "train.batch_size" if size == t.batch_size
+                                else "a scheduled batch size")
+    scheduled = "batch_schedule" in hooks.extras
+    rows_before = [0, *np.cumsum(sizes).tolist()]  # sequences consumed before each step
+    seen = tokens_seen(cfg, hooks)
     rep, shard = distributed.replicated(m), distributed.batch_sharded(m)
     index, count = distributed.process_slice()
-    tokens_per_step = t.batch_size * cfg.model.seq_len
 
     params = jax.device_put(hooks.init(jax.random.PRNGKey(seed), cfg.model), rep)
     tx = hooks.optimizer(params, cfg, hooks)
@@ -76,14 +99,21 @@ def train(
     def put(a):
         return distributed.put_batch(a, shard)
 
+    def put_step(i):
+        return jax.device_put(np.int32(i), rep)
+
     # --- compile and warm up, untimed: AOT-compile, then run once on dummy data and copies of
     # the state, so the timed loop starts with everything built and the real state untouched.
     t0 = time.perf_counter()
-    dummy = np.zeros((t.batch_size // count, cfg.model.seq_len), np.int32)
-    step_fn = jax.jit(make_step(cfg, hooks, tx), donate_argnums=(0, 1))
-    step_fn = step_fn.lower(params, opt_state, put(dummy), put(dummy)).compile()
-    jax.block_until_ready(step_fn(_copy(params), _copy(opt_state), put(dummy), put(dummy)))
-    first_val = evaluate_fn(params, val_batches)  # compiles the eval step; step 0 of the curve
+    jitted = jax.jit(make_step(cfg, hooks, tx), donate_argnums=(0, 1))
+    step_fns = {}
+    for size in sorted(set(sizes)):
+        dummy = np.zeros((size // count, cfg.model.seq_len), np.int32)
+        fn = jitted.lower(params, opt_state, put(dummy), put(dummy), put_step(0)).compile()
+        jax.block_until_ready(fn(_copy(params), _copy(opt_state), put(dummy), put(dummy),
+                                 put_step(0)))
+        step_fns[size] = fn
+    first_val = evaluate_fn(params, val_batches, 0)  # compiles the eval step; step 0 of the curve
     compile_time = time.perf_counter() - t0
     log(f"compiled and warmed up in {compile_time:.1f}s (not timed)")
     if progress:
@@ -99,8 +129,12 @@ def train(
         # log points, so data loading overlaps with compute.
         stop_at = min(t.steps, (step // t.eval_every + 1) * t.eval_every)
         while step < stop_at:
-            x, y = train_loader.batch(step, index, count)
-            params, opt_state, loss = step_fn(params, opt_state, put(x), put(y))
+            if not scheduled:
+                x, y = train_loader.batch(step, index, count)
+            else:  # the endless sequence of windows, taken at this step's batch size
+                x, y = train_loader.rows(rows_before[step], sizes[step], index, count)
+            params, opt_state, loss = step_fns[sizes[step]](params, opt_state, put(x), put(y),
+                                                            put_step(step))
             step += 1
             if step % t.log_every == 0 or step == stop_at:
                 loss_value = float(loss)  # waits for the device
@@ -108,15 +142,15 @@ def train(
                 _check_finite(loss_value, step, "train")
                 log(f"step:{step}/{t.steps} train_loss:{loss_value:.4f} "
                     f"train_time:{elapsed * 1e3:.0f}ms step_avg:{elapsed / step * 1e3:.2f}ms "
-                    f"tokens/s:{step * tokens_per_step / max(elapsed, 1e-9):.0f}")
+                    f"tokens/s:{seen[step] / max(elapsed, 1e-9):.0f}")
                 if progress:
                     progress(step, {"loss": loss_value, "val": val_loss, "time": elapsed,
-                                    "tok_s": step * tokens_per_step / max(elapsed, 1e-9)})
+                                    "tok_s": seen[step] / max(elapsed, 1e-9)})
         jax.block_until_ready(params)
         train_time += time.perf_counter() - t_start  # the clock stops here for validation
-        val_loss = evaluate_fn(params, val_batches)
+        val_loss = evaluate_fn(params, val_batches, step)
         _check_finite(val_loss, step, "val")
-        curve.append((step, train_time, step * tokens_per_step, val_loss))
+        curve.append((step, train_time, seen[step], val_loss))
         log(val_line(step, t.steps, val_loss, train_time, bpb_per_nat))
         if progress:
             progress(step, {"val": val_loss, "time": train_time})
@@ -129,7 +163,7 @@ def train(
         seed=seed,
         steps=step,
         train_time_s=curve[-1][1],
-        tokens=step * tokens_per_step,
+        tokens=seen[step],
         final_val_loss=curve[-1][3],
         reached=curve[-1][3] <= t.target,
         first_reached=crossing,

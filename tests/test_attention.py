@@ -117,7 +117,7 @@ VOCAB, SEQ, BATCH, CHUNK = 256, 16, 2, 32
 
 def tiny_cfg(names) -> RunConfig:
     cfg = RunConfig(
-        track="tiny",
+        track="wiki-bytes",  # a real track: window-attention reads its separator (byte 0)
         model=ModelConfig(vocab_size=VOCAB, n_layer=2, n_head=4, d_model=32, seq_len=SEQ),
         optim=OptimConfig(lr=3e-3, warmup_steps=0, decay="constant", weight_decay=0.0),
         train=TrainConfig(batch_size=BATCH, loss_chunk=CHUNK),

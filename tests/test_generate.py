@@ -22,7 +22,10 @@ from speedrun.config import ModelConfig, RunConfig, TrainConfig
 from speedrun.errors import SpeedrunError
 
 VOCAB, SEQ = 256, 24
-FORWARD_TRICKS = sorted(n for n, t in tricks.available().items() if "model" in t.changes)
+FORWARD_TRICKS = sorted(n for n, t in tricks.available().items()
+                        if "model" in t.changes and t.cached_decoding)
+# tricks whose forward pass reads more than the cache keeps: generation must refuse them
+UNCACHEABLE = sorted(n for n, t in tricks.available().items() if not t.cached_decoding)
 STACKS = {
     "wiki-best": "muon,momentum-warmup,rotary,value-residual",
     "modded": "rotary,qknorm,relu2,rmsnorm,untie-head,softcap,embed-skip,value-embeds,"
@@ -91,6 +94,15 @@ def test_cached_decoding_matches_full_forward(names):
     # greedy generation: batched prompts of different lengths, cached, == full forward per token
     got = G.generate(m, PROMPTS, max_new=8, s=G.Sampling(temperature=0), stop=None)
     assert got == reference_greedy(m, full, PROMPTS, 8), names
+
+
+@pytest.mark.parametrize("name", UNCACHEABLE)
+def test_tricks_cached_decoding_cannot_reproduce_are_refused(name):
+    m = tiny_model(name)
+    with pytest.raises(SpeedrunError, match=f"does not support {name}"):
+        G.generate(m, PROMPTS, max_new=2)
+    with pytest.raises(SpeedrunError, match=f"does not support {name}"):
+        G.check_cache(m)
 
 
 def test_a_position_blind_hook_fails_loudly():

@@ -46,6 +46,12 @@ class Trick:
     after: tuple[str, ...] = ()  # apply after these tricks when they are also enabled
     replaces: tuple[str, ...] = ()  # hook points it sets without calling the previous function
     source: str = ""  # modded-nanogpt record and/or paper
+    # (RunConfig, hp) -> a line a run prints when it starts (e.g. moe's active parameters)
+    report: Callable[[Any, SimpleNamespace], str] | None = None
+    # False: the forward pass reads more than each token and the KV cache hold (the previous
+    # token, document ids over the whole sequence, routing over the whole batch), so cached
+    # decoding (`sample`) would differ from the full forward pass: generation refuses it.
+    cached_decoding: bool = True
 
 
 def available() -> dict[str, Trick]:
@@ -184,6 +190,13 @@ def build_hooks(cfg, registry: Mapping[str, Trick] | None = None):
     return hooks
 
 
+def reports(cfg, registry: Mapping[str, Trick] | None = None) -> list[str]:
+    """The enabled tricks' ``report`` lines for a configuration."""
+    registry = available() if registry is None else registry
+    return [f"{name}: {registry[name].report(cfg, hp(registry[name], values))}"
+            for name, values in cfg.tricks.items() if registry[name].report is not None]
+
+
 def main(args) -> int:
     """`python -m speedrun tricks [NAME]`."""
     from tabulate import tabulate
@@ -205,6 +218,12 @@ def main(args) -> int:
                 print(f"    {k} = {v!r}")
         else:
             print("  hyperparameters: none")
+        if t.report is not None:
+            from speedrun import tracks
+
+            cfg = configure(with_tricks(tracks.get(tracks.DEFAULT).config, [t.name] + list(
+                t.requires), registry), registry)
+            print(f"  on the default track ({tracks.DEFAULT}): {t.report(cfg, hp(t))}")
         return 0
     rows = [(t.name, ", ".join(t.changes), t.summary, t.source) for t in registry.values()]
     print(tabulate(rows, headers=["trick", "changes", "summary", "source"], tablefmt="simple"))

@@ -47,6 +47,7 @@ TRICK = Trick(
     changes=("model",),
     params={"norm_x0": True},
     apply=apply,
+    after=("smear",),  # the record normalises the smeared embedding: x = x0 = norm(smear(e))
     source="modded-nanogpt record 9 (11/06/24, ShortcutsTweaks, @Grad62304977); "
     "embedding norm from record 8 (11/03/24, UntieEmbed)",
 )

@@ -29,6 +29,11 @@ weight of the newest gradient in the first tens of steps), takes beta as a const
 a schedule, and gives non-2-D leaves its own Adam with a shared lr. So the transform is here.
 The record ran Newton-Schulz in bfloat16 for speed; ``ns_dtype`` defaults to float32 (exact on
 CPU, where bf16 matmuls are slower) and can be set to bfloat16.
+
+Extension points for second-wave tricks (``hooks.extras``): ``muon_orthogonalize`` (x, muon hp)
+-> x replaces Newton-Schulz (polar-express); ``muon_precondition`` RunConfig -> transform runs
+on the orthogonalised, shape-scaled directions before the lr (normuon); ``muon_decay``
+(RunConfig, lr(step)) -> transform runs on the final updates, with the parameters (cautious-wd).
 """
 
 from __future__ import annotations
@@ -82,9 +87,12 @@ def scale_by_muon(
     nesterov: bool = True,
     ns_steps: int = 5,
     ns_dtype=jnp.float32,
+    ortho: Callable | None = None,
 ) -> optax.GradientTransformation:
-    """Momentum, then orthogonalised and shape-scaled update directions (no lr, no sign flip)."""
+    """Momentum, then orthogonalised and shape-scaled update directions (no lr, no sign flip).
+    ``ortho(x)``: the orthogonalisation (default: ``ns_steps`` Newton-Schulz steps)."""
     mom = momentum if callable(momentum) else (lambda count: momentum)
+    ortho = ortho or (lambda x: orthogonalize(x, ns_steps, ns_dtype))
 
     def init(params):
         return MuonState(jnp.zeros([], jnp.int32), jax.tree_util.tree_map(jnp.zeros_like, params))
@@ -97,8 +105,7 @@ def scale_by_muon(
             u = jax.tree_util.tree_map(lambda g, b: (1 - m) * g + m * b, updates, buf)
         else:
             u = buf
-        u = jax.tree_util.tree_map(
-            lambda x: shape_scale(x.shape) * orthogonalize(x, ns_steps, ns_dtype), u)
+        u = jax.tree_util.tree_map(lambda x: shape_scale(x.shape) * ortho(x), u)
         return u, MuonState(state.count + 1, buf)
 
     return optax.GradientTransformation(init, update)
@@ -140,10 +147,16 @@ def apply(hooks, hp):
 
         schedule = hooks.extras.get("muon_momentum")  # RunConfig -> step -> momentum
         momentum = hp.momentum if schedule is None else schedule(cfg)
+        ortho = hooks.extras.get("muon_orthogonalize")  # (x, muon hp) -> x, e.g. Polar Express
+        precondition = hooks.extras.get("muon_precondition")  # RunConfig -> transform (NorMuon)
+        decay = hooks.extras.get("muon_decay")  # (RunConfig, lr(step)) -> transform
         groups = {
             "muon": optax.chain(
-                scale_by_muon(momentum, hp.nesterov, hp.ns_steps, NS_DTYPES[hp.ns_dtype]),
+                scale_by_muon(momentum, hp.nesterov, hp.ns_steps, NS_DTYPES[hp.ns_dtype],
+                              None if ortho is None else (lambda x: ortho(x, hp))),
+                optax.identity() if precondition is None else precondition(cfg),
                 optax.scale_by_learning_rate(peak(hp.lr)),
+                optax.identity() if decay is None else decay(cfg, peak(hp.lr)),
             ),
             "embed": adam(hp.embed_lr),
             "tied": adam(hp.tied_lr),

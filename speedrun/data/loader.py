@@ -103,10 +103,15 @@ class TrainLoader:
         """Rows process_index::process_count of the global batch for ``step``."""
         if step < 0:
             raise SpeedrunError(f"step must be non-negative, got {step}")
-        if self.batch_size % process_count or not 0 <= process_index < process_count:
-            raise SpeedrunError(f"batch_size={self.batch_size} cannot be split over "
+        return self.rows(step * self.batch_size, self.batch_size, process_index, process_count)
+
+    def rows(self, first: int, n: int, process_index: int = 0, process_count: int = 1) -> Batch:
+        """Rows process_index::process_count of the n sequences first .. first+n-1 of the
+        endless sequence ``batch`` takes its batches from (for batch sizes that vary by step)."""
+        if n % process_count or not 0 <= process_index < process_count:
+            raise SpeedrunError(f"batch_size={n} cannot be split over "
                                 f"{process_count} processes (process {process_index})")
-        rows = step * self.batch_size + np.arange(process_index, self.batch_size, process_count)
+        rows = first + np.arange(process_index, n, process_count)
         epochs, positions = np.divmod(rows, self.n_windows)
         windows = np.stack([
             self.stream.read(int(self.starts[self._permutation(int(e))[p]]), self.seq_len + 1)
