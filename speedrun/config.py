@@ -29,6 +29,10 @@ class ModelConfig:
     mlp_ratio: int = 4
     seq_len: int = 1024
     init_std: float = 0.02
+    # The forward pass's dtype; the master weights, optimizer and loss stay float32. "bfloat16" on
+    # the GPU tracks (as llm.c trains GPT-2); "float32" on the CPU tracks, where XLA:CPU's bf16
+    # matmuls are slower than float32 ones.
+    compute_dtype: str = "float32"
 
     @property
     def head_dim(self) -> int:
@@ -53,7 +57,13 @@ def validate_model(m: ModelConfig) -> list[str]:
             out.append(f"model.n_head={m.n_head} must be divisible by model.n_kv_head="
                        f"{m.n_kv_head} (each key/value head serves a group of query heads)")
     out += _finite_positive(m, "model", ("init_std",))
+    if m.compute_dtype not in COMPUTE_DTYPES:
+        out.append(f"model.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
+                   f"got {m.compute_dtype!r}")
     return out
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)

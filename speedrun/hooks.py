@@ -97,12 +97,14 @@ class Hooks:
 HOOK_POINTS = tuple(f.name for f in dataclasses.fields(Hooks))
 
 
-def baseline_hooks() -> Hooks:
+def baseline_hooks(compute_dtype: str = "float32") -> Hooks:
+    """The baseline's choice at every hook point; ``compute_dtype``: the model config's (the
+    forward pass's dtype, over float32 master weights)."""
     from speedrun import model, optim
 
     return Hooks(
         init=model.init_params,
-        cast=model.identity,
+        cast=model.compute_cast(compute_dtype),
         embed=model.embed,
         blocks=model.sequential_blocks,
         block_input=model.block_input,

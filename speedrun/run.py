@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 import tricks as trick_registry
-from speedrun import distributed, evaluate, hardware, records, tracks, train
+from speedrun import compile_cache, distributed, evaluate, hardware, records, tracks, train
 from speedrun import config as config_module
 from speedrun.config import RunConfig, apply_overrides, config_hash
 from speedrun.data import bytelevel, corpus, fingerprint, loader, paths
@@ -233,6 +233,7 @@ def prepare(cfg: RunConfig, data_dir: str | None, command: str,
     data = fingerprint.describe(train_files[0].parent, dataset, train_files, val)
     env = hardware.environment(command=command)
     env["attention"] = attention_implementation(cfg)
+    compile_cache.enable(paths.data_dir(data_dir))
     return Plan(cfg, hooks, train_files, val, data, env)
 
 
@@ -242,7 +243,7 @@ def attention_implementation(cfg: RunConfig) -> str:
     from speedrun import attention
 
     dtype = (cfg.tricks.get("bf16") or {}).get("dtype", "bfloat16") if "bf16" in cfg.tricks \
-        else "float32"
+        else cfg.model.compute_dtype
     return attention.implementation_name(dtype=dtype, head_dim=cfg.model.head_dim)
 
 

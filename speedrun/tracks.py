@@ -172,16 +172,20 @@ WIKI_BYTES = Track(
 )
 
 # llm.c's GPT-2 small (124M) recipe: 524,288-token batches, AdamW lr 6e-4, betas (0.9, 0.95),
-# weight decay 0.1, 700 warm-up steps, cosine to 0 over ~18.9K steps (10B tokens).
+# weight decay 0.1, 700 warm-up steps, cosine to 0 over ~18.9K steps (10B tokens). Like llm.c, the
+# GPU tracks' baseline computes the forward pass in bfloat16 over float32 master weights, with
+# float32 norm statistics, softmax and loss (model.compute_dtype), so a GPU baseline is fair.
 FINEWEB10B = Track(
     name="fineweb10b",
     dataset="fineweb10b",
-    summary="FineWeb10B GPT-2 tokens; GPT-2 small (124M) to val loss 3.28, as modded-nanogpt",
+    summary="FineWeb10B GPT-2 tokens; GPT-2 small (124M) to val loss 3.28, as modded-nanogpt; "
+            "bfloat16 compute, float32 master weights and loss, as llm.c",
     where="GPUs/TPUs (8xH100 for the reference)",
     data_command="python -m speedrun data fineweb10b --train-shards 8",
     config=RunConfig(
         track="fineweb10b",
-        model=ModelConfig(n_layer=12, n_head=12, d_model=768, seq_len=1024),
+        model=ModelConfig(n_layer=12, n_head=12, d_model=768, seq_len=1024,
+                          compute_dtype="bfloat16"),
         optim=OptimConfig(lr=6e-4, warmup_steps=700, weight_decay=0.1, min_lr_frac=0.0),
         train=TrainConfig(
             batch_size=512,
@@ -199,12 +203,14 @@ FINEWEB10B = Track(
 FINEWEB10B_MEDIUM = Track(
     name="fineweb10b-medium",
     dataset="fineweb10b",
-    summary="FineWeb10B GPT-2 tokens; GPT-2 medium (350M) to val loss 2.92, as modded-nanogpt",
+    summary="FineWeb10B GPT-2 tokens; GPT-2 medium (350M) to val loss 2.92, as modded-nanogpt; "
+            "bfloat16 compute, float32 master weights and loss",
     where="GPUs/TPUs",
     data_command="python -m speedrun data fineweb10b --train-shards 103",
     config=RunConfig(
         track="fineweb10b-medium",
-        model=ModelConfig(n_layer=24, n_head=16, d_model=1024, seq_len=1024),
+        model=ModelConfig(n_layer=24, n_head=16, d_model=1024, seq_len=1024,
+                          compute_dtype="bfloat16"),
         optim=OptimConfig(lr=3e-4, warmup_steps=700, weight_decay=0.1, min_lr_frac=0.0),
         train=TrainConfig(
             batch_size=512,

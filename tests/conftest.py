@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import tinydata
 from speedrun import tracks
 from speedrun.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
 
@@ -31,3 +32,20 @@ UNIT_DATA = {"dataset": "unit", "tokenizer": "gpt2", "train_sha256": TRAIN_SHA,
 @pytest.fixture(autouse=True)
 def unit_track(monkeypatch):
     monkeypatch.setitem(tracks.TRACKS, "unit", UNIT)
+
+
+@pytest.fixture(autouse=True)
+def no_compilation_cache(monkeypatch):
+    """Tests stay hermetic: no persistent compilation cache (tests/test_compile_cache.py turns
+    it on where it is the subject)."""
+    monkeypatch.setenv("SPEEDRUN_NO_COMPILATION_CACHE", "1")
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A data dir holding the tiny dataset, the tiny track registered, records under tmp."""
+    data_dir = tmp_path / "data"
+    tinydata.write_dataset(data_dir)
+    monkeypatch.setitem(tracks.TRACKS, "tiny", tinydata.TINY)
+    monkeypatch.setenv("SPEEDRUN_DATA_DIR", str(data_dir))
+    return tmp_path

@@ -19,15 +19,6 @@ from speedrun import checkpoint, cli, params as P, quantize as Q, tracks
 from speedrun.errors import SpeedrunError
 
 
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    data_dir = tmp_path / "data"
-    tinydata.write_dataset(data_dir)
-    monkeypatch.setitem(tracks.TRACKS, "tiny", tinydata.TINY)
-    monkeypatch.setenv("SPEEDRUN_DATA_DIR", str(data_dir))
-    return tmp_path
-
-
 def model_of(names: str = "", seed: int = 0):
     cfg = tricks.configure(tricks.with_tricks(tinydata.TINY.config, tricks.parse_names(names)))
     params = tricks.build_hooks(cfg).init(jax.random.PRNGKey(seed), cfg.model)

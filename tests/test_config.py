@@ -13,7 +13,7 @@ from speedrun.errors import SpeedrunError
 
 BAD = {
     "model": {"vocab_size": 0, "n_layer": 0, "n_head": -1, "n_kv_head": -2, "d_model": 0,
-              "mlp_ratio": 0, "seq_len": 0, "init_std": float("nan")},
+              "mlp_ratio": 0, "seq_len": 0, "init_std": float("nan"), "compute_dtype": "fp8"},
     "optim": {"lr": float("nan"), "beta1": 1.0, "beta2": -0.1, "eps": 0.0,
               "weight_decay": float("inf"), "grad_clip": -1.0, "warmup_steps": -1,
               "decay": "exp", "min_lr_frac": 1.5},

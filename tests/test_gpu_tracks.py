@@ -41,3 +41,23 @@ def test_two_gpt2_small_steps_on_the_cpu(names):
     assert all(math.isfinite(v) for v in losses)
     assert abs(losses[0] - math.log(50304)) < 0.5  # an untrained model guesses uniformly
     assert losses[1] < losses[0]  # the same sequence again: one step learned something
+
+
+@pytest.mark.parametrize("track", [tracks.FINEWEB10B, tracks.FINEWEB10B_MEDIUM], ids=lambda t: t.name)
+def test_gpu_tracks_compute_in_bfloat16_over_float32_master_weights(track):
+    from speedrun import model, run
+
+    m = dataclasses.replace(track.config.model, n_layer=1, n_head=2, d_model=32, seq_len=16,
+                            vocab_size=256)
+    cfg = dataclasses.replace(track.config, model=m)
+    hooks = tricks.build_hooks(cfg)
+    params = hooks.init(jax.random.PRNGKey(0), cfg.model)
+    dtypes = lambda tree: {x.dtype for x in jax.tree_util.tree_leaves(tree)}  # noqa: E731
+    assert dtypes(params) == {np.dtype("float32")}  # master weights
+    assert dtypes(hooks.cast(params)) == {np.dtype(jax.numpy.bfloat16)}  # what the forward pass computes in
+    tokens = np.arange(32, dtype=np.int32).reshape(2, 16) % 256
+    loss, grads = jax.value_and_grad(model.loss)(params, tokens, tokens, cfg.model, hooks, 16)
+    assert loss.dtype == np.float32 and dtypes(grads) == {np.dtype("float32")}
+    # the CPU tracks stay float32, where XLA:CPU's bf16 matmuls are slower
+    assert tracks.WIKI_BYTES.config.model.compute_dtype == "float32"
+    assert run.attention_implementation(cfg) in ("blocked", "xla")  # cudnn only on a GPU

@@ -20,16 +20,6 @@ from speedrun.data import loader
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    """A data dir holding the tiny dataset, the tiny track registered, records under tmp."""
-    data_dir = tmp_path / "data"
-    tinydata.write_dataset(data_dir)
-    monkeypatch.setitem(tracks.TRACKS, "tiny", tinydata.TINY)
-    monkeypatch.setenv("SPEEDRUN_DATA_DIR", str(data_dir))
-    return tmp_path
-
-
 def run_cli(tmp_path, *extra):
     return cli.main(["run", "--track", "tiny", "--records-dir", str(tmp_path / "records"),
                      "--quiet", *extra])

@@ -184,7 +184,7 @@ def build_hooks(cfg, registry: Mapping[str, Trick] | None = None):
     from speedrun.hooks import baseline_hooks
 
     registry = available() if registry is None else registry
-    hooks = baseline_hooks()
+    hooks = baseline_hooks(cfg.model.compute_dtype)
     for name, values in cfg.tricks.items():
         hooks = registry[name].apply(hooks, hp(registry[name], values))
     return hooks
