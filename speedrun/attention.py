@@ -72,12 +72,17 @@ def default_block(T: int) -> int:
     return 64 if T <= 384 else 128
 
 
-def blocked(q, k, v, scale=None, block: int | None = None):
+def blocked(q, k, v, scale=None, block: int | None = None, allowed=None):
     """Causal attention as query-blocked batched matmuls that skip the tiles above the diagonal
-    (see the module docstring). Exact: the same softmax as ``reference``, up to rounding."""
+    (see the module docstring). Exact: the same softmax as ``reference``, up to rounding.
+    ``allowed``: an optional (B, T, T) bool mask applied on top of causality (e.g. documents,
+    windows); each row must keep its diagonal, so no row is empty."""
     B, T, H, hd = q.shape
     S, KV = k.shape[1], k.shape[2]
     if S != T or H % KV:
+        if allowed is not None:
+            raise ValueError("blocked attention with a mask needs self-attention (as many keys "
+                             "as queries, query heads a multiple of key/value heads)")
         return reference(q, k, v, scale)  # not self-attention: leave it to the reference
     if KV != H:  # grouped-query: head n reads kv head n // G, as jax.nn.dot_product_attention
         k, v = jnp.repeat(k, H // KV, axis=2), jnp.repeat(v, H // KV, axis=2)
@@ -91,6 +96,8 @@ def blocked(q, k, v, scale=None, block: int | None = None):
         e = min(T, i + block)
         s = jnp.einsum("bhqd,bhkd->bhqk", qt[:, :, i:e], kt[:, :, :e]) * scale
         mask = (i + jnp.arange(e - i))[:, None] >= jnp.arange(e)[None, :]
+        if allowed is not None:
+            mask = mask & allowed[:, None, i:e, :e]
         s = jnp.where(mask, s, -jnp.inf)  # the diagonal is always kept: no row is all -inf
         p = jnp.exp(s - jax.lax.stop_gradient(s.max(-1, keepdims=True)))
         o = jnp.einsum("bhqk,bhkd->bhqd", p, vt[:, :, :e])

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import tricks as trick_registry
 from speedrun import params as P
 from speedrun import quantize as Q
 from speedrun.config import RunConfig, config_hash
+from speedrun.data.shards import atomic_write
 from speedrun.errors import SpeedrunError
 
 FORMAT = "speedrun-checkpoint"
@@ -114,19 +114,7 @@ def save(path: str | os.PathLike, params, cfg: RunConfig, tokenizer: str, seed: 
     }
     blob = save(tensors, metadata=meta)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, [blob])  # temp file, fsync, rename; readable like the data files
     return path
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from speedrun import records as R
+from speedrun.data.shards import atomic_write
 from speedrun.errors import SpeedrunError
 
 HEADER = """# Leaderboard
@@ -299,9 +299,7 @@ def main(args) -> int:
             return 1
         print(f"{out} is up to date")
         return 0
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    atomic_write(out, [text.encode()])
     plots = write_plots(records_dir, df)
     print(f"wrote {out} and {len(plots)} plots")
     return 0

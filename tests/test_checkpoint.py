@@ -35,6 +35,7 @@ def test_round_trip_is_exact(tmp_path, names):
     path = checkpoint.save(tmp_path / "m.safetensors", params, cfg, "gpt2", seed=3)
     ck = checkpoint.load(path)
     assert ck.cfg == tricks.canonical(cfg) and ck.tokenizer == "gpt2" and ck.seed == 3
+    assert path.stat().st_mode & 0o044 == 0o044  # shareable like the data, not mkstemp's 0600
     assert jax.tree_util.tree_structure(ck.params) == jax.tree_util.tree_structure(params)
     for (pa, a), (pb, b) in zip(leaves(params), leaves(ck.params)):
         assert pa == pb and np.asarray(a).dtype == b.dtype

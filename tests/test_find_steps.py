@@ -9,7 +9,7 @@ import pytest
 
 from speedrun import cli, find_steps, records
 from speedrun import run as R
-from test_train import record_dirs, tiny  # noqa: F401  (fixture)
+from test_train import record_dirs
 
 
 @pytest.mark.parametrize("answer, start", [(137, 100), (137, 400), (10, 50), (700, 30)])

@@ -16,7 +16,7 @@ import pytest
 import tinydata
 from speedrun import cli, records, train
 from speedrun.data import corpus, shards
-from test_train import record_dirs, run_cli, tiny  # noqa: F401  (tiny is a fixture)
+from test_train import record_dirs, run_cli
 
 QUICK = ("--steps", "3", "--set", "train.eval_every=3")
 

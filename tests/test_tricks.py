@@ -70,9 +70,9 @@ def loss_of(cfg, hooks, params, seed=0):
     return float(jax.jit(lambda p: model.loss(p, x, y, cfg.model, hooks, CHUNK))(params))
 
 
-def train(cfg, hooks, params, steps=6):
-    """Losses of `steps` optimizer steps on one fixed batch of random tokens (each update's
-    index of train.steps reaches the hooks, as in train.py)."""
+def train_steps(cfg, hooks, params, steps):
+    """(loss, params, optimizer state) after each of `steps` updates on one fixed batch of random
+    tokens (each update's index of train.steps reaches the hooks, as in train.py)."""
     x, y = tokens(0), tokens(1)
     tx = hooks.optimizer(params, cfg, hooks)
 
@@ -83,11 +83,16 @@ def train(cfg, hooks, params, steps=6):
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
 
-    state, losses = tx.init(params), []
+    state, seen = tx.init(params), []
     for i in range(steps):
         params, state, loss = step(params, state, jnp.int32(i))
-        losses.append(float(loss))
-    return losses
+        seen.append((float(loss), params, state))
+    return seen
+
+
+def train(cfg, hooks, params, steps=6):
+    """Losses of `steps` optimizer steps (see ``train_steps``)."""
+    return [loss for loss, _, _ in train_steps(cfg, hooks, params, steps)]
 
 
 def flat(params) -> dict:

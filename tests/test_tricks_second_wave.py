@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 import tricks
-from speedrun import model
+from speedrun import attention as A, model
 from speedrun.errors import SpeedrunError
 from speedrun.hooks import Ctx
-from test_tricks import BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, setup, tokens, train
+from test_tricks import (BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, setup, tokens, train,
+                         train_steps)
 
 SECOND_WAVE = {"window-attention", "polar-express", "normuon", "cautious-wd", "smear",
                "attn-gate", "bigram-hash", "untie-late", "mtp", "backout",
@@ -82,13 +83,13 @@ def test_window_attention_mask_and_output_match_a_dense_reference(w):
     assert not got[0, 5, 4] and got[0, 4, 1] == (w > 3) and not got[0, 7, 6 - 1]
     q, k, v = normal(1, (2, SEQ, 4, 8)), normal(2, (2, SEQ, 4, 8)), normal(3, (2, SEQ, 4, 8))
     ref = reference_attention(q, k, v, want)
-    for y in (wa.masked_blocked(q, k, v, got, block=4), wa.masked_blocked(q, k, v, got),
+    for y in (A.blocked(q, k, v, block=4, allowed=got), A.blocked(q, k, v, allowed=got),
               jax.nn.dot_product_attention(q, k, v, mask=jnp.asarray(got)[:, None])):
         assert np.allclose(np.asarray(y), ref, atol=1e-5)
     # grouped-query: 2 kv heads serve 4 query heads
     k2, v2 = k[:, :, :2], v[:, :, :2]
     ref = reference_attention(q, jnp.repeat(k2, 2, 2), jnp.repeat(v2, 2, 2), want)
-    assert np.allclose(np.asarray(wa.masked_blocked(q, k2, v2, got)), ref, atol=1e-5)
+    assert np.allclose(np.asarray(A.blocked(q, k2, v2, allowed=got)), ref, atol=1e-5)
 
 
 def test_window_attention_schedule_and_hook():
@@ -339,28 +340,8 @@ def test_bigram_hash_index_formula_and_injection():
 # untie-late
 # ----------------------------------------------------------------------------------------------
 
-import optax  # noqa: E402
 
 from tricks import untie_late as ul  # noqa: E402
-
-
-def train_steps(cfg, hooks, params, steps, watch=None):
-    """`steps` updates on one batch, passing each update's index as train.py does."""
-    x, y = tokens(0), tokens(1)
-    tx = hooks.optimizer(params, cfg, hooks)
-
-    @jax.jit
-    def step(params, state, i):
-        loss, grads = jax.value_and_grad(model.loss)(params, x, y, cfg.model, hooks, CHUNK, i,
-                                                     cfg.train.steps)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
-    state, seen = tx.init(params), []
-    for i in range(steps):
-        params, state, loss = step(params, state, jnp.int32(i))
-        seen.append((float(loss), params, state))
-    return seen
 
 
 def moments(state, name):
@@ -587,7 +568,7 @@ def test_moe_with_one_expert_is_the_dense_mlp_and_counts_parameters():
 # batch-schedule
 # ----------------------------------------------------------------------------------------------
 
-from test_train import record_dirs, run_cli, tiny  # noqa: E402,F401  (tiny: a fixture)
+from test_train import record_dirs, run_cli  # noqa: E402
 
 from speedrun import records  # noqa: E402
 from speedrun.data import loader as loader_mod  # noqa: E402

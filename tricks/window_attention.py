@@ -28,14 +28,12 @@ window is exact at token level (FA3's semantics) with #13's token schedule. The 
 window of 64..1792 tokens covers the whole sequence after f = (T - 64) / 1728 (11% of the run at
 T = 256): there the trick is mostly document masking with a short early window. The constants
 are the record's, not retuned for short sequences. The mask is dynamic (a function of the traced
-step), so the kernel is a masked version of speedrun/attention.py's CPU formulation (query
-blocks, tiles above the diagonal skipped) on CPU and ``jax.nn.dot_product_attention`` with an
+step), so the kernel is speedrun/attention.py's CPU formulation (query blocks, tiles above the
+diagonal skipped) with the mask on CPU and ``jax.nn.dot_product_attention`` with an
 explicit mask elsewhere (its ``local_window_size`` needs a static window).
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -66,31 +64,9 @@ def mask(tokens, separator: int, w):
     return near[None] & (doc[:, :, None] == doc[:, None, :])
 
 
-def masked_blocked(q, k, v, allowed, scale=None, block=None):
-    """speedrun/attention.py's ``blocked`` with an extra (B, T, T) mask (each row must keep its
-    diagonal, so no row is empty)."""
-    B, T, H, hd = q.shape
-    KV = k.shape[2]
-    if KV != H:
-        k, v = jnp.repeat(k, H // KV, axis=2), jnp.repeat(v, H // KV, axis=2)
-    scale = 1.0 / math.sqrt(hd) if scale is None else scale
-    block = block or A.default_block(T)
-    qt, kt, vt = (x.astype(jnp.float32).transpose(0, 2, 1, 3) for x in (q, k, v))
-    outs = []
-    for i in range(0, T, block):
-        e = min(T, i + block)
-        s = jnp.einsum("bhqd,bhkd->bhqk", qt[:, :, i:e], kt[:, :, :e]) * scale
-        s = jnp.where(allowed[:, None, i:e, :e], s, -jnp.inf)
-        p = jnp.exp(s - jax.lax.stop_gradient(s.max(-1, keepdims=True)))
-        o = jnp.einsum("bhqk,bhkd->bhqd", p, vt[:, :, :e])
-        outs.append(o / p.sum(-1, keepdims=True))
-    y = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)
-    return y.astype(q.dtype).transpose(0, 2, 1, 3)
-
-
 def masked_attention(q, k, v, allowed, scale=None):
     if A._platform(q) == "cpu" and A.choose("cpu", q.dtype, q.shape[-1]) == "blocked":
-        return masked_blocked(q, k, v, allowed, scale)
+        return A.blocked(q, k, v, scale, allowed=allowed)
     return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], scale=scale)
 
 
