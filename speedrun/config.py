@@ -211,9 +211,24 @@ def _section(cls, values: Mapping[str, Any], name: str):
     return cls(**values)
 
 
+# Fields added after records existed, with the value that reproduces how those records ran. At
+# that value a field is left out of the hash, so a configuration hashes as it did before the
+# field existed and identical configurations keep hashing identically across versions.
+HASH_OMITS_AT = {("model", "compute_dtype"): "float32"}
+
+
 def config_hash(cfg: RunConfig) -> str:
     """Stable fingerprint of everything that defines a run (not the seed)."""
-    blob = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    d = cfg.to_dict()
+    for (section, key), value in HASH_OMITS_AT.items():
+        if d[section].get(key) == value:
+            del d[section][key]
+    return dict_hash(d)
+
+
+def dict_hash(d: Mapping[str, Any]) -> str:
+    """The fingerprint of a config dict exactly as given (e.g. as a record stores it)."""
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -57,7 +57,7 @@ from typing import Any
 import yaml
 
 from speedrun import stats
-from speedrun.config import RunConfig, config_hash
+from speedrun.config import RunConfig, config_hash, dict_hash
 from speedrun.errors import SpeedrunError
 
 SCHEMA_VERSION = 2
@@ -452,7 +452,9 @@ def verify(path: Path | str) -> list[str]:
         cfg = RunConfig.from_dict(rec["config"])
     except (SpeedrunError, TypeError) as e:
         return problems + [f"{f}: config: {e}"]
-    if config_hash(cfg) != rec["config_hash"]:
+    # The canonical hash, or the hash of the config exactly as stored (records written while
+    # a newer field was hashed at its default value)
+    if rec["config_hash"] not in (config_hash(cfg), dict_hash(rec["config"])):
         problems.append(f"{f}: config_hash does not match config")
     if cfg.track != rec["track"] or not _close(cfg.train.target, rec["target"]):
         problems.append(f"{f}: track/target disagree with config")

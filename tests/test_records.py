@@ -62,6 +62,25 @@ def test_round_trip_verifies(tmp_path):
     assert (folder / "curve.png").stat().st_size > 1000
 
 
+def test_fields_added_later_keep_older_records_verifying(tmp_path):
+    """A record written before model.compute_dtype existed stores no such field and hashed
+    without it; it still verifies, and an identical config still hashes as it did."""
+    folder = write(tmp_path, [result(s, 2.99 - s / 100) for s in range(3)])
+
+    def drop_field(rec):
+        del rec["config"]["model"]["compute_dtype"]
+        rec["config_hash"] = config_hash(RunConfig.from_dict(rec["config"]))
+
+    edit(folder, drop_field, rehash=True)
+    assert records.verify(folder) == []
+    cfg = config()
+    bf16 = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, compute_dtype="bfloat16"))
+    assert config_hash(bf16) != config_hash(cfg)  # a non-default value is part of the hash
+    # an edited config with the old hash kept is still caught
+    edit(folder, lambda rec: rec["config"]["model"].update(n_layer=3), rehash=True)
+    assert "config_hash does not match config" in " ".join(records.verify(folder))
+
+
 def test_never_overwrites(tmp_path):
     first = write(tmp_path, [result(0, 2.9)])
     second = write(tmp_path, [result(0, 2.8)])
