@@ -63,6 +63,12 @@ CADENCE = ("steps", "eval_every", "log_every")
 
 
 def _comparable(config: dict) -> str:
+    from speedrun.config import RunConfig
+
+    try:  # every field present, as this version writes it (older records lack newer fields)
+        config = RunConfig.from_dict(config).to_dict()
+    except (SpeedrunError, KeyError, TypeError):
+        pass
     c = json.loads(json.dumps(config))
     for k in CADENCE:
         c.get("train", {}).pop(k, None)
