@@ -1,4 +1,4 @@
-"""Benchmarks of the default CPU track's train step: the baseline and the fastest claimed stack
+"""Benchmarks of the default CPU track's train step: the baseline and the claimed stacks
 (pytest-benchmark; not part of the unit suite; they report, they do not assert times).
 
     python -m pytest tests/benchmarks/bench_track_step.py --benchmark-only -s
@@ -17,7 +17,14 @@ import tricks
 from speedrun import bench, distributed, model, tracks, train
 
 TRACK = tracks.WIKI_BYTES
-STACKS = {"baseline": [], "muon,rotary,wsd-schedule": ["muon", "rotary", "wsd-schedule"]}
+STACKS = {
+    "baseline": [],
+    "muon,rotary,wsd-schedule": ["muon", "rotary", "wsd-schedule"],
+    # the fastest claim's tricks less batch-schedule (it changes the batch size by stage; this
+    # times the step at the track's batch)
+    "second-wave stack": ["muon", "rotary", "wsd-schedule", "polar-express", "normuon",
+                          "window-attention", "key-offset"],
+}
 
 
 def dense_3d(x, w, b=None):
