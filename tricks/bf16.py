@@ -7,9 +7,9 @@ logits to float32 and the norms compute their statistics in float32, as in the r
 (``model.bfloat16()`` with float32 ``CastedLinear`` weights cast to the activations' dtype).
 """
 
-import jax
 import jax.numpy as jnp
 
+from speedrun import model
 from speedrun.errors import SpeedrunError
 from tricks import Trick
 
@@ -24,13 +24,10 @@ def configure(cfg, hp):
 
 def apply(hooks, hp):
     configure(None, hp)
-    dtype, prev = DTYPES[hp.dtype], hooks.cast
-
-    def to_low(x):
-        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    low, prev = model.compute_cast(hp.dtype), hooks.cast  # the GPU tracks' baseline cast
 
     def cast(params):
-        return jax.tree_util.tree_map(to_low, prev(params))
+        return low(prev(params))
 
     return hooks.replace(cast=cast)
 
