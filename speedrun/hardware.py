@@ -31,6 +31,32 @@ def matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
     return 2 * n**3 / best
 
 
+# Dense (no sparsity) bfloat16 peak FLOP/s from the vendors' datasheets, the figure MFU is quoted
+# against on accelerators (llm.c and modded-nanogpt use the H100 SXM's 989 TFLOP/s). Matched in
+# order against ``device_kind`` (e.g. 'NVIDIA H100 80GB HBM3' is the SXM part; the PCIe and NVL
+# parts name themselves).
+DENSE_BF16_PEAK = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM5
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("TPU v4", 275e12),
+    ("TPU v5 lite", 197e12),  # v5e
+    ("TPU v5p", 459e12),
+    ("TPU v5", 459e12),  # v5p reports itself as 'TPU v5'
+    ("TPU v6 lite", 918e12),  # v6e (Trillium)
+)
+
+
+def datasheet_peak(device_kind: str) -> tuple[float, str] | None:
+    """(dense bf16 FLOP/s, the datasheet entry matched) for a known accelerator, else None."""
+    for name, flops in DENSE_BF16_PEAK:
+        if name.lower() in device_kind.lower():
+            return flops, name
+    return None
+
+
 def machine_gflops() -> float:
     """The machine-speed probe stored with every seed (untimed, just before it): float32
     2048^3 matmul GFLOP/s, best of 5. On a shared machine the speed drifts between days; this

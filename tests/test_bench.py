@@ -28,3 +28,29 @@ def test_breakdown_table_shares_are_of_the_step():
     assert re.search(r"attention\s+20\.0\s+20%", text), text
     assert re.search(r"host \(sync per step\)\s+10\.0\s+10%", text), text
     assert re.search(r"sum of pieces\s+100\.0\s+100%", text), text
+
+
+def test_datasheet_peaks_match_device_kinds():
+    from speedrun.hardware import datasheet_peak
+
+    assert datasheet_peak("NVIDIA H100 80GB HBM3") == (989e12, "H100")  # SXM
+    assert datasheet_peak("NVIDIA H100 PCIe")[0] == 756e12  # not the SXM figure
+    assert datasheet_peak("NVIDIA H200")[0] == 989e12
+    assert datasheet_peak("TPU v5 lite")[0] == 197e12  # v5e, not v5p
+    assert datasheet_peak("AMD EPYC 7B13") is None
+
+
+def test_mfu_peak_uses_datasheet_bf16_on_accelerators(monkeypatch):
+    class Dev:
+        def __init__(self, platform, kind):
+            self.platform, self.device_kind = platform, kind
+
+    monkeypatch.setattr(bench, "matmul_peak", lambda n=2048, dtype=None, repeats=10: 5e14)
+    peak, label = bench.mfu_peak(Dev("gpu", "NVIDIA H100 80GB HBM3"), "bfloat16")
+    assert peak == 989e12 and "datasheet dense bf16, H100" in label and "500 TFLOP/s" in label
+    # float32 on a GPU, or an unknown accelerator: the measured matmul, labelled as such
+    assert bench.mfu_peak(Dev("gpu", "NVIDIA H100 80GB HBM3"), "float32") == \
+        (5e14, "measured, float32 8192^3")
+    assert bench.mfu_peak(Dev("gpu", "Some Future GPU"), "bfloat16")[1] == \
+        "measured, bfloat16 8192^3"
+    assert bench.mfu_peak(Dev("cpu", "cpu"), "float32")[1] == "measured, float32 2048^3"
