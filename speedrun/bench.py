@@ -29,7 +29,7 @@ import numpy as np
 
 import tricks as trick_registry
 from speedrun import distributed, hardware, params as P, train
-from speedrun.hardware import matmul_peak  # noqa: F401  (bench.matmul_peak, as before)
+from speedrun.hardware import matmul_peak
 from speedrun.config import RunConfig, apply_overrides
 from speedrun import tracks
 

@@ -7,18 +7,16 @@ logits to float32 and the norms compute their statistics in float32, as in the r
 (``model.bfloat16()`` with float32 ``CastedLinear`` weights cast to the activations' dtype).
 """
 
-import jax.numpy as jnp
-
 from speedrun import model
+from speedrun.config import COMPUTE_DTYPES
 from speedrun.errors import SpeedrunError
 from tricks import Trick
 
-DTYPES = {"bfloat16": jnp.bfloat16, "float16": jnp.float16, "float32": jnp.float32}
-
 
 def configure(cfg, hp):
-    if hp.dtype not in DTYPES:
-        raise SpeedrunError(f"bf16.dtype must be one of {', '.join(DTYPES)}, got {hp.dtype!r}")
+    if hp.dtype not in COMPUTE_DTYPES:  # the dtypes model.compute_cast (and the config) know
+        raise SpeedrunError(f"bf16.dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
+                            f"got {hp.dtype!r}")
     return cfg
 
 

@@ -8,13 +8,15 @@
 #      GPUs (override with BATCH=N).
 #   2. STEPS (300) real steps of the same GPT-2 small configuration on the `wiki` track's shards
 #      (~1M GPT-2 tokens: the GPU machine has no internet, so no FineWeb; at 32 x 1024 tokens a
-#      step the run sees the shards ~9 times, so the loss falls past what FineWeb would give):
-#      the loss falling at that speed.
+#      step the run sees the shards ~9 times, so its loss falls lower than unseen FineWeb would
+#      give): the loss falling at that speed.
 #
 # Usage, from the repo root, with the wiki data made here (`python -m speedrun data wiki`) and
 # copied into a folder that travels with the tree (SPEEDRUN_DATA_DIR, default .gpudata):
 #   bash tests/benchmarks/gpu_check.sh OUTDIR
 # Everything printed is also written under OUTDIR (default gpu-check).
+# Smaller settings for a smoke test anywhere: BATCH, BENCH_STEPS, STEPS, RUN_BATCH (the run's
+# sequences per step, default 32), e.g. BATCH=1 BENCH_STEPS=1 STEPS=2 RUN_BATCH=2 on a CPU.
 set -uo pipefail
 out=${1:-gpu-check}
 mkdir -p "$out"
