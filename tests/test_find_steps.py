@@ -7,8 +7,11 @@ import re
 
 import pytest
 
-from speedrun import cli, find_steps, records
-from speedrun import run as R
+from speedrun import cli
+from speedrun.training import find_steps
+from speedrun.records import record, verify
+from speedrun.training import plan as P
+from speedrun.training import run as R
 from test_train import record_dirs
 
 
@@ -34,11 +37,11 @@ def test_search_stops_at_the_probe_budget():
 def test_find_steps_agrees_with_a_direct_sweep(tiny, capsys):  # noqa: F811
     """On the tiny track, with one seed: run every candidate length directly, then let
     find-steps search the same grid; it must name the first length whose run ends below 3.0."""
-    cfg = R.config_for("tiny", "", [])
-    plan = R.prepare(cfg, None, "test")
+    cfg = P.config_for("tiny", "", [])
+    plan = P.prepare(cfg, None, "test")
     finals = {}
     for steps in (20, 30, 40, 50):
-        p = dataclasses.replace(plan, cfg=R.with_steps(cfg, steps))
+        p = plan.with_steps(steps)
         finals[steps] = R.run_seed(p, 0, quiet=True).final_val_loss
     passing = [s for s, loss in finals.items() if loss <= 3.0]
     assert passing and passing == sorted(finals)[-len(passing):], finals  # monotone here
@@ -54,8 +57,8 @@ def test_find_steps_agrees_with_a_direct_sweep(tiny, capsys):  # noqa: F811
                      "--multiple", "10", "--max-probes", "2", "--record",
                      "--records-dir", str(tiny / "records")]) == 0
     (folder,) = record_dirs(tiny)
-    rec = records.load_record(folder)
-    assert records.verify(folder) == [] and rec["runs"][0]["steps"] == passing[0]
+    rec = record.load_record(folder)
+    assert verify.verify(folder) == [] and rec["runs"][0]["steps"] == passing[0]
     assert rec["runs"][0]["final_val_loss"] == pytest.approx(finals[passing[0]], abs=1e-6)
 
 
@@ -70,7 +73,7 @@ def test_compare_interleaves_and_writes_both_records(tiny, capsys):  # noqa: F81
     assert order == [("A", "0", "8"), ("B", "0", "6"), ("A", "1", "8"), ("B", "1", "6")]
     assert re.search(r"time ratio B/A: [\d.]+x \(95% CI [\d.-]+-[\d.]+\), steps 6 vs 8", out)
     folders = record_dirs(tiny)
-    assert len(folders) == 2 and all(records.verify(f) == [] for f in folders)
-    recs = sorted((records.load_record(f) for f in folders), key=lambda r: r["description"])
+    assert len(folders) == 2 and all(verify.verify(f) == [] for f in folders)
+    recs = sorted((record.load_record(f) for f in folders), key=lambda r: r["description"])
     assert [r["description"] for r in recs] == ["baseline", "softcap"]
     assert [r["config"]["train"]["steps"] for r in recs] == [8, 6]

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import tricks
-from speedrun import attention, generate as G
+from speedrun.core import attention
+from speedrun.inference import generate as G
 from speedrun.config import ModelConfig, RunConfig, TrainConfig
 from speedrun.errors import SpeedrunError
 
@@ -169,7 +170,8 @@ def test_prompt_too_long_is_one_clear_error():
 
 
 def test_bench_decode_measures_prefill_and_decode(capsys):
-    from speedrun import bench, cli
+    from speedrun import cli
+    from speedrun.training import bench
 
     r = bench.measure_decode(tiny_model(""), batch=2, prompt_len=4, new_tokens=6, repeats=1)
     assert r["new_tokens"] == 6 and r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import tricks
-from speedrun import tracks, train
+from speedrun import tracks
+from speedrun.training import train
 from speedrun.config import apply_overrides
 
 STACK = ["muon", "momentum-warmup", "rotary", "value-residual"]
@@ -45,7 +46,8 @@ def test_two_gpt2_small_steps_on_the_cpu(names):
 
 @pytest.mark.parametrize("track", [tracks.FINEWEB10B, tracks.FINEWEB10B_MEDIUM], ids=lambda t: t.name)
 def test_gpu_tracks_compute_in_bfloat16_over_float32_master_weights(track):
-    from speedrun import model, run
+    from speedrun.core import model
+    from speedrun.training import plan as run
 
     m = dataclasses.replace(track.config.model, n_layer=1, n_head=2, d_model=32, seq_len=16,
                             vocab_size=256)

@@ -12,7 +12,8 @@ import tricks
 from conftest import UNIT_DATA
 from test_records import ENV, config, result, write
 
-from speedrun import cli, records
+from speedrun import cli
+from speedrun.records import record
 
 
 def claim(times, loss=2.9, steps=100):
@@ -137,10 +138,10 @@ def test_ablations_accept_a_trick_that_changes_the_model_config(tmp_path):
 def test_ablation_uses_the_closest_record_in_time(tmp_path):
     def rec(trick_names, seconds, when):
         runs = claim((seconds, seconds + 1, seconds + 0.5))
-        r = records.build_record(config(trick_names), runs, {**ENV, "date": when}, UNIT_DATA,
+        r = record.build_record(config(trick_names), runs, {**ENV, "date": when}, UNIT_DATA,
                                  name="-".join(trick_names) or f"baseline-{when[11:13]}",
                                  date="2026-11-24")
-        return records.write_record(tmp_path / "records", r, results=runs)
+        return record.write_record(tmp_path / "records", r, results=runs)
 
     rec([], 30.0, "2026-11-24T01:00:00+00:00")  # a slow session
     rec(["softcap"], 27.0, "2026-11-24T02:00:00+00:00")

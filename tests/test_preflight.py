@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 import tinydata
-from speedrun import cli, records, train
+from speedrun import cli
+from speedrun.records import record, verify
+from speedrun.training import run as run_module
+from speedrun.training import train
 from speedrun.data import corpus, shards
 from test_train import record_dirs, run_cli
 
@@ -48,7 +51,7 @@ def test_unwritable_records_folder_fails_before_training(tiny, capsys, no_traini
 
 def test_read_only_records_parent_fails_before_training(tiny, capsys, no_training, monkeypatch):
     """A read-only parent (simulated: root, as CI runs, may write anywhere)."""
-    from speedrun import run as run_module
+    from speedrun.training import plan as run_module
 
     parent = tiny / "ro"
     parent.mkdir()
@@ -67,27 +70,27 @@ def test_read_only_records_parent_fails_before_training(tiny, capsys, no_trainin
 
 def test_failed_record_write_goes_to_a_fallback_file_that_recover_turns_into_the_record(
         tiny, capsys, monkeypatch):
-    real = records.write_record
+    real = record.write_record
 
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device", str(tiny / "records"))
 
-    monkeypatch.setattr(records, "write_record", disk_full)
+    monkeypatch.setattr(run_module, "write_record", disk_full)
     monkeypatch.chdir(tiny)
     assert run_cli(tiny, *QUICK, "--seeds", "2", "--name", "saved") == 1
     err = one_line_error(capsys, "No space left on device", "results are safe in",
                          "python -m speedrun recover")
     fallback = re.search(r"safe in (\S+):", err).group(1)
     assert os.path.isfile(fallback) and record_dirs(tiny) == []
-    monkeypatch.setattr(records, "write_record", real)
+    monkeypatch.setattr(run_module, "write_record", real)
     old = os.umask(0o022)
     try:
         assert cli.main(["recover", fallback, "--records-dir", str(tiny / "records")]) == 0
     finally:
         os.umask(old)
     (folder,) = record_dirs(tiny)
-    assert folder.name.endswith("_saved") and records.verify(folder) == []
-    rec = records.load_record(folder)
+    assert folder.name.endswith("_saved") and verify.verify(folder) == []
+    rec = record.load_record(folder)
     assert [r["seed"] for r in rec["runs"]] == [0, 1] and rec["config"]["train"]["steps"] == 3
     # 5e: record folders are shared like the committed ones, not private.
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
@@ -260,7 +263,7 @@ def test_a_real_bug_is_not_hidden(monkeypatch):
     def bug(args):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(records, "main", bug)
+    monkeypatch.setattr(verify, "main", bug)
     with pytest.raises(ZeroDivisionError):
         cli.main(["verify", "x"])
 

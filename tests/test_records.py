@@ -9,9 +9,13 @@ import yaml
 
 import tricks
 from conftest import UNIT, UNIT_DATA
-from speedrun import cli, records, stats
+from speedrun import cli
+from speedrun.records import stats
+from speedrun.records import logs, record, verify
 from speedrun.config import RunConfig, config_hash
-from speedrun.train import first_crossing, val_line
+from speedrun.records.logs import val_line
+from speedrun.records.record import first_crossing
+from speedrun.training import fallback, train as train_mod
 
 ENV = {"hardware_class": "cpu-2core", "device_kind": "cpu", "device_count": 1, "command": "test"}
 TOKENS_PER_STEP = 8 * 32  # the unit track's batch x seq_len
@@ -21,9 +25,9 @@ def result(seed: int, loss: float, time_s: float = 10.0, steps: int = 100, targe
     """A seed's outcome and the log that a real run would have written for it."""
     curve = ((0, 0.0, 0, 10.8), (steps // 2, time_s / 2, steps // 2 * TOKENS_PER_STEP, 5.0),
              (steps, time_s, steps * TOKENS_PER_STEP, loss))
-    log = "\n".join([f"# seed: {seed}", records.machine_line(400.0),
+    log = "\n".join([f"# seed: {seed}", logs.machine_line(400.0),
                      *(val_line(s, steps, v, t) for s, t, _, v in curve)]) + "\n"
-    return records.RunResult(seed=seed, steps=steps, train_time_s=time_s,
+    return train_mod.RunResult(seed=seed, steps=steps, train_time_s=time_s,
                              tokens=steps * TOKENS_PER_STEP, final_val_loss=loss,
                              reached=loss <= target, first_reached=first_crossing(curve, target),
                              compile_time_s=2.0, machine_gflops=400.0, curve=curve, log=log)
@@ -37,8 +41,8 @@ def config(trick_names=(), steps=100):
 
 def write(tmp_path, results, trick_names=(), name=None, date="2026-11-24", data=None, cfg=None):
     cfg = cfg or config(trick_names, steps=results[0].steps)
-    rec = records.build_record(cfg, results, ENV, data or UNIT_DATA, name=name, date=date)
-    return records.write_record(tmp_path / "records", rec, results=results)
+    rec = record.build_record(cfg, results, ENV, data or UNIT_DATA, name=name, date=date)
+    return record.write_record(tmp_path / "records", rec, results=results)
 
 
 def edit(folder, change, rehash=False):
@@ -46,15 +50,15 @@ def edit(folder, change, rehash=False):
     rec = yaml.safe_load(f.read_text())
     change(rec)
     if rehash:  # a forger who recomputes the hashes
-        rec["content_hash"] = records.content_hash(rec)
+        rec["content_hash"] = record.content_hash(rec)
     f.write_text(yaml.safe_dump(rec, sort_keys=False))
 
 
 def test_round_trip_verifies(tmp_path):
     folder = write(tmp_path, [result(0, 2.99), result(1, 2.98, 11.0), result(2, 2.985, 12.0)])
     assert folder.name == "2026-11-24_baseline"
-    assert records.verify(folder) == []
-    rec = records.load_record(folder)
+    assert verify.verify(folder) == []
+    rec = record.load_record(folder)
     assert rec["summary"]["seeds"] == 3 and rec["summary"]["mean_time_s"] == pytest.approx(11.0)
     assert rec["summary"]["p_value"] == pytest.approx(
         stats.ttest_less([2.99, 2.98, 2.985], 3.0), rel=1e-6)
@@ -72,20 +76,20 @@ def test_fields_added_later_keep_older_records_verifying(tmp_path):
         rec["config_hash"] = config_hash(RunConfig.from_dict(rec["config"]))
 
     edit(folder, drop_field, rehash=True)
-    assert records.verify(folder) == []
+    assert verify.verify(folder) == []
     cfg = config()
     bf16 = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, compute_dtype="bfloat16"))
     assert config_hash(bf16) != config_hash(cfg)  # a non-default value is part of the hash
     # an edited config with the old hash kept is still caught
     edit(folder, lambda rec: rec["config"]["model"].update(n_layer=3), rehash=True)
-    assert "config_hash does not match config" in " ".join(records.verify(folder))
+    assert "config_hash does not match config" in " ".join(verify.verify(folder))
 
 
 def test_never_overwrites(tmp_path):
     first = write(tmp_path, [result(0, 2.9)])
     second = write(tmp_path, [result(0, 2.8)])
     assert first != second and second.name == first.name + "-2"
-    assert records.load_record(first)["runs"][0]["final_val_loss"] == 2.9
+    assert record.load_record(first)["runs"][0]["final_val_loss"] == 2.9
 
 
 @pytest.mark.parametrize("change", [
@@ -96,14 +100,14 @@ def test_never_overwrites(tmp_path):
 def test_edited_number_fails_verify(tmp_path, change):
     folder = write(tmp_path, [result(0, 2.99), result(1, 2.98)])
     edit(folder, change)
-    problems = records.verify(folder)
+    problems = verify.verify(folder)
     assert any("content hash mismatch" in p for p in problems), problems
 
 
 def test_missing_field_is_named(tmp_path):
     folder = write(tmp_path, [result(0, 2.99)])
     edit(folder, lambda r: r.pop("config_hash"))
-    problems = records.verify(folder)
+    problems = verify.verify(folder)
     assert any("missing field 'config_hash'" in p and "record.yaml" in p for p in problems)
 
 
@@ -114,7 +118,7 @@ def test_inconsistent_reached_flag_is_caught_even_with_a_fresh_hash(tmp_path):
         r["runs"][0]["final_val_loss"] = r["runs"][0]["curve"][-1][3] = 3.5
 
     edit(folder, lie, rehash=True)
-    problems = records.verify(folder)
+    problems = verify.verify(folder)
     assert any("reached flag" in p for p in problems)
     assert any("summary.mean_val_loss" in p for p in problems)
     assert any("curve disagrees with its log" in p for p in problems)
@@ -134,12 +138,12 @@ def test_breaking_a_track_rule_fails_verify_even_with_every_hash_recomputed(tmp_
         change(r)
         r["target"] = r["config"]["train"]["target"]
         r["config_hash"] = config_hash(RunConfig.from_dict(r["config"]))
-        r["summary"] = records.summary(r["runs"], r["target"], r["data"])
+        r["summary"] = record.summary(r["runs"], r["target"], r["data"])
         for run in r["runs"]:
             run["reached"] = run["final_val_loss"] <= r["target"]
 
     edit(folder, forge, rehash=True)
-    problems = records.verify(folder)
+    problems = verify.verify(folder)
     assert any(f"rule '{rule}'" in p for p in problems), problems
 
 
@@ -147,13 +151,13 @@ def test_an_edited_log_fails_verify(tmp_path):
     folder = write(tmp_path, [result(0, 2.9), result(1, 2.91), result(2, 2.92)])
     log = folder / "seed1.log"
     log.write_text(log.read_text().replace("val_loss:2.910000", "val_loss:2.810000"))
-    assert any("does not match its log_sha256" in p for p in records.verify(folder))
+    assert any("does not match its log_sha256" in p for p in verify.verify(folder))
 
     def forge(r):  # the forger also updates the log's hash: the record now disagrees with it
-        r["runs"][1]["log_sha256"] = records.sha256_text(log.read_text())
+        r["runs"][1]["log_sha256"] = record.sha256_text(log.read_text())
 
     edit(folder, forge, rehash=True)
-    problems = records.verify(folder)
+    problems = verify.verify(folder)
     assert any("runs[1]" in p and "curve disagrees with its log" in p for p in problems), problems
 
 
@@ -162,27 +166,27 @@ def test_an_edited_time_with_a_recomputed_hash_fails_verify(tmp_path):
 
     def forge(r):
         r["runs"][0]["train_time_s"] = r["runs"][0]["curve"][-1][1] = 5.0
-        r["summary"] = records.summary(r["runs"], r["target"], r["data"])
+        r["summary"] = record.summary(r["runs"], r["target"], r["data"])
 
     edit(folder, forge, rehash=True)
-    problems = records.verify(folder)
+    problems = verify.verify(folder)
     assert problems and all("runs[0]" in p for p in problems), problems
     assert any("curve disagrees with its log" in p for p in problems)
 
 
 def test_duplicate_seeds_and_short_runs_are_caught(tmp_path):
     dup = write(tmp_path, [result(0, 2.9), result(0, 2.91), result(1, 2.92)], name="dup")
-    assert any("duplicate seeds" in p for p in records.verify(dup))
-    assert "duplicate seeds" in records.load_record(dup)["summary"]["reasons"]
+    assert any("duplicate seeds" in p for p in verify.verify(dup))
+    assert "duplicate seeds" in record.load_record(dup)["summary"]["reasons"]
     # a run that stopped before train.steps (the old stop-at-target rule) is not fixed-length
     short = write(tmp_path, [result(0, 2.9, steps=60)], cfg=config(steps=100), name="short")
-    assert any("ran 60 steps" in p for p in records.verify(short))
+    assert any("ran 60 steps" in p for p in verify.verify(short))
 
 
 def test_old_schema_records_are_not_claims(tmp_path):
     folder = write(tmp_path, [result(0, 2.9)])
     edit(folder, lambda r: r.__setitem__("schema_version", 1), rehash=True)
-    (problem,) = records.verify(folder)
+    (problem,) = verify.verify(folder)
     assert "old stop-at-target rules" in problem and "--from-record" in problem
 
 
@@ -190,7 +194,7 @@ def test_unknown_trick_and_missing_log_fail(tmp_path, monkeypatch):
     folder = write(tmp_path, [result(0, 2.99)], trick_names=["softcap"])
     (folder / "seed0.log").unlink()
     monkeypatch.setattr(tricks, "available", lambda: {})
-    problems = records.verify(folder)
+    problems = verify.verify(folder)
     assert any("unknown trick 'softcap'" in p for p in problems)
     assert any("seed0.log is missing" in p for p in problems)
 

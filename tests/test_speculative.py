@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from speedrun import generate as G
+from speedrun.inference import generate as G
 from speedrun.errors import SpeedrunError
 from test_generate import PROMPTS, tiny_model
 

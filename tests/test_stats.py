@@ -3,7 +3,7 @@
 import pytest
 from scipy import stats as scipy_stats
 
-from speedrun import stats
+from speedrun.records import stats
 
 
 def test_matches_scipy_one_sided():

@@ -14,7 +14,9 @@ import pytest
 
 import tinydata
 import tricks
-from speedrun import cli, records, tracks, train
+from speedrun import cli, tracks
+from speedrun.records import record, verify
+from speedrun.training import train
 from speedrun.data import loader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +60,8 @@ def test_run_trains_fixed_steps_and_writes_complete_record(tiny, capsys):
     assert run_cli(tiny, "--name", "tiny-baseline", "--steps", "60") == 0
     (folder,) = record_dirs(tiny)
     assert folder.name.endswith("_tiny-baseline")
-    assert records.verify(folder) == []
-    rec = records.load_record(folder)
+    assert verify.verify(folder) == []
+    rec = record.load_record(folder)
     (run,) = rec["runs"]
     # Fixed length: all 60 steps run even though the target (3.0) is crossed earlier.
     assert run["steps"] == 60 and rec["config"]["train"]["steps"] == 60
@@ -81,7 +83,7 @@ def test_run_trains_fixed_steps_and_writes_complete_record(tiny, capsys):
         run["final_val_loss"] * 1024 / data["val_bytes"] / math.log(2), rel=1e-5)
     assert rec["config"]["model"]["d_model"] == 32 and rec["tricks"] == {}
     log = (folder / run["log"]).read_text()
-    assert records.sha256_text(log) == run["log_sha256"]
+    assert record.sha256_text(log) == run["log_sha256"]
     assert "val_bpb:" in log
     assert log.count("val_loss") == len(run["curve"])
     step_line = re.search(r"step:(\d+)/\d+ train_loss:[\d.]+ train_time:(\d+)ms step_avg:[\d.]+ms "
@@ -96,8 +98,8 @@ def test_run_trains_fixed_steps_and_writes_complete_record(tiny, capsys):
 def test_too_short_a_run_is_recorded_but_not_a_claim(tiny):
     assert run_cli(tiny, "--steps", "4", "--seeds", "3") == 0
     (folder,) = record_dirs(tiny)
-    assert records.verify(folder) == []
-    rec = records.load_record(folder)
+    assert verify.verify(folder) == []
+    rec = record.load_record(folder)
     assert all(not r["reached"] and r["first_reached"] is None for r in rec["runs"])
     assert not rec["summary"]["claim"] and rec["summary"]["p_value"] > 0.5
     assert any(reason.startswith("p = ") for reason in rec["summary"]["reasons"])
@@ -106,8 +108,8 @@ def test_too_short_a_run_is_recorded_but_not_a_claim(tiny):
 def test_three_seeds_below_the_target_make_a_claim(tiny):
     assert run_cli(tiny, "--steps", "80", "--seeds", "3") == 0
     (folder,) = record_dirs(tiny)
-    rec = records.load_record(folder)
-    assert records.verify(folder) == [] and rec["summary"]["claim"], rec["summary"]
+    rec = record.load_record(folder)
+    assert verify.verify(folder) == [] and rec["summary"]["claim"], rec["summary"]
     assert rec["summary"]["p_value"] < 0.01 and rec["summary"]["reasons"] == []
 
 
@@ -172,7 +174,7 @@ def test_from_record_reproduces_config_and_curve(tiny):
     assert cli.main(["run", "--from-record", str(original), "--quiet",
                      "--records-dir", str(tiny / "again")]) == 0
     (again,) = sorted((tiny / "again").rglob("record.yaml"))
-    a, b = records.load_record(original), records.load_record(again)
+    a, b = record.load_record(original), record.load_record(again)
     assert b["config_hash"] == a["config_hash"] and b["tricks"] == {"softcap": {"cap": 20.0}}
     assert [r["seed"] for r in b["runs"]] == [3]
     assert [p[3] for p in b["runs"][0]["curve"]] == [p[3] for p in a["runs"][0]["curve"]]
@@ -185,17 +187,17 @@ def test_from_record_re_resolves_the_trick_order(tiny):
     assert run_cli(tiny, "--tricks", "rotary,qknorm", "--steps", "3", "--set", "train.eval_every=3") == 0
     (folder,) = record_dirs(tiny)
     f = folder / "record.yaml"
-    rec = records.load_record(folder)
+    rec = record.load_record(folder)
     assert list(rec["tricks"]) == ["qknorm", "rotary"]
     rec["tricks"] = {"rotary": rec["tricks"]["rotary"], "qknorm": rec["tricks"]["qknorm"]}
     rec["config"]["tricks"] = dict(rec["tricks"])
-    rec["content_hash"] = records.content_hash(rec)
+    rec["content_hash"] = record.content_hash(rec)
     import yaml
 
     f.write_text(yaml.safe_dump(rec, sort_keys=False))
-    assert list(records.load_record(folder)["config"]["tricks"]) == ["rotary", "qknorm"]
+    assert list(record.load_record(folder)["config"]["tricks"]) == ["rotary", "qknorm"]
     args = cli.build_parser().parse_args(["run", "--from-record", str(folder)])
-    from speedrun import run as run_module
+    from speedrun.training import run as run_module
 
     cfg, seeds, name = run_module.resolve(args)
     assert list(cfg.tricks) == ["qknorm", "rotary"] and seeds == [0] and name == "qknorm-rotary"

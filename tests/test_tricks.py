@@ -20,11 +20,12 @@ import optax
 import pytest
 
 import tricks
-from speedrun import model
-from speedrun import params as P
+from speedrun.core import model
+from speedrun.core import params as P
 from speedrun.config import ModelConfig, OptimConfig, RunConfig, TrainConfig, apply_overrides
 from speedrun.errors import SpeedrunError
-from speedrun.hooks import Ctx, baseline_hooks
+from speedrun.core.hooks import Ctx
+from speedrun.core.model import baseline_hooks
 from tricks import muon as muon_mod
 from tricks import value_embeds as ve_mod
 
@@ -653,7 +654,7 @@ def test_every_first_wave_trick_declares_the_hooks_it_replaces():
 
 
 def test_chunked_head_loss_and_gradients_equal_the_full_logits_reference():
-    from speedrun import model
+    from speedrun.core import model
 
     B, T, D, V = 2, 12, 8, 37
     key = jax.random.split(jax.random.PRNGKey(3), 3)

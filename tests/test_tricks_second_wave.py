@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import tricks
-from speedrun import attention as A, model
+from speedrun.core import attention as A, model
 from speedrun.errors import SpeedrunError
-from speedrun.hooks import Ctx
+from speedrun.core.hooks import Ctx
 from test_tricks import (BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, setup, tokens, train,
                          train_steps)
 
@@ -570,16 +570,16 @@ def test_moe_with_one_expert_is_the_dense_mlp_and_counts_parameters():
 
 from test_train import record_dirs, run_cli  # noqa: E402
 
-from speedrun import records  # noqa: E402
+from speedrun.records import record, verify  # noqa: E402
 from speedrun.data import loader as loader_mod  # noqa: E402
-from speedrun import train as train_mod  # noqa: E402
+from speedrun.core import batches  # noqa: E402
 from tricks import batch_schedule as bs  # noqa: E402
 
 
 def test_batch_schedule_stages_and_lr():
     cfg, hooks, _ = setup(["batch-schedule"], steps=9)  # batch 4: stages of 2, 4, 6 sequences
-    assert train_mod.batch_sizes(cfg, hooks) == [2, 2, 2, 4, 4, 4, 6, 6, 6]
-    assert train_mod.tokens_seen(cfg, hooks)[-1] == 36 * SEQ
+    assert batches.batch_sizes(cfg, hooks) == [2, 2, 2, 4, 4, 4, 6, 6, 6]
+    assert batches.tokens_seen(cfg, hooks)[-1] == 36 * SEQ
     base = setup([], steps=9)[1].lr_schedule(cfg)
     sched = hooks.lr_schedule(cfg)
     for s, m in ((0, 1.0), (2, 1.0), (3, 2 ** 0.6), (8, 3 ** 0.6)):
@@ -613,11 +613,11 @@ def test_batch_schedule_trains_with_a_few_shapes_and_verifies(tiny, monkeypatch)
     assert asked == [(0, 4), (4, 4), (8, 4), (12, 8), (20, 8), (28, 8), (36, 12), (48, 12),
                      (60, 12)]
     (folder,) = record_dirs(tiny)
-    rec = records.load_record(folder)
+    rec = record.load_record(folder)
     run = rec["runs"][0]
     assert run["tokens"] == 72 * 32
     assert [p[2] for p in run["curve"]] == [0, 12 * 32, 36 * 32, 72 * 32]
-    assert records.verify(folder) == []
+    assert verify.verify(folder) == []
 
 
 def test_moe_reports_active_and_total_parameters():

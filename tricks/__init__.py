@@ -1,7 +1,7 @@
 """The trick registry.
 
 A trick is one module in this folder that defines ``TRICK = Trick(...)``. It changes the baseline
-only through hook points (speedrun/hooks.py): ``apply(hooks, hp)`` returns a new ``Hooks`` with
+only through hook points (speedrun/core/hooks.py): ``apply(hooks, hp)`` returns a new ``Hooks`` with
 some functions replaced or wrapped, where ``hp`` holds the trick's resolved hyperparameters
 (defaults from ``params``, overridable with ``--set NAME.KEY=VALUE``). A trick that must change
 the model's shape (e.g. fewer key/value heads) may also give ``configure(cfg, hp) -> cfg``,
@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
+from speedrun import tracks
+from speedrun.core.hooks import HOOK_POINTS
+from speedrun.core.model import baseline_hooks
 from speedrun.errors import SpeedrunError
 
 CHANGES = ("model", "optimizer", "schedule", "data")
@@ -110,8 +113,6 @@ def resolve(names: list[str], registry: Mapping[str, Trick] | None = None) -> li
 
 def touched_hooks(trick: Trick) -> set[str]:
     """Hook points (and extras) a trick sets, found by applying it to the baseline."""
-    from speedrun.hooks import HOOK_POINTS, baseline_hooks
-
     base = baseline_hooks()
     new = trick.apply(base, hp(trick))
     touched = {h for h in HOOK_POINTS if h != "extras" and getattr(new, h) is not getattr(base, h)}
@@ -181,8 +182,6 @@ def configure(cfg, registry: Mapping[str, Trick] | None = None):
 
 def build_hooks(cfg, registry: Mapping[str, Trick] | None = None):
     """Baseline hooks with every enabled trick applied in the config's order."""
-    from speedrun.hooks import baseline_hooks
-
     registry = available() if registry is None else registry
     hooks = baseline_hooks(cfg.model.compute_dtype)
     for name, values in cfg.tricks.items():
@@ -219,8 +218,6 @@ def main(args) -> int:
         else:
             print("  hyperparameters: none")
         if t.report is not None:
-            from speedrun import tracks
-
             cfg = configure(with_tricks(tracks.get(tracks.DEFAULT).config, [t.name] + list(
                 t.requires), registry), registry)
             print(f"  on the default track ({tracks.DEFAULT}): {t.report(cfg, hp(t))}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from speedrun import tracks
+from speedrun.data import bytelevel
 from speedrun.errors import SpeedrunError
 
 
@@ -18,9 +20,6 @@ def resolve_separator(cfg, trick: str, value: int):
     """A trick's ``separator`` setting: -1 means the track's document separator (GPT-2's
     <|endoftext|> 50256 on `wiki`/FineWeb, byte 0 on `wiki-bytes`), written into the config so
     the record shows the token used; an explicit id is kept."""
-    from speedrun import tracks
-    from speedrun.data import bytelevel
-
     if value >= 0:
         if value >= cfg.model.vocab_size:
             raise SpeedrunError(f"{trick}.separator={value} is outside the vocabulary "

@@ -7,7 +7,7 @@ logits to float32 and the norms compute their statistics in float32, as in the r
 (``model.bfloat16()`` with float32 ``CastedLinear`` weights cast to the activations' dtype).
 """
 
-from speedrun import model
+from speedrun.core import model
 from speedrun.config import COMPUTE_DTYPES
 from speedrun.errors import SpeedrunError
 from tricks import Trick

@@ -1,6 +1,6 @@
 """Grouped-query attention: n_head // group_size key/value heads, each shared by group_size
 query heads. Only the config changes (``model.n_kv_head``); wk/wv shrink to (D, n_kv_head * hd)
-and the attention kernel groups them (``speedrun/attention.py``: natively on GPU/TPU; the CPU
+and the attention kernel groups them (``speedrun/core/attention.py``: natively on GPU/TPU; the CPU
 formulation repeats the K/V heads, which measured faster there than folding query heads into
 rows). Not used by modded-nanogpt's
 GPT-2-small track; included as a standard way to trade attention parameters for speed.

@@ -23,8 +23,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from speedrun import model
-from speedrun.hooks import progress
+from speedrun.core import model
+from speedrun.core.hooks import progress
 from tricks import Trick
 
 K = 3

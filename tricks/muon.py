@@ -44,8 +44,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from speedrun import optim
-from speedrun import params as P
+from speedrun.core import optim
+from speedrun.core import params as P
 from speedrun.errors import SpeedrunError
 from tricks import Trick
 
@@ -145,11 +145,11 @@ def apply(hooks, hp):
         def adam(lr):
             return optax.adam(peak(lr), hp.adam_beta1, hp.adam_beta2, hp.adam_eps)
 
-        schedule = hooks.extras.get("muon_momentum")  # RunConfig -> step -> momentum
+        schedule = hooks.extra("muon_momentum")  # RunConfig -> step -> momentum
         momentum = hp.momentum if schedule is None else schedule(cfg)
-        ortho = hooks.extras.get("muon_orthogonalize")  # (x, muon hp) -> x, e.g. Polar Express
-        precondition = hooks.extras.get("muon_precondition")  # RunConfig -> transform (NorMuon)
-        decay = hooks.extras.get("muon_decay")  # (RunConfig, lr(step)) -> transform
+        ortho = hooks.extra("muon_orthogonalize")  # (x, muon hp) -> x, e.g. Polar Express
+        precondition = hooks.extra("muon_precondition")  # RunConfig -> transform (NorMuon)
+        decay = hooks.extra("muon_decay")  # (RunConfig, lr(step)) -> transform
         groups = {
             "muon": optax.chain(
                 scale_by_muon(momentum, hp.nesterov, hp.ns_steps, NS_DTYPES[hp.ns_dtype],

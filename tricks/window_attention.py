@@ -28,7 +28,7 @@ window is exact at token level (FA3's semantics) with #13's token schedule. The 
 window of 64..1792 tokens covers the whole sequence after f = (T - 64) / 1728 (11% of the run at
 T = 256): there the trick is mostly document masking with a short early window. The constants
 are the record's, not retuned for short sequences. The mask is dynamic (a function of the traced
-step), so the kernel is speedrun/attention.py's CPU formulation (query blocks, tiles above the
+step), so the kernel is speedrun/core/attention.py's CPU formulation (query blocks, tiles above the
 diagonal skipped) with the mask on CPU and ``jax.nn.dot_product_attention`` with an
 explicit mask elsewhere (its ``local_window_size`` needs a static window).
 """
@@ -38,9 +38,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from speedrun import attention as A
+from speedrun.core import attention as A
 from speedrun.errors import SpeedrunError
-from speedrun.hooks import progress
+from speedrun.core.hooks import progress
 from tricks import Trick
 from tricks._common import resolve_separator
 

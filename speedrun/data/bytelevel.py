@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from speedrun.data import EOT
+from speedrun.data import EOT, tokenizer
 from speedrun.errors import SpeedrunError
 
 BYTE_SEP = 0  # document separator of byte shards; precedes every document
@@ -64,8 +64,6 @@ def decode_documents(tokens) -> list[str]:
 @functools.cache
 def gpt2_token_bytes() -> np.ndarray:
     """UTF-8 byte length of every GPT-2 token (int64, indexed by id); <|endoftext|> counts 0."""
-    from speedrun.data import tokenizer
-
     enc = tokenizer.gpt2_encoding()
     lengths = np.array([len(enc.decode_single_token_bytes(i)) for i in range(EOT)] + [0],
                        dtype=np.int64)

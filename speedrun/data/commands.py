@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from speedrun.data import paths, shards
+from speedrun.data import bytelevel, corpus, fineweb, paths, shards
 from speedrun.errors import SpeedrunError
 
 
 def build(args) -> int:
-    from speedrun.data import corpus
-
     root = paths.data_dir(args.data_dir)
     if args.text_files:
         report = corpus.build_text_corpus(args.text_files, root, name=args.name or "custom",
@@ -25,8 +23,6 @@ def build(args) -> int:
 
 
 def build_bytes(args) -> int:
-    from speedrun.data import corpus
-
     report = corpus.build_wiki_bytes(paths.data_dir(args.data_dir), force=args.force,
                                      val_fraction=args.val_fraction)
     print(report.summary())
@@ -34,8 +30,6 @@ def build_bytes(args) -> int:
 
 
 def download(args) -> int:
-    from speedrun.data import fineweb
-
     report = fineweb.download_fineweb(paths.data_dir(args.data_dir), args.train_shards,
                                       repo_id=args.repo)
     print(report.summary())
@@ -62,8 +56,6 @@ def _manifest(shard: Path) -> dict:
 def separator_for(shard: Path) -> int:
     """The document separator of a shard: BYTE_SEP when the manifest beside it says the
     tokenizer is "bytes", else EOT."""
-    from speedrun.data import bytelevel
-
     try:
         return bytelevel.separator(_manifest(shard).get("tokenizer", "gpt2"))
     except (AttributeError, SpeedrunError):
@@ -72,8 +64,6 @@ def separator_for(shard: Path) -> int:
 
 def vocab_for(shard: Path) -> int | None:
     """The tokenizer's vocabulary (the manifest beside the shard names it; GPT-2 without one)."""
-    from speedrun.data import corpus
-
     return corpus.VOCAB.get(_manifest(shard).get("tokenizer", "gpt2"))
 
 
@@ -89,8 +79,6 @@ def expected_sha256(shard: Path) -> str | None:
 
 
 def check(args) -> int:
-    from speedrun.data import corpus
-
     bad = total = 0
     for item in args.paths:
         files = shard_paths([item])

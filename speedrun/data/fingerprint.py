@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from speedrun.data import shards
+from speedrun.data import bytelevel, shards
 
 
 def _digest(arrays) -> str:
@@ -54,9 +56,6 @@ KNOWN_TOKENIZERS = {"fineweb10b": "gpt2"}
 
 def tokenizer_of(folder: str | os.PathLike, dataset: str) -> str | None:
     """The tokenizer named in a built dataset's manifest (or known for a downloaded one)."""
-    import json
-    from pathlib import Path
-
     try:
         return json.loads((Path(folder) / "manifest.json").read_text()).get("tokenizer")
     except (OSError, ValueError):
@@ -67,8 +66,6 @@ def describe(folder, dataset: str, train_files, val_batches) -> dict:
     """The ``data`` section of a record: what a track's rules are checked against, and
     ``val_bytes``, the UTF-8 bytes of the text the scored tokens stand for (bits per byte =
     mean val loss x val_tokens / val_bytes / ln 2, comparable across tokenizations)."""
-    from speedrun.data import bytelevel
-
     n_val, val_fp = val_sha256(val_batches)
     tokenizer = tokenizer_of(folder, dataset)
     targets = [y.reshape(-1) for _, y in val_batches]

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from speedrun import attention
+from speedrun.core import attention
 
 SHAPES = {"byte": (16, 256, 4, 32), "wiki": (8, 256, 4, 16), "gpt2s": (1, 1024, 12, 64)}
 IMPLS = {"reference": attention.reference, "blocked": attention.blocked}

@@ -16,7 +16,10 @@ import optax
 import pytest
 
 import tricks
-from speedrun import bench, model, tracks, train
+from speedrun import tracks
+from speedrun.training import bench
+from speedrun.core import model
+from speedrun.training import train
 
 CFG = tracks.WIKI.config
 

@@ -14,7 +14,11 @@ import jax
 import pytest
 
 import tricks
-from speedrun import bench, distributed, model, tracks, train
+from speedrun import tracks
+from speedrun.training import bench
+from speedrun.distributed import devices as distributed
+from speedrun.core import model
+from speedrun.training import train
 
 TRACK = tracks.WIKI_BYTES
 STACKS = {

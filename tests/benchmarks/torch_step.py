@@ -5,7 +5,7 @@ in README's performance section (not part of the unit suite; PyTorch is not a de
     python tests/benchmarks/torch_step.py              # the wiki-bytes baseline's shapes
     python -m speedrun bench                            # ours, same shapes, same machine
 
-The model is the harness's baseline GPT-2 (speedrun/model.py) written as a PyTorch user would:
+The model is the harness's baseline GPT-2 (speedrun/core/model.py) written as a PyTorch user would:
 learned positions, pre-LayerNorm blocks with biases, GELU (tanh) MLP 4x, output head tied to the
 token embedding, ``F.scaled_dot_product_attention(is_causal=True)`` (PyTorch's fused CPU
 attention), mean cross-entropy, ``torch.optim.AdamW`` (its default foreach implementation),

@@ -16,13 +16,14 @@ length), which saves running the claim again.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Callable
 
-from speedrun import run as R
-from speedrun import records, stats
 from speedrun.errors import SpeedrunError
+from speedrun.records import stats
+from speedrun.records.record import claim_line, run_dict
+from speedrun.training.plan import command_line, config_for, label, parse_seeds, prepare
+from speedrun.training.run import run_seed, save
 
 
 def search(passes: Callable[[int], bool], start: int, multiple: int, max_probes: int,
@@ -81,7 +82,7 @@ class _OutOfProbes(Exception):
 
 def probe_passes(results: list, target: float) -> tuple[bool, str]:
     """Whether one probe's seeds pass, and a line saying why."""
-    s = stats.summarize([records.run_dict(r) for r in results], target)
+    s = stats.summarize([run_dict(r) for r in results], target)
     losses = ", ".join(f"{r.final_val_loss:.4f}" for r in results)
     if len(results) >= stats.CLAIM_SEEDS:
         ok = s["claim"]
@@ -104,14 +105,14 @@ def run_command(args, steps: int, seeds: int) -> str:
 
 
 def main(args) -> int:
-    cfg = R.config_for(args.track, args.tricks, args.overrides)
-    seeds = R.parse_seeds(None, args.seeds)
-    plan = R.prepare(cfg, args.data_dir, R.command_line(),
+    cfg = config_for(args.track, args.tricks, args.overrides)
+    seeds = parse_seeds(None, args.seeds)
+    plan = prepare(cfg, args.data_dir, command_line(),
                      args.records_dir if args.record else None)
     start = args.start or cfg.train.steps
     multiple = args.multiple or max(1, math.ceil(start / 50))
     target = cfg.train.target
-    print(f"find-steps on {cfg.track}: {R.label(cfg)}, target {target}, seeds {seeds}, "
+    print(f"find-steps on {cfg.track}: {label(cfg)}, target {target}, seeds {seeds}, "
           f"start {start}, multiple of {multiple}, at most {args.max_probes} probes")
     if len(seeds) < stats.CLAIM_SEEDS:
         print(f"note: with {len(seeds)} seed(s) a probe passes when every seed ends below the "
@@ -121,8 +122,8 @@ def main(args) -> int:
     def passes(steps: int) -> bool:
         n = len(probes) + 1
         print(f"probe {n}/{args.max_probes}: {steps} steps x {len(seeds)} seed(s)")
-        probe_plan = dataclasses.replace(plan, cfg=R.with_steps(plan.cfg, steps))
-        results = [R.run_seed(probe_plan, seed, quiet=True, tag=f"[{steps} steps] ")
+        probe_plan = plan.with_steps(steps)
+        results = [run_seed(probe_plan, seed, quiet=True, tag=f"[{steps} steps] ")
                    for seed in seeds]
         ok, why = probe_passes(results, target)
         probes[steps] = why
@@ -142,6 +143,6 @@ def main(args) -> int:
     print(f"\nfewest steps found: {best}. Make the claim with:\n  "
           f"{run_command(args, best, max(len(seeds), stats.CLAIM_SEEDS))}")
     if args.record:
-        where, rec = R.save(*outcomes[best], args.records_dir, args.name)
-        print(f"record of the {best}-step probe written: {where}\n{R.claim_line(rec)}")
+        where, rec = save(*outcomes[best], args.records_dir, args.name)
+        print(f"record of the {best}-step probe written: {where}\n{claim_line(rec)}")
     return 0

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from speedrun import params as P
+from speedrun.core import params as P
 
 
 @jax.tree_util.register_dataclass

@@ -8,39 +8,39 @@ B/A with a 95% confidence interval, and writes both records.
 
 from __future__ import annotations
 
-from speedrun import run as R
-from speedrun import stats
+from speedrun.records import stats
+from speedrun.records.record import build_record, claim_line
+from speedrun.training.plan import command_line, config_for, label, parse_seeds, prepare
+from speedrun.training.run import run_seed, save
 
 
 def main(args) -> int:
-    seeds = R.parse_seeds(None, args.seeds)
+    seeds = parse_seeds(None, args.seeds)
     sides = {}
     for side in ("a", "b"):
-        cfg = R.config_for(args.track, getattr(args, side), getattr(args, f"set_{side}"),
+        cfg = config_for(args.track, getattr(args, side), getattr(args, f"set_{side}"),
                            getattr(args, f"steps_{side}"))
-        sides[side] = R.prepare(cfg, args.data_dir, R.command_line(),
+        sides[side] = prepare(cfg, args.data_dir, command_line(),
                                 None if args.no_record else args.records_dir)
     for side, plan in sides.items():
-        print(f"{side.upper()}: {R.label(plan.cfg)}, {plan.cfg.train.steps} steps")
+        print(f"{side.upper()}: {label(plan.cfg)}, {plan.cfg.train.steps} steps")
     print(f"seeds {seeds}, interleaved A B A B ... on {sides['a'].env['device_count']} x "
           f"{sides['a'].env['device_kind']}")
     results = {"a": [], "b": []}
     for seed in seeds:
         for side in ("a", "b"):
-            results[side].append(R.run_seed(sides[side], seed, args.quiet, tag=f"{side.upper()} "))
+            results[side].append(run_seed(sides[side], seed, args.quiet, tag=f"{side.upper()} "))
     print()
     recs = {}
     for side in ("a", "b"):
         plan = sides[side]
         name = getattr(args, f"name_{side}")
         if args.no_record:
-            from speedrun import records
-
-            recs[side] = records.build_record(plan.cfg, results[side], plan.env, plan.data, name)
+            recs[side] = build_record(plan.cfg, results[side], plan.env, plan.data, name)
         else:
-            where, recs[side] = R.save(plan, results[side], args.records_dir, name)
+            where, recs[side] = save(plan, results[side], args.records_dir, name)
             print(f"{side.upper()} record written: {where}")
-        print(f"{side.upper()}: {R.claim_line(recs[side])}")
+        print(f"{side.upper()}: {claim_line(recs[side])}")
     times = {side: [r.train_time_s for r in results[side]] for side in results}
     if len(seeds) >= 2:
         ratio, lo, hi = stats.time_ratio(times["b"], times["a"])

@@ -3,9 +3,10 @@
 Learned absolute position embeddings, pre-LayerNorm blocks, causal multi-head attention, GELU MLP
 (4x), output head tied to the token embedding, vocabulary padded to 50304. Parameters are a
 nested dict; every function is pure. Read top to bottom: ``forward`` and ``loss`` show where each
-hook point is called (``hooks.<name>``, see speedrun/hooks.py); the functions below them are
-the baseline's choice for each hook. No trick logic lives here. Inference (speedrun/generate.py)
-calls the same ``forward`` with the tokens' positions and a KV cache; nothing else changes.
+hook point is called (``hooks.<name>``, see hooks.py); the functions below them are the
+baseline's choice for each hook, gathered by ``baseline_hooks`` at the end. No trick logic lives
+here. Inference (speedrun/inference/generate.py) calls the same ``forward`` with the tokens'
+positions and a KV cache; nothing else changes.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from speedrun import attention as attn  # (model.attention is the layer below)
 from speedrun.config import ModelConfig
-from speedrun.hooks import Ctx, Hooks
+from speedrun.core import attention as attn  # (model.attention is the layer below)
+from speedrun.core import optim
+from speedrun.core.hooks import Ctx, Hooks
 
 # ----------------------------------------------------------------------------------------------
 # The model: parameters -> hidden states -> loss
@@ -29,7 +31,7 @@ def forward(params, tokens, cfg: ModelConfig, hooks: Hooks, step=None, steps=Non
     """tokens (B, T) -> (final hidden states (B, T, D), params as cast for compute).
 
     Inference passes each token's absolute ``positions`` (B, T) and a KV ``cache``
-    (speedrun/kvcache.py) that this call reads and extends; training passes neither."""
+    (speedrun/inference/kvcache.py) that this call reads and extends; training passes neither."""
     h, p, _ = forward_ctx(params, tokens, cfg, hooks, step, steps, positions, cache)
     return h, p
 
@@ -302,3 +304,27 @@ def gelu(h):
 
 def tied_head(params):
     return params["wte"].T
+
+
+def baseline_hooks(compute_dtype: str = "float32") -> Hooks:
+    """The baseline's choice at every hook point; ``compute_dtype``: the model config's (the
+    forward pass's dtype, over float32 master weights)."""
+    return Hooks(
+        init=init_params,
+        cast=compute_cast(compute_dtype),
+        embed=embed,
+        blocks=sequential_blocks,
+        block_input=block_input,
+        norm=layer_norm,
+        qk=qk,
+        values=values,
+        attend=causal_attention,
+        attn_output=attn_output,
+        mlp=mlp,
+        mlp_act=gelu,
+        head=tied_head,
+        logits=identity,
+        loss=next_token_loss,
+        lr_schedule=optim.lr_schedule,
+        optimizer=optim.adamw,
+    )

@@ -1,9 +1,9 @@
-"""Using a trained model: `sample`, `eval` and `quantize` on a checkpoint (`run --save DIR`).
+"""Using a trained model: `sample` and `quantize` on a checkpoint (`run --save DIR`); `eval` is
+speedrun/training/evaluate.py (it scores on the track's validation set, as a run does).
 
     python -m speedrun sample CHECKPOINT --prompt "The history of"      # prefill + KV-cache decode
     python -m speedrun sample CHECKPOINT --prompt-file prompts.txt      # one prompt a line, batched
     python -m speedrun sample CHECKPOINT --draft SMALL --draft-tokens 4 # speculative decoding
-    python -m speedrun eval CHECKPOINT                                  # the track's val loss, bpb
     python -m speedrun quantize CHECKPOINT                              # weight-only int8 copy
 
 A CHECKPOINT is a .safetensors file written by `run --save` or `quantize`, or a folder holding
@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from speedrun import checkpoint, distributed, evaluate, generate as G
-from speedrun import quantize as Q
 from speedrun.errors import SpeedrunError
+from speedrun.inference import checkpoint, generate as G
+from speedrun.inference import quantize as Q
 
 
 def prompts_of(args) -> list[str]:
@@ -48,14 +47,6 @@ def load_model(path: str) -> tuple[checkpoint.Checkpoint, G.Model]:
     return ck, G.Model(jax.device_put(m.params), m.cfg, m.hooks, m.tokenizer)
 
 
-def describe(ck: checkpoint.Checkpoint) -> str:
-    m = ck.cfg.model
-    tricks = ",".join(ck.cfg.trick_names) or "baseline"
-    quant = ", int8 weights" if ck.quantization == "int8" else ""
-    return (f"{ck.path.name}: track {ck.cfg.track}, {m.n_layer}L d{m.d_model} h{m.n_head}, "
-            f"tricks {tricks}{quant}, tokenizer {ck.tokenizer}")
-
-
 def sample_main(args) -> int:
     if args.temperature < 0 or not math.isfinite(args.temperature):
         raise SpeedrunError(f"--temperature must be 0 (greedy) or more, got {args.temperature}")
@@ -63,7 +54,7 @@ def sample_main(args) -> int:
         raise SpeedrunError(f"--top-k must be 0 (all) or more, got {args.top_k}")
     texts = prompts_of(args)
     ck, m = load_model(args.checkpoint)
-    print(describe(ck), file=sys.stderr)
+    print(ck.describe(), file=sys.stderr)
     s = G.Sampling(args.temperature, args.top_k)
     ids = [G.encode(t, m.tokenizer) for t in texts]
     if not args.no_check:
@@ -71,7 +62,7 @@ def sample_main(args) -> int:
     draft = None
     if args.draft:
         dck, draft = load_model(args.draft)
-        print(f"draft {describe(dck)}", file=sys.stderr)
+        print(f"draft {dck.describe()}", file=sys.stderr)
     t0 = time.perf_counter()
     if draft is None:
         rows = G.generate(m, ids, args.max_new_tokens, s, args.seed)
@@ -90,44 +81,6 @@ def sample_main(args) -> int:
         line += (f"; draft acceptance {stats.acceptance:.1%} ({stats.accepted}/{stats.proposed} "
                  f"proposals, {stats.rounds} rounds of {args.draft_tokens})")
     print(line, file=sys.stderr)
-    return 0
-
-
-def evaluate_checkpoint(ck: checkpoint.Checkpoint, data_dir: str | None) -> dict:
-    """The track's validation loss of a checkpoint, with the harness's own evaluation (the
-    same validation tokens, batches and function a run's record uses)."""
-    from speedrun import run, tracks
-    from speedrun.data import bytelevel, fingerprint
-
-    cfg = ck.cfg
-    try:
-        tracks.get(cfg.track)
-    except SpeedrunError as e:
-        raise SpeedrunError(f"checkpoint {ck.path}: {e}") from None
-    _, val_files = run.data_for(cfg, data_dir)
-    dataset = tracks.get(cfg.track).dataset
-    tokenizer = fingerprint.tokenizer_of(val_files[0].parent, dataset) or ck.tokenizer
-    if tokenizer != ck.tokenizer:
-        raise SpeedrunError(f"checkpoint {ck.path} was trained on {ck.tokenizer!r} tokens, the "
-                            f"{dataset} data here is {tokenizer!r}")
-    val = run.validation_set(cfg, val_files)
-    mesh = distributed.mesh()
-    params = jax.device_put(ck.params, distributed.replicated(mesh))
-    loss = evaluate.make_eval(cfg, ck.hooks, mesh)(params, val)
-    n_tokens = sum(int(y.size) for _, y in val)
-    n_bytes = bytelevel.text_bytes(np.concatenate([y.reshape(-1) for _, y in val]), tokenizer)
-    return {"val_loss": loss, "val_tokens": n_tokens, "val_bytes": n_bytes,
-            "bits_per_byte": bytelevel.bits_per_byte(loss, n_tokens, n_bytes) if n_bytes else None,
-            "target": cfg.train.target}
-
-
-def eval_main(args) -> int:
-    ck = checkpoint.load(args.checkpoint)
-    print(describe(ck), file=sys.stderr)
-    r = evaluate_checkpoint(ck, args.data_dir)
-    bpb = "" if r["bits_per_byte"] is None else f", {r['bits_per_byte']:.4f} bits/byte"
-    print(f"val loss {r['val_loss']:.6f} nats/token{bpb} over {r['val_tokens']:,} validation "
-          f"tokens (track {ck.cfg.track}, target {r['target']})")
     return 0
 
 

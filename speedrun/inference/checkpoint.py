@@ -10,9 +10,9 @@ want them usable outside this harness.
 Layout of a file:
 
 * one tensor per parameter, named by its dotted path (``blocks.0.attn.wq``; see
-  speedrun/params.py), float32 as trained;
+  speedrun/core/params.py), float32 as trained;
 * int8 checkpoints (``speedrun quantize``): a quantized parameter is an int8 tensor under its own
-  name plus its float32 scales under ``NAME:scale`` (speedrun/quantize.py);
+  name plus its float32 scales under ``NAME:scale`` (speedrun/inference/quantize.py);
 * string metadata: ``format``, ``format_version``, ``config`` (the resolved run config as JSON,
   tricks and their hyperparameters included), ``config_hash``, ``track``, ``tokenizer``,
   ``seed``, ``quantization`` (``none`` | ``int8``) and free ``notes`` (JSON).
@@ -37,11 +37,11 @@ import jax
 import numpy as np
 
 import tricks as trick_registry
-from speedrun import params as P
-from speedrun import quantize as Q
 from speedrun.config import RunConfig, config_hash
+from speedrun.core import params as P
 from speedrun.data.shards import atomic_write
 from speedrun.errors import SpeedrunError
+from speedrun.inference import quantize as Q
 
 FORMAT = "speedrun-checkpoint"
 VERSION = 1
@@ -65,9 +65,16 @@ class Checkpoint:
         return Q.int8_hooks(hooks) if self.quantization == "int8" else hooks
 
     def model(self):
-        from speedrun.generate import Model
+        from speedrun.inference.generate import Model
 
         return Model(self.params, self.cfg, self.hooks, self.tokenizer)
+
+    def describe(self) -> str:
+        m = self.cfg.model
+        tricks = ",".join(self.cfg.trick_names) or "baseline"
+        quant = ", int8 weights" if self.quantization == "int8" else ""
+        return (f"{self.path.name}: track {self.cfg.track}, {m.n_layer}L d{m.d_model} "
+                f"h{m.n_head}, tricks {tricks}{quant}, tokenizer {self.tokenizer}")
 
 
 def file_name(cfg: RunConfig, seed: int) -> str:

@@ -52,4 +52,15 @@ def put_batch(local_rows: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 
 def process_slice() -> tuple[int, int]:
+    """(this process's index, the number of processes)."""
     return jax.process_index(), jax.process_count()
+
+
+def device_count() -> int:
+    """Devices of the whole run, across every process."""
+    return jax.device_count()
+
+
+def is_main_process() -> bool:
+    """Only process 0 writes records, checkpoints and plots."""
+    return jax.process_index() == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from speedrun import params as P
+from speedrun.core import params as P
 from speedrun.config import RunConfig
 
 

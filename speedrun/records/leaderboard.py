@@ -11,6 +11,7 @@ point. The output depends only on the records, so regenerating is byte-identical
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
@@ -18,9 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speedrun import records as R
+import tricks as T
+from speedrun.config import RunConfig
 from speedrun.data.shards import atomic_write
 from speedrun.errors import SpeedrunError
+from speedrun.records import plots
+from speedrun.records.record import load_record
+from speedrun.records.verify import find_records, verify
 
 HEADER = """# Leaderboard
 
@@ -63,8 +68,6 @@ CADENCE = ("steps", "eval_every", "log_every")
 
 
 def _comparable(config: dict) -> str:
-    from speedrun.config import RunConfig
-
     try:  # every field present, as this version writes it (older records lack newer fields)
         config = RunConfig.from_dict(config).to_dict()
     except (SpeedrunError, KeyError, TypeError):
@@ -76,14 +79,12 @@ def _comparable(config: dict) -> str:
 
 
 def load_all(records_dir: Path) -> pd.DataFrame:
-    import tricks
-
-    registry = tricks.available()
+    registry = T.available()
     rows = []
-    for folder in R.find_records([records_dir]):
-        problems = R.verify(folder)
+    for folder in find_records([records_dir]):
+        problems = verify(folder)
         try:
-            rec = R.load_record(folder)
+            rec = load_record(folder)
         except SpeedrunError as e:
             rec, problems = {}, [str(e)]
         s = rec.get("summary") or {}
@@ -145,11 +146,6 @@ def _seconds(when: str) -> float:
 def _plus_trick(config: str, trick: str, hp: dict, registry) -> str | None:
     """The comparable config of ``config`` with ``trick`` (at ``hp``) added, as a run would
     resolve and configure it; None if the combination does not resolve."""
-    import dataclasses
-
-    import tricks as T
-    from speedrun.config import RunConfig
-
     try:
         cfg = RunConfig.from_dict(json.loads(config))
         names = [*cfg.tricks, trick]
@@ -178,8 +174,6 @@ def _paired_delta(without: dict, with_: dict) -> str:
 def _ablations(df: pd.DataFrame) -> str:
     """Pairs of verified records, claims or not, where one is the other plus exactly one trick
     (same model, optimizer, data and other tricks' settings; steps may differ)."""
-    import tricks as T
-
     registry = T.available()
     rows = []
     records = df.to_dict("records")
@@ -274,15 +268,13 @@ def render(records_dir: Path, df: pd.DataFrame) -> str:
 
 def write_plots(records_dir: Path, df: pd.DataFrame) -> list[Path]:
     """Each section's progression plot and its top records' val-loss curves."""
-    from speedrun import plots
-
     written = []
     for track, hw, ranked, group in sections(df):
         if not len(ranked):
             continue
         prog, top = plot_paths(records_dir, track, hw)
         plots.progression(ranked.to_dict("records"), f"{track} on {hw}: record progression", prog)
-        best = [R.load_record(f) for f in ranked["path"].head(TOP_CURVES)]
+        best = [load_record(f) for f in ranked["path"].head(TOP_CURVES)]
         plots.compare_curves(best, group["target"].iloc[0],
                              f"{track} on {hw}: top {len(best)} records", top)
         written += [prog, top]

@@ -1,7 +1,7 @@
 """Inference: prefill, KV-cache decoding and speculative decoding, through the training hooks.
 
 Nothing here is a second copy of the model: every call is ``model.forward`` with the tokens'
-absolute positions and a KV cache in its ``Ctx`` (speedrun/hooks.py, speedrun/kvcache.py), so
+absolute positions and a KV cache in its ``Ctx`` (speedrun/core/hooks.py, speedrun/inference/kvcache.py), so
 a trick that changes the forward pass changes generation too.
 
 * ``prefill`` runs the prompts (right-padded to one length, each row at positions 0..len-1)
@@ -36,11 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from speedrun import model as M
-from speedrun.config import RunConfig
+from speedrun.config import RunConfig, config_hash
+from speedrun.core import model as M
 from speedrun.data import bytelevel, corpus
 from speedrun.errors import SpeedrunError
-from speedrun.kvcache import KVCache
+from speedrun.inference.kvcache import KVCache
 
 
 @dataclass(frozen=True)
@@ -204,8 +204,6 @@ _compiled: dict = {}  # jitted functions by (what, models' hooks and configs, se
 def _memo(key: tuple, models: tuple, build):
     """One jitted function per model (hooks + config) and settings, so repeated calls (bench,
     tests) reuse its compilations. The hooks are kept alive with it (their id is in the key)."""
-    from speedrun.config import config_hash
-
     full = key + tuple((id(m.hooks), config_hash(m.cfg), m.tokenizer) for m in models)
     if full not in _compiled:
         _compiled[full] = (build(), [m.hooks for m in models])
@@ -458,5 +456,5 @@ def check_cache(m: Model, text: str = CHECK_TEXT) -> float:
         raise SpeedrunError(
             f"cached decoding disagrees with the full forward pass (relative logit difference "
             f"{err:.2g} > {tolerance(m):g}) with {names}: a hook ignores ctx.positions or "
-            f"ctx.cache (see speedrun/hooks.py); generation would be wrong")
+            f"ctx.cache (see speedrun/core/hooks.py); generation would be wrong")
     return err

@@ -28,10 +28,19 @@ import jax.numpy as jnp
 import numpy as np
 
 import tricks as trick_registry
-from speedrun import distributed, hardware, params as P, train
-from speedrun.hardware import matmul_peak
-from speedrun.config import RunConfig, apply_overrides
 from speedrun import tracks
+from speedrun.config import RunConfig
+from speedrun.core import model
+from speedrun.core import params as P
+from speedrun.core.hooks import Ctx
+from speedrun.distributed import devices
+from speedrun.errors import SpeedrunError
+from speedrun.inference import checkpoint
+from speedrun.inference import generate as G
+from speedrun.training import hardware, train
+from speedrun.training.hardware import matmul_peak
+from speedrun.training.plan import config_for
+from speedrun.training.state import init_state
 
 
 def flops_per_token(cfg: RunConfig, params) -> float:
@@ -65,16 +74,14 @@ def median_time(fn, *args, steps: int = 10, warmup: int = 2) -> float:
 def _setup(cfg: RunConfig):
     """Hooks, initial state and a random batch (GPT-2 ids, or fewer for a smaller vocabulary)."""
     hooks = trick_registry.build_hooks(cfg)
-    m = distributed.mesh()
-    rep, shard = distributed.replicated(m), distributed.batch_sharded(m)
-    params = jax.device_put(hooks.init(jax.random.PRNGKey(0), cfg.model), rep)
-    tx = hooks.optimizer(params, cfg, hooks)
-    opt_state = jax.device_put(tx.init(params), rep)
+    m = devices.mesh()
+    shard = devices.batch_sharded(m)
+    state = init_state(cfg, hooks, 0, m)
     rng = np.random.default_rng(0)
     shape = (cfg.train.batch_size, cfg.model.seq_len)
     ids = min(50257, cfg.model.vocab_size)
     x, y = (rng.integers(0, ids, shape, dtype=np.int32) for _ in range(2))
-    return hooks, tx, params, opt_state, (x, y), shard
+    return hooks, state.tx, state.params, state.opt_state, (x, y), shard
 
 
 def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
@@ -82,7 +89,7 @@ def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
     """Median wall time of the compiled train step on random tokens (state donated as in a run);
     with ``profile_dir``, a jax.profiler trace of ``steps`` more steps is written there."""
     hooks, tx, params, opt_state, (x, y), shard = _setup(cfg)
-    x, y = distributed.put_batch(x, shard), distributed.put_batch(y, shard)
+    x, y = devices.put_batch(x, shard), devices.put_batch(y, shard)
     step = jax.jit(train.make_step(cfg, hooks, tx), donate_argnums=(0, 1))
     t0 = time.perf_counter()
     step = step.lower(params, opt_state, x, y).compile()
@@ -131,9 +138,6 @@ def peak_memory() -> int | None:
 
 def breakdown(cfg: RunConfig, steps: int = 10) -> dict:
     """Seconds per train step spent in each piece (see the module docstring for what each is)."""
-    from speedrun import model
-    from speedrun.hooks import Ctx
-
     hooks, tx, params, opt_state, (x, y), _ = _setup(cfg)
     m, chunk = cfg.model, cfg.train.loss_chunk
     B, T = x.shape
@@ -160,10 +164,10 @@ def breakdown(cfg: RunConfig, steps: int = 10) -> dict:
         lambda h, w: model.head_loss_sum(h, w, y, hooks.logits, chunk), argnums=(0, 1)))
     head_s = median_time(head, h, w, steps=steps)
 
-    shard = distributed.batch_sharded(distributed.mesh())
+    shard = devices.batch_sharded(devices.mesh())
     host = np.asarray(x)
-    data_s = median_time(lambda: (distributed.put_batch(host, shard),
-                                  distributed.put_batch(host, shard)), steps=steps)
+    data_s = median_time(lambda: (devices.put_batch(host, shard),
+                                  devices.put_batch(host, shard)), steps=steps)
     return {
         "attention": attn_s,
         "head + loss": head_s,
@@ -210,13 +214,9 @@ def main(args) -> int:
     if getattr(args, "decode", False):
         return decode_main(args)
     if getattr(args, "checkpoint", None):
-        from speedrun.errors import SpeedrunError
-
         raise SpeedrunError("--checkpoint goes with --decode (the train step benchmark uses the "
                             "track's config)")
-    track = tracks.get(args.track)
-    cfg = trick_registry.with_tricks(track.config, trick_registry.parse_names(args.tricks))
-    cfg = trick_registry.configure(apply_overrides(cfg, args.overrides))
+    cfg = config_for(args.track, args.tricks, args.overrides)
     dev = jax.devices()[0]
     peak, peak_label = mfu_peak(dev, cfg.model.compute_dtype)
     profile = Path(args.profile) if args.profile else None
@@ -254,8 +254,6 @@ def measure_decode(m, batch: int, prompt_len: int, new_tokens: int, repeats: int
     """Prefill and decode throughput of a model (speedrun.generate.Model) at one batch size:
     prefill of ``prompt_len`` random tokens per row, then ``new_tokens`` greedy tokens per row
     (never stopping early), each timed after compilation (median of ``repeats``)."""
-    from speedrun import generate as G
-
     s = G.Sampling(temperature=0)
     new_tokens = G.room(m, prompt_len, new_tokens)
     rng = np.random.default_rng(0)
@@ -278,16 +276,12 @@ def measure_decode(m, batch: int, prompt_len: int, new_tokens: int, repeats: int
 
 
 def decode_main(args) -> int:
-    from speedrun import checkpoint, generate as G
-
     if args.checkpoint:
         ck = checkpoint.load(args.checkpoint)
         m = ck.model()
         what = f"{ck.path.name}{' (int8)' if ck.quantization == 'int8' else ''}"
     else:
-        cfg = trick_registry.with_tricks(tracks.get(args.track).config,
-                                         trick_registry.parse_names(args.tricks))
-        cfg = trick_registry.configure(apply_overrides(cfg, args.overrides))
+        cfg = config_for(args.track, args.tricks, args.overrides)
         hooks = trick_registry.build_hooks(cfg)
         tokenizer = tracks.get(cfg.track).rules.tokenizer
         m = G.Model(hooks.init(jax.random.PRNGKey(0), cfg.model), cfg, hooks, tokenizer)

@@ -1,0 +1,12 @@
+"""Using a trained model: checkpoint files, int8 weights, KV-cache decoding, sampling.
+
+    checkpoint  safetensors checkpoints: save, load and check against the config's hooks
+    quantize    weight-only int8 weights, dequantized inside the forward pass
+    kvcache     the key/value cache of decoding
+    generate    prefill, decode loop and speculative decoding, through the training hooks
+    use         the `sample` and `quantize` commands
+
+May import: speedrun.errors, speedrun.config, speedrun.tracks, speedrun.data, speedrun.core,
+speedrun.distributed, tricks. Never training: `run --save` writes checkpoints through this
+package, and `eval` (speedrun.training.evaluate) reads them.
+"""

@@ -1,0 +1,61 @@
+"""A seed's log: the lines a run writes, and the parser that reads them back.
+
+A log is the evidence behind a record's numbers: ``verify`` re-derives every run's curve, steps,
+train time, final loss and machine probe from it. So the lines a run writes and the parser that
+reads them live here together, at the precision the record stores.
+
+    # seed: 0                    the header: a YAML block of '# ' lines (seed, command, config,
+    # config: ...                environment), written before training
+    machine: float32 matmul 487.1 GFLOP/s (...)                the speed probe before the seed
+    step:50/1000 val_loss:2.512345 train_time:10234.5ms ...    one line per validation
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from speedrun.config import RunConfig
+
+_VAL_LINE = re.compile(r"^step:(\d+)/(\d+) val_loss:(\S+) train_time:([0-9.]+)ms\b")
+_MACHINE_LINE = re.compile(r"^machine: float32 matmul ([0-9.]+) GFLOP/s")
+_SEED_LINE = re.compile(r"^# seed: (\d+)$")
+HEADER_ENVIRONMENT = ("hardware_class", "device_kind", "device_count", "git_commit", "git_dirty",
+                      "jax_version", "attention")
+
+
+def header(cfg: RunConfig, seed: int, env: dict) -> list[str]:
+    """The log's first lines: what ran (seed, command, resolved config, environment)."""
+    body = {"seed": seed, "command": env.get("command"), "config": cfg.to_dict(),
+            "environment": {k: env.get(k) for k in HEADER_ENVIRONMENT}}
+    return ["# " + line for line in yaml.safe_dump(body, sort_keys=False).splitlines()]
+
+
+def machine_line(gflops: float | None) -> str:
+    return f"machine: float32 matmul {gflops} GFLOP/s (speed probe before the seed, untimed)"
+
+
+def val_line(step: int, steps: int, val_loss: float, train_time: float,
+             bpb_per_nat: float | None = None) -> str:
+    """A validation line, at the precision the record stores."""
+    avg = train_time / step * 1e3 if step else 0.0
+    bpb = "" if bpb_per_nat is None else f" val_bpb:{val_loss * bpb_per_nat:.4f}"
+    return (f"step:{step}/{steps} val_loss:{val_loss:.6f} train_time:{train_time * 1e3:.1f}ms "
+            f"step_avg:{avg:.2f}ms{bpb}")
+
+
+def parse_log(text: str) -> dict:
+    """What a seed's log says: its seed, the machine probe and every validation
+    (step, train_time_s, val_loss), at the precision the record stores."""
+    out: dict[str, Any] = {"seed": None, "machine_gflops": None, "steps_total": None, "vals": []}
+    for line in text.splitlines():
+        if m := _SEED_LINE.match(line):
+            out["seed"] = int(m.group(1))
+        elif m := _MACHINE_LINE.match(line):
+            out["machine_gflops"] = float(m.group(1))
+        elif m := _VAL_LINE.match(line):
+            out["steps_total"] = int(m.group(2))
+            out["vals"].append((int(m.group(1)), float(m.group(4)) / 1e3, float(m.group(3))))
+    return out

@@ -1,0 +1,215 @@
+"""`python -m speedrun verify`: every check a record must pass.
+
+The schema (record.py's), the content hash, the config hash, the track's rules, that the tricks
+resolve (in their one canonical order, whatever the file's order), distinct seeds, that every
+seed ran exactly ``train.steps`` steps, and that each run's curve, steps, train time, final loss,
+first crossing and machine probe are what its log says (the log must also match its sha256).
+``verify`` runs nothing: a record is checked from its files and the code beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import tricks as registry
+from speedrun import tracks
+from speedrun.config import RunConfig, config_hash, dict_hash
+from speedrun.core.batches import tokens_seen
+from speedrun.core.model import baseline_hooks
+from speedrun.errors import SpeedrunError
+from speedrun.records.logs import parse_log
+from speedrun.records.record import (DATA_FIELDS, FIELDS, RECORD_FILE, RUN_FIELDS, SCHEMA_VERSION,
+                                     content_hash, first_crossing, load_record, record_file,
+                                     sha256_text, summary)
+
+
+def _type_problems(obj: dict, fields: dict, where: str) -> list[str]:
+    problems = []
+    for key, typ in fields.items():
+        if key not in obj:
+            problems.append(f"{where}: missing field '{key}'")
+        elif not isinstance(obj[key], typ) or (typ is int and isinstance(obj[key], bool)):
+            problems.append(f"{where}: field '{key}' has the wrong type ({type(obj[key]).__name__})")
+    return problems
+
+
+def validate(record: dict, where: str) -> list[str]:
+    """Schema problems, each naming the file and the field."""
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        if version == 1:
+            return [f"{where}: schema_version 1 was made under the old stop-at-target rules and is "
+                    f"not a claim; re-run it with `python -m speedrun run --from-record`"]
+        return [f"{where}: unsupported schema_version {version!r} (this harness reads "
+                f"{SCHEMA_VERSION})"]
+    problems = _type_problems(record, FIELDS, where)
+    if isinstance(record.get("data"), dict):
+        problems += _type_problems(record["data"], DATA_FIELDS, f"{where}: data")
+    for i, run in enumerate(record.get("runs") or []):
+        if not isinstance(run, dict):
+            problems.append(f"{where}: runs[{i}] must be a mapping")
+            continue
+        problems += _type_problems(run, RUN_FIELDS, f"{where}: runs[{i}]")
+    if isinstance(record.get("runs"), list) and not record["runs"]:
+        problems.append(f"{where}: field 'runs' is empty")
+    return problems
+
+
+def _close(a, b, tol=1e-6) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(float(a), float(b), rel_tol=tol, abs_tol=tol)
+
+
+
+
+def _log_problems(run: dict, text: str, seen: list[int], where: str) -> list[str]:
+    """Re-derive the run's numbers from its log; every disagreement is a problem."""
+    log = parse_log(text)
+    if log["seed"] != run["seed"]:
+        return [f"{where}: the log is of seed {log['seed']}, the record says {run['seed']}"]
+    if not log["vals"]:
+        return [f"{where}: the log has no validation lines"]
+    if any(s >= len(seen) for s, _, _ in log["vals"]):
+        return [f"{where}: the log has steps beyond the config's train.steps"]
+    curve = [(s, t, seen[s], v) for s, t, v in log["vals"]]
+    rec_curve = run["curve"]
+    if len(curve) != len(rec_curve) or any(
+            a[0] != b[0] or a[2] != b[2] or abs(a[1] - b[1]) > 1.5e-4 or abs(a[3] - b[3]) > 1.5e-6
+            for a, b in zip(curve, rec_curve)):
+        return [f"{where}: the curve disagrees with its log"]
+    # The curve equals the log, and _run_problems checks the run's final values against the
+    # curve's last point: what remains is the log's own step total and machine probe.
+    problems = []
+    if log["steps_total"] != run["steps"]:
+        problems.append(f"{where}: steps disagree with the log ({log['steps_total']})")
+    if not _close(log["machine_gflops"], run["machine_gflops"], 1e-3):
+        problems.append(f"{where}: machine_gflops disagrees with the log")
+    return problems
+
+
+def _run_problems(run: dict, folder: Path, cfg: RunConfig, target: float, where: str) -> list[str]:
+    problems = []
+    curve = run["curve"]
+    if not curve or any(not isinstance(p, list) or len(p) != 4 for p in curve):
+        return [f"{where}: curve must be [[step, time, tokens, loss], ...]"]
+    for col, label in ((0, "steps"), (1, "times"), (2, "tokens")):
+        if any(b[col] < a[col] for a, b in zip(curve, curve[1:])):
+            problems.append(f"{where}: curve {label} are not monotone")
+    last = curve[-1]
+    if not _close(last[3], run["final_val_loss"]) or last[0] != run["steps"] \
+            or not _close(last[1], run["train_time_s"]) or last[2] != run["tokens"]:
+        problems.append(f"{where}: final values disagree with the last curve point")
+    if run["steps"] != cfg.train.steps:
+        problems.append(f"{where}: ran {run['steps']} steps, the config's train.steps is "
+                        f"{cfg.train.steps} (a run is fixed-length)")
+    if run["reached"] != (float(run["final_val_loss"]) <= target):
+        problems.append(f"{where}: reached flag disagrees with final loss vs target")
+    crossing = first_crossing(curve, target)
+    if (None if crossing is None else [crossing[0], crossing[1]]) != run["first_reached"]:
+        problems.append(f"{where}: first_reached disagrees with the curve")
+    log_file = folder / run["log"]
+    if not log_file.exists():
+        return problems + [f"{where}: log file {run['log']} is missing"]
+    text = log_file.read_text()
+    if sha256_text(text) != run["log_sha256"]:
+        return problems + [f"{where}: {run['log']} does not match its log_sha256 (edited log)"]
+    return problems + _log_problems(run, text, _tokens_seen(cfg), where)
+
+
+def _tokens_seen(cfg: RunConfig) -> list[int]:
+    """Train tokens before each step (a batch-size schedule makes them uneven)."""
+    try:
+        hooks = registry.build_hooks(cfg)
+    except Exception:  # noqa: BLE001 - unknown tricks are reported by the trick checks
+        hooks = baseline_hooks()
+    return tokens_seen(cfg, hooks)
+
+
+def verify(path: Path | str) -> list[str]:
+    """Every problem with a record: schema, hashes, track rules, tricks, consistency, logs.
+    [] means OK (which says nothing about whether it is a claim: see summary.claim)."""
+    f = record_file(path)
+    try:
+        rec = load_record(f)
+    except SpeedrunError as e:
+        return [str(e)]
+    problems = validate(rec, str(f))
+    if problems:
+        return problems
+    if rec["content_hash"] != content_hash(rec):
+        problems.append(f"{f}: content hash mismatch: the record was edited after it was written")
+    try:
+        cfg = RunConfig.from_dict(rec["config"])
+    except (SpeedrunError, TypeError) as e:
+        return problems + [f"{f}: config: {e}"]
+    # The canonical hash, or the hash of the config exactly as stored (records written while
+    # a newer field was hashed at its default value)
+    if rec["config_hash"] not in (config_hash(cfg), dict_hash(rec["config"])):
+        problems.append(f"{f}: config_hash does not match config")
+    if cfg.track != rec["track"] or not _close(cfg.train.target, rec["target"]):
+        problems.append(f"{f}: track/target disagree with config")
+    if {k: dict(v) for k, v in cfg.tricks.items()} != rec["tricks"]:
+        problems.append(f"{f}: tricks disagree with config")
+    try:  # never trust the stored order: the tricks must resolve as a run would resolve them
+        cfg = registry.canonical(cfg)
+    except SpeedrunError as e:
+        problems.append(f"{f}: tricks: {e}")
+    try:
+        track = tracks.get(rec["track"])
+    except SpeedrunError as e:
+        problems.append(f"{f}: {e}")
+    else:
+        problems += [f"{f}: {p}" for p in track.rules.problems(cfg, rec["data"])]
+    seeds = [run["seed"] for run in rec["runs"]]
+    if len(set(seeds)) != len(seeds):
+        problems.append(f"{f}: duplicate seeds {sorted(seeds)}: each seed may appear once")
+    target = float(rec["target"])
+    for i, run in enumerate(rec["runs"]):
+        problems += _run_problems(run, f.parent, cfg, target, f"{f}: runs[{i}] (seed {run['seed']})")
+    expected = summary(rec["runs"], target, rec["data"])
+    for key, value in expected.items():
+        got = rec["summary"].get(key)
+        if isinstance(value, (bool, type(None), list, str)) or isinstance(got, (bool, list, str)):
+            same = got == value
+        else:
+            same = _close(got, value)
+        if not same:
+            problems.append(f"{f}: summary.{key} is {got!r}, runs give {value!r}")
+    return problems
+
+
+def find_records(paths) -> list[Path]:
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p.parent if p.name == RECORD_FILE else p)
+        elif (p / RECORD_FILE).exists():
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(q.parent for q in p.rglob(RECORD_FILE) if ".tmp-record-" not in str(q))
+    return found
+
+
+def main(args) -> int:
+    """`python -m speedrun verify PATH...`."""
+    found = find_records(args.paths)
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise SpeedrunError(f"no such path: {', '.join(missing)}")
+    if not found:
+        print("no records found under " + ", ".join(args.paths))
+        return 0
+    failed = 0
+    for folder in found:
+        problems = verify(folder)
+        if problems:
+            failed += 1
+            print(f"FAIL {folder}")
+            for p in problems:
+                print(f"     {p}")
+        else:
+            print(f"OK   {folder}")
+    print(f"{len(found) - failed} ok, {failed} failed")
+    return 1 if failed else 0

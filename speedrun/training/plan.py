@@ -1,0 +1,212 @@
+"""A run's configuration resolved, checked and prepared once, for every command that trains.
+
+``config_for`` builds a configuration (track baseline + tricks + ``--set`` + ``--steps``);
+``prepare`` turns it into a ``Plan``: before any data is built or anything compiles it checks
+the settings, the records folder and the data dir (``preflight``), then builds the data, the
+hooks, the validation set (checking every token's range) and the fingerprints and environment a
+record stores. `run`, `find-steps`, `compare`, `submit` and `sweep` share it; `eval` and `bench`
+use its pieces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import tricks as trick_registry
+from speedrun import config as config_module
+from speedrun import tracks
+from speedrun.config import RunConfig, apply_overrides
+from speedrun.core import attention
+from speedrun.data import corpus, fingerprint, loader, paths
+from speedrun.distributed import devices
+from speedrun.errors import SpeedrunError
+from speedrun.training import compile_cache, hardware
+
+
+def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
+    if seeds is None:
+        return [0 if seed is None else seed]
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SpeedrunError(f"--seeds expects a count or a comma-separated list, got {seeds!r}")
+    if len(values) == 1 and "," not in seeds:
+        if values[0] < 1:
+            raise SpeedrunError("--seeds count must be at least 1")
+        return list(range(values[0]))
+    if len(set(values)) != len(values):
+        raise SpeedrunError(f"--seeds has duplicates: {seeds}")
+    return values
+
+
+def with_steps(cfg: RunConfig, steps: int | None) -> RunConfig:
+    """``--steps N``: the run's length (and every schedule's horizon)."""
+    if steps is None:
+        return cfg
+    if steps < 1:
+        raise SpeedrunError(f"--steps must be at least 1, got {steps}")
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+
+
+def config_for(track: str, trick_names: str, overrides: list[str], steps: int | None = None):
+    """A track's baseline + tricks (in their one application order) + overrides + --steps."""
+    cfg = trick_registry.with_tricks(tracks.get(track).config,
+                                     trick_registry.parse_names(trick_names))
+    return with_steps(trick_registry.configure(apply_overrides(cfg, overrides)), steps)
+
+
+# --- pre-flight: everything that can be known before data is built or anything compiles -------
+
+
+def probe_writable(folder: Path, what: str, fix: str) -> None:
+    """Fail unless ``folder`` (or, where it does not exist yet, its nearest existing parent, in
+    which it would be created) is a folder we can create and remove a file in."""
+    folder = Path(folder).expanduser()
+    existing = paths.nearest_existing(folder)
+    if not existing.is_dir():
+        raise SpeedrunError(f"{what} {folder} cannot be used: {existing} is not a folder; {fix}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".speedrun-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SpeedrunError(f"{what} {folder} is not writable ({e.strerror or e} in {existing}); "
+                            f"{fix}") from None
+
+
+def check_data_dir(track: tracks.Track, data_dir: str | None) -> None:
+    """The data dir is a folder, and writable unless it already holds the track's shards."""
+    root = paths.data_dir(data_dir)
+    fix = "pass --data-dir DIR or set SPEEDRUN_DATA_DIR to a writable folder"
+    for p in (root, root / track.dataset):
+        if p.exists() and not p.is_dir():
+            raise SpeedrunError(f"data dir {p} is not a folder; {fix}")
+    if all(paths.split_files(root / track.dataset, track.dataset, s) for s in corpus.SPLITS):
+        return  # shards are there: a read-only data dir is fine unless they must be rebuilt
+    probe_writable(root, "data dir", fix)
+
+
+def preflight(cfg: RunConfig, data_dir: str | None, records_dir: str | None = None) -> tracks.Track:
+    """Every check that needs no data and no compilation: settings in range, the records folder
+    writable, the data dir usable. Runs before anything slow; returns the run's track."""
+    config_module.validate(cfg)
+    track = tracks.get(cfg.track)
+    devices.check_batch(cfg.train.batch_size)
+    if records_dir is not None:
+        probe_writable(Path(records_dir) / cfg.track, "records folder",
+                       "pass --records-dir DIR (a writable folder) or --no-record")
+    check_data_dir(track, data_dir)
+    return track
+
+
+# --- the data a run reads ----------------------------------------------------------------------
+
+
+def data_for(track: tracks.Track, data_dir: str | None) -> tuple[list[Path], list[Path]]:
+    """The track's train and val shards, built first where the track's corpus ships offline."""
+    try:
+        folder = corpus.ensure_dataset(track.dataset, paths.data_dir(data_dir))
+    except OSError as e:
+        raise SpeedrunError(f"cannot build the {track.dataset} data in {paths.data_dir(data_dir)}: "
+                            f"{e.strerror or e} ({e.filename}); pass --data-dir DIR or set "
+                            f"SPEEDRUN_DATA_DIR to a writable folder") from None
+    train_files = paths.split_files(folder, track.dataset, "train")
+    val_files = paths.split_files(folder, track.dataset, "val")
+    if not train_files or not val_files:
+        raise SpeedrunError(f"no {track.dataset} shards in {folder}; run: {track.data_command}")
+    return train_files, val_files
+
+
+def validation_set(cfg: RunConfig, val_files):
+    """The fixed validation batches: the first ``train.val_tokens`` tokens, split evenly."""
+    t, T = cfg.train, cfg.model.seq_len
+    n_seqs = loader.val_token_count(val_files, t.val_tokens, T) // T
+    try:
+        rows = val_batch_rows(n_seqs, t.val_batch_size or t.batch_size, devices.device_count())
+    except ValueError as e:
+        raise SpeedrunError(f"{e}; change train.val_tokens or train.val_batch_size") from None
+    return loader.val_batches(val_files, t.val_tokens, rows, T)
+
+
+def val_batch_rows(n_seqs: int, want: int, n_devices: int) -> int:
+    """Largest batch <= want that divides the validation sequences evenly and splits over devices,
+    so every validation token is scored exactly once with no padding."""
+    for rows in range(min(want, n_seqs), 0, -1):
+        if n_seqs % rows == 0 and rows % n_devices == 0:
+            return rows
+    raise ValueError(f"cannot split {n_seqs} validation sequences over {n_devices} devices")
+
+
+def check_token_range(cfg: RunConfig, val, val_files, folder, dataset: str) -> None:
+    """Every validation token must be a valid id: in the model's vocabulary and the tokenizer's.
+    A token outside would be scored as garbage (NaN or a clamped lookup): a data problem that
+    would otherwise look like a divergence."""
+    tokenizer = fingerprint.tokenizer_of(folder, dataset)
+    limit = min(cfg.model.vocab_size, corpus.VOCAB.get(tokenizer, cfg.model.vocab_size))
+    for x, y in val:
+        top = max(int(x.max()), int(y.max()))
+        if top >= limit or min(int(x.min()), int(y.min())) < 0:
+            names = ", ".join(f.name for f in val_files)
+            raise SpeedrunError(
+                f"the validation tokens ({names} in {folder}) hold token id {top}, outside the "
+                f"vocabulary (0..{limit - 1}): the shard is corrupt; rebuild it (for a built "
+                f"corpus: python -m speedrun data ... --force) or check it with: python -m "
+                f"speedrun data check {folder}")
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a configuration's seeds share: built once, before any compilation."""
+
+    cfg: RunConfig
+    track: tracks.Track
+    hooks: object
+    train_files: list
+    val: list  # validation batches
+    data: dict  # the record's data section (fingerprints)
+    env: dict
+
+    def with_steps(self, steps: int) -> "Plan":
+        """The same plan for a run of another length (find-steps' probes)."""
+        return dataclasses.replace(self, cfg=with_steps(self.cfg, steps))
+
+
+def prepare(cfg: RunConfig, data_dir: str | None, command: str,
+            records_dir: str | None = None) -> Plan:
+    """Pre-flight checks, then the data, hooks, validation set and fingerprints. ``records_dir``:
+    where records will be written (checked writable now), None when none will be."""
+    track = preflight(cfg, data_dir, records_dir)
+    hooks = trick_registry.build_hooks(cfg)  # fails here, before data or compilation, if broken
+    train_files, val_files = data_for(track, data_dir)
+    val = validation_set(cfg, val_files)
+    check_token_range(cfg, val, val_files, train_files[0].parent, track.dataset)
+    data = fingerprint.describe(train_files[0].parent, track.dataset, train_files, val)
+    env = hardware.environment(command=command)
+    env["attention"] = attention_implementation(cfg)
+    compile_cache.enable(paths.data_dir(data_dir))
+    return Plan(cfg, track, hooks, train_files, val, data, env)
+
+
+def attention_implementation(cfg: RunConfig) -> str:
+    """Which attention kernel this run's baseline `attend` uses here (chosen once per run, from
+    the backend and the compute dtype; see speedrun/core/attention.py)."""
+    dtype = (cfg.tricks.get("bf16") or {}).get("dtype", "bfloat16") if "bf16" in cfg.tricks \
+        else cfg.model.compute_dtype
+    return attention.implementation_name(dtype=dtype, head_dim=cfg.model.head_dim)
+
+
+def command_line() -> str:
+    return shlex.join(["python", "-m", "speedrun", *sys.argv[1:]])
+
+
+def label(cfg: RunConfig) -> str:
+    return ",".join(cfg.trick_names) or "baseline"

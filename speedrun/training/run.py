@@ -1,0 +1,180 @@
+"""`python -m speedrun run`: resolve the configuration, train every seed, write one record.
+
+Each seed is a fixed-length run of ``train.steps`` steps. Before any data is built or anything
+compiles, ``plan.prepare`` checks the settings, the records folder and the data dir, then the
+validation tokens' range. The record is written only after every seed has finished; a
+divergence, a crash or Ctrl-C leaves no record behind, and a record that cannot be written
+leaves a results file for ``speedrun recover`` instead of losing the run. ``run_seed`` and
+``save`` are the pieces `find-steps`, `compare`, `submit` and `sweep` reuse.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import tricks as trick_registry
+from speedrun.config import RunConfig, config_hash
+from speedrun.data import bytelevel, loader
+from speedrun.distributed import devices
+from speedrun.errors import SpeedrunError
+from speedrun.inference import checkpoint
+from speedrun.records import logs
+from speedrun.records.record import build_record, claim_line, load_record, write_record
+from speedrun.training import fallback, hardware, train
+from speedrun.training.console import Console
+from speedrun.training.plan import (Plan, command_line, config_for, label, parse_seeds, prepare,
+                                    probe_writable)
+
+
+def resolve(args) -> tuple[RunConfig, list[int], str | None]:
+    """The exact configuration, seeds and record name a `run` invocation asks for."""
+    if args.from_record:
+        if args.tricks or args.overrides or args.steps is not None:
+            raise SpeedrunError("--from-record re-runs a record exactly; drop --tricks/--set/--steps")
+        rec = load_record(args.from_record)
+        try:
+            cfg = RunConfig.from_dict(rec["config"])
+        except (KeyError, TypeError) as e:
+            raise SpeedrunError(f"{args.from_record}: not a record this harness can re-run ({e})")
+        if config_hash(cfg) != rec.get("config_hash"):
+            raise SpeedrunError(f"{args.from_record}: config does not match its config_hash")
+        cfg = trick_registry.canonical(cfg)  # the stored order is not trusted
+        record_seeds = [r["seed"] for r in rec["runs"]]
+        seeds = record_seeds if args.seed is None and args.seeds is None else parse_seeds(
+            args.seed, args.seeds)
+        return cfg, seeds, args.name or rec.get("name")
+    cfg = config_for(args.track, args.tricks, args.overrides, args.steps)
+    return cfg, parse_seeds(args.seed, args.seeds), args.name
+
+
+def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | None = None,
+             save_failures: list | None = None) -> train.RunResult:
+    """One fixed-length run: the machine-speed probe (untimed), then training, then its log.
+    ``save_dir``: write the final parameters there (``checkpoint_path``), after the clock; a
+    checkpoint that cannot be written is reported and appended to ``save_failures``."""
+    cfg = plan.cfg
+    gflops = hardware.machine_gflops()
+    console = Console(cfg.train.steps, quiet, f"{tag}seed {seed}")
+    console.lines += logs.header(cfg, seed, plan.env)
+    console.log(logs.machine_line(gflops))
+    tokenizer = plan.data["tokenizer"] or "gpt2"
+    batches = loader.TrainLoader(plan.train_files, cfg.train.batch_size, cfg.model.seq_len, seed,
+                                 align_docs=cfg.train.align_docs,
+                                 doc_sep=bytelevel.separator(tokenizer))
+    n_bytes = plan.data.get("val_bytes")
+    bpb_per_nat = bytelevel.bits_per_byte(1.0, plan.data["val_tokens"], n_bytes) if n_bytes else None
+    saved: list[str] = []
+
+    def finished(params):
+        if save_dir is not None and devices.is_main_process():
+            ok, line = save_checkpoint(plan, params, seed, save_dir)
+            saved.append(line)
+            if not ok and save_failures is not None:
+                save_failures.append(line)
+
+    try:
+        out = train.train(cfg, seed, plan.hooks, batches, plan.val, console.log, console.progress,
+                          machine_gflops=gflops, bpb_per_nat=bpb_per_nat, finished=finished)
+    finally:
+        console.close()
+    for line in saved:
+        print(f"{tag}seed {seed}: {line}")
+    crossed = ("never crossed the target" if out.first_reached is None else
+               f"first at or below the target at step {out.first_reached[0]} "
+               f"({out.first_reached[1]:.1f}s)")
+    summary = (f"{tag}seed {seed}: {out.steps} steps in {out.train_time_s:.1f}s train time, "
+               f"final val loss {out.final_val_loss:.4f} "
+               f"({'below' if out.reached else 'NOT below'} the target {cfg.train.target}; "
+               f"{crossed}; compile {out.compile_time_s:.1f}s; machine {gflops} GFLOP/s)")
+    console.lines.append(summary)
+    print(summary)
+    return train.RunResult(**vars(out), log="\n".join(console.lines) + "\n")
+
+
+# --- `run --save`: each seed's trained model, written after the clock ---------------------------
+
+
+def checkpoint_path(cfg: RunConfig, seed: int, save_dir: str) -> Path:
+    return Path(save_dir).expanduser() / checkpoint.file_name(cfg, seed)
+
+
+def check_save_dir(save_dir: str, records_dir: str | None) -> None:
+    """``--save DIR``: writable, and not inside records/ (model files stay out of git)."""
+    folder = Path(save_dir).expanduser().resolve()
+    if records_dir is not None:
+        rec = Path(records_dir).expanduser().resolve()
+        if folder == rec or rec in folder.parents:
+            raise SpeedrunError(f"--save {save_dir} is inside the records folder {records_dir}: "
+                                f"model files do not go into records/; save them elsewhere "
+                                f"(e.g. --save checkpoints/)")
+    probe_writable(folder, "checkpoint folder", "pass --save DIR with a writable folder")
+
+
+def save_checkpoint(plan: Plan, params, seed: int, save_dir: str) -> tuple[bool, str]:
+    """Write one seed's final parameters: (written, what happened). A failure is reported,
+    never fatal to the run (its record still gets written); main exits non-zero at the end."""
+    path = checkpoint_path(plan.cfg, seed, save_dir)
+    try:
+        checkpoint.save(path, params, plan.cfg, plan.data.get("tokenizer") or "gpt2", seed,
+                        notes={"data": {k: plan.data.get(k) for k in ("dataset", "val_sha256",
+                                                                       "train_sha256")},
+                               "git_commit": plan.env.get("git_commit")})
+    except OSError as e:
+        return False, f"could NOT write the checkpoint {path} ({e.strerror or e})"
+    return True, f"checkpoint written: {path}"
+
+
+# --- the record ---------------------------------------------------------------------------------
+
+
+def save(plan: Plan, results: list, records_dir: str, name: str | None) -> tuple[Path, dict]:
+    """Write the record. Whatever goes wrong here, the finished results are not lost: they go
+    to a fallback file (``fallback.write_fallback``) that ``speedrun recover`` turns into the
+    record later, and the error says where it is."""
+    try:
+        rec = build_record(plan.cfg, results, plan.env, plan.data, name=name)
+        return write_record(Path(records_dir), rec, results=results), rec
+    except KeyboardInterrupt:
+        saved = fallback.write_fallback(plan.cfg, results, plan.env, plan.data, name, records_dir)
+        if saved is not None:
+            print(f"interrupted while writing the record; the results are safe in {saved}: "
+                  f"make the record with: python -m speedrun recover {shlex.quote(str(saved))}",
+                  file=sys.stderr)
+        raise
+    except Exception as e:
+        reason = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.strerror else (
+            str(e).splitlines()[0] if str(e) else type(e).__name__)
+        saved = fallback.write_fallback(plan.cfg, results, plan.env, plan.data, name, records_dir)
+        if saved is None:
+            raise
+        raise SpeedrunError(
+            f"could not write the record to {records_dir} ({reason}); the results are safe in "
+            f"{saved}: make the record with: python -m speedrun recover {shlex.quote(str(saved))}"
+            f" --records-dir DIR") from e
+
+
+def main(args) -> int:
+    devices.maybe_initialize()
+    cfg, seeds, name = resolve(args)
+    writes = not args.no_record and devices.is_main_process()
+    save_dir = getattr(args, "save", None)
+    if save_dir is not None:  # before anything slow
+        check_save_dir(save_dir, args.records_dir)
+    plan = prepare(cfg, args.data_dir, command_line(), args.records_dir if writes else None)
+    print(f"track {cfg.track}: {cfg.train.steps} steps, target val loss {cfg.train.target}, "
+          f"tricks: {label(cfg)}, seeds: {seeds}, devices: {plan.env['device_count']} x "
+          f"{plan.env['device_kind']}")
+    for line in trick_registry.reports(cfg):
+        print(line)
+    failed: list[str] = []
+    results = [run_seed(plan, seed, args.quiet, save_dir=save_dir, save_failures=failed)
+               for seed in seeds]
+    if writes:
+        where, rec = save(plan, results, args.records_dir, name)
+        print(f"record written: {where}")
+        print(claim_line(rec))
+    if failed:
+        raise SpeedrunError(f"the run finished but {'; '.join(failed)}")
+    return 0

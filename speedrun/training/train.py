@@ -1,0 +1,221 @@
+"""The timed training loop for one seed.
+
+Timing follows modded-nanogpt: the step is compiled and warmed up before the clock starts, the
+clock stops while validating, and a run trains exactly ``train.steps`` steps (the horizon of every
+schedule); its result is the validation loss after the last step. Validations every
+``train.eval_every`` steps (untimed) draw the curve and find the first crossing of the target,
+which is stored as information only. A non-finite loss raises ``Diverged``; nothing here writes
+files (run.py writes the record after every seed has finished).
+
+``train`` is three parts: ``compile_steps`` (untimed: every step program compiled and run once
+on copies of the state), ``timed_loop`` (the clock) and ``outcome`` (what the seed measured).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from speedrun.config import RunConfig
+from speedrun.core import model
+from speedrun.core.batches import batch_sizes, tokens_seen
+from speedrun.distributed import devices
+from speedrun.errors import SpeedrunError
+from speedrun.records.logs import val_line
+from speedrun.records.record import first_crossing
+from speedrun.training import evaluate
+from speedrun.training.state import State, init_state
+
+
+class Diverged(SpeedrunError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one seed's fixed-length run measured."""
+
+    seed: int
+    steps: int
+    train_time_s: float  # of all ``steps`` steps, compilation and validation excluded
+    tokens: int
+    final_val_loss: float  # after the last step: the seed's result
+    reached: bool  # final_val_loss <= target
+    first_reached: tuple | None  # (step, train_time_s) of the first validation <= target
+    compile_time_s: float
+    machine_gflops: float | None  # machine-speed probe before the seed
+    curve: tuple  # ((step, train_time_s, tokens, val_loss), ...) at each validation
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult(Outcome):
+    """A finished seed as a record stores it: its outcome and its full text log."""
+
+    log: str
+
+
+def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation):
+    chunk, steps = cfg.train.loss_chunk, cfg.train.steps
+
+    def step(params, opt_state, x, y, i=None):
+        # i: this update's index (traced), for hooks with schedules in the forward pass
+        loss, grads = jax.value_and_grad(model.loss)(params, x, y, cfg.model, hooks, chunk,
+                                                     i, steps)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+class Feed:
+    """Puts this process's rows of a batch, and a step index, on the mesh."""
+
+    def __init__(self, mesh):
+        self.rep, self.shard = devices.replicated(mesh), devices.batch_sharded(mesh)
+        self.index, self.count = devices.process_slice()
+
+    def batch(self, rows):
+        return devices.put_batch(rows, self.shard)
+
+    def step(self, i: int):
+        return jax.device_put(np.int32(i), self.rep)
+
+
+def _copy(tree):
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
+def compile_steps(cfg: RunConfig, hooks, state: State, sizes: list[int], feed: Feed) -> dict:
+    """{batch size: compiled step}, each AOT-compiled and run once on dummy data and copies of
+    the state, so the timed loop starts with everything built and the real state untouched."""
+    jitted = jax.jit(make_step(cfg, hooks, state.tx), donate_argnums=(0, 1))
+    compiled = {}
+    for size in sorted(set(sizes)):
+        dummy = feed.batch(np.zeros((size // feed.count, cfg.model.seq_len), np.int32))
+        fn = jitted.lower(state.params, state.opt_state, dummy, dummy, feed.step(0)).compile()
+        jax.block_until_ready(fn(_copy(state.params), _copy(state.opt_state), dummy, dummy,
+                                 feed.step(0)))
+        compiled[size] = fn
+    return compiled
+
+
+def train(
+    cfg: RunConfig,
+    seed: int,
+    hooks,
+    train_loader,
+    val_batches,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, dict], None] | None = None,
+    machine_gflops: float | None = None,
+    bpb_per_nat: float | None = None,
+    finished: Callable[[object], None] | None = None,
+) -> Outcome:
+    """Train one seed for ``train.steps`` steps. ``train_loader.batch(step, index, count)`` gives
+    this process's rows of the global batch; ``val_batches`` is the fixed validation set;
+    ``machine_gflops`` is the machine-speed probe taken before the seed (stored as is);
+    ``bpb_per_nat`` converts a mean val loss to bits per byte for the log (None: not shown);
+    ``finished(params)`` receives the final parameters after the last validation, with the
+    clock stopped (``run --save`` writes them to a checkpoint)."""
+    mesh = devices.mesh()
+    sizes = batch_sizes(cfg, hooks)  # one per step; a few distinct sizes, each compiled once
+    for size in sorted(set(sizes)):
+        devices.check_batch(size, "train.batch_size" if size == cfg.train.batch_size
+                            else "a scheduled batch size")
+    feed = Feed(mesh)
+    state = init_state(cfg, hooks, seed, mesh)
+    evaluate_fn = evaluate.make_eval(cfg, hooks, mesh)
+
+    t0 = time.perf_counter()  # --- untimed: compile and warm up
+    step_fns = compile_steps(cfg, hooks, state, sizes, feed)
+    first_val = evaluate_fn(state.params, val_batches, 0)  # compiles eval; step 0 of the curve
+    compile_time = time.perf_counter() - t0
+    log(f"compiled and warmed up in {compile_time:.1f}s (not timed)")
+    if progress:
+        progress(0, {"compiled": compile_time})  # lets a progress bar restart its rate here
+    log(val_line(0, cfg.train.steps, first_val, 0.0, bpb_per_nat))
+    _check_finite(first_val, 0, "val")
+
+    params, curve = timed_loop(cfg, hooks, state, step_fns, sizes, feed, train_loader,
+                               lambda p, s: evaluate_fn(p, val_batches, s), first_val, log,
+                               progress, bpb_per_nat)
+    if finished is not None:  # after the clock and the last validation: never timed
+        finished(params)
+    return outcome(cfg, seed, curve, compile_time, machine_gflops)
+
+
+def timed_loop(cfg: RunConfig, hooks, state: State, step_fns: dict, sizes: list[int], feed: Feed,
+               train_loader, validate: Callable, first_val: float, log, progress,
+               bpb_per_nat) -> tuple:
+    """Every step, on the clock; the clock stops for each validation. Returns the final
+    parameters and the curve [(step, train_time_s, tokens, val_loss), ...] from step 0."""
+    t = cfg.train
+    seen = tokens_seen(cfg, hooks)
+    scheduled = hooks.extra("batch_schedule") is not None
+    rows_before = [0, *np.cumsum(sizes).tolist()]  # sequences consumed before each step
+    params, opt_state = state.params, state.opt_state
+    curve = [(0, 0.0, 0, first_val)]
+    train_time, step, val_loss = 0.0, 0, first_val
+    while step < t.steps:
+        t_start = time.perf_counter()
+        # Run steps until the next validation or the end; the host only waits for the device at
+        # log points, so data loading overlaps with compute.
+        stop_at = min(t.steps, (step // t.eval_every + 1) * t.eval_every)
+        while step < stop_at:
+            if not scheduled:
+                x, y = train_loader.batch(step, feed.index, feed.count)
+            else:  # the endless sequence of windows, taken at this step's batch size
+                x, y = train_loader.rows(rows_before[step], sizes[step], feed.index, feed.count)
+            params, opt_state, loss = step_fns[sizes[step]](params, opt_state, feed.batch(x),
+                                                            feed.batch(y), feed.step(step))
+            step += 1
+            if step % t.log_every == 0 or step == stop_at:
+                loss_value = float(loss)  # waits for the device
+                elapsed = train_time + time.perf_counter() - t_start
+                _check_finite(loss_value, step, "train")
+                log(f"step:{step}/{t.steps} train_loss:{loss_value:.4f} "
+                    f"train_time:{elapsed * 1e3:.0f}ms step_avg:{elapsed / step * 1e3:.2f}ms "
+                    f"tokens/s:{seen[step] / max(elapsed, 1e-9):.0f}")
+                if progress:
+                    progress(step, {"loss": loss_value, "val": val_loss, "time": elapsed,
+                                    "tok_s": seen[step] / max(elapsed, 1e-9)})
+        jax.block_until_ready(params)
+        train_time += time.perf_counter() - t_start  # the clock stops here for validation
+        val_loss = validate(params, step)
+        _check_finite(val_loss, step, "val")
+        curve.append((step, train_time, seen[step], val_loss))
+        log(val_line(step, t.steps, val_loss, train_time, bpb_per_nat))
+        if progress:
+            progress(step, {"val": val_loss, "time": train_time})
+    return params, curve
+
+
+def outcome(cfg: RunConfig, seed: int, curve, compile_time: float,
+            machine_gflops: float | None) -> Outcome:
+    """The seed's result, rounded to what the log shows, so the log alone re-derives it."""
+    curve = tuple((s, round(tt, 4), n, round(v, 6)) for s, tt, n, v in curve)
+    step, train_time, tokens, final = curve[-1]
+    return Outcome(
+        seed=seed,
+        steps=step,
+        train_time_s=train_time,
+        tokens=tokens,
+        final_val_loss=final,
+        reached=final <= cfg.train.target,
+        first_reached=first_crossing(curve, cfg.train.target),
+        compile_time_s=round(compile_time, 3),
+        machine_gflops=machine_gflops,
+        curve=curve,
+    )
+
+
+def _check_finite(value: float, step: int, what: str) -> None:
+    if not math.isfinite(value):
+        raise Diverged(f"diverged at step {step}: {what} loss is {value}")
