@@ -6,6 +6,8 @@ command names in ``COMMANDS`` (imported lazily, so help is instant). Usage error
 (argparse), user-fixable problems (``SpeedrunError``, and OS errors) exit 1 with one line
 (``--debug`` adds the traceback), Ctrl-C exits 130; anything else is a bug and shows its
 traceback.
+
+May import: speedrun.errors, speedrun.tracks (the commands themselves load by name, lazily).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 A run is fully described by a ``RunConfig``. It is built from a track's baseline, then changed by
 ``--set section.key=value`` overrides (sections: model, optim, train, or a trick's name). The
 dict form (``to_dict``) is what records store; ``config_hash`` fingerprints it.
+
+May import: speedrun.errors.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ record may change, as in modded-nanogpt: the target, the validation tokens (thei
 fingerprint of exactly the tokens scored), the train data (its fingerprint) and the tokenizer.
 Everything else (model, optimizer, batch, sequence length, steps) is the competitor's choice.
 Fingerprints are measured at run time and stored in the record; ``verify`` checks them here.
+
+May import: speedrun.errors, speedrun.config, speedrun.data.
 """
 
 from __future__ import annotations

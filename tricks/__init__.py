@@ -16,6 +16,8 @@ which another trick touching that hook is not explicitly ordered after the repla
 Resolution is deterministic: the same set of names in any order gives the same application
 order (requirements and ``after`` first, then alphabetical), and unknown names, missing
 requirements and conflicts fail before anything is compiled.
+
+May import: speedrun.errors, speedrun.config, speedrun.data, speedrun.tracks, speedrun.core.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ Layout under the data dir (``paths.data_dir``)::
     <data_dir>/tiktoken/                                   GPT-2 BPE files for tiktoken
 
 where ``prefix`` is the dataset name, except ``fineweb10b`` whose files are ``fineweb_*``.
+
+May import: speedrun.errors.
 """
 
 EOT = 50256  # GPT-2 <|endoftext|>; precedes every document in a shard

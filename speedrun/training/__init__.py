@@ -14,7 +14,7 @@
     hardware      what a run ran on: devices, versions, the machine-speed probe
     compile_cache the persistent compilation cache
 
-May import every package below it: speedrun.errors, speedrun.config, speedrun.tracks,
+May import: every package below it, speedrun.errors, speedrun.config, speedrun.tracks,
 speedrun.data, speedrun.core, speedrun.distributed, tricks, speedrun.records,
 speedrun.inference.
 """

@@ -1,0 +1,139 @@
+"""The house stays as drawn: no import cycle anywhere in the harness or the tricks (imports
+inside functions included), and every package imports only what its docstring's "May import:"
+line allows, so the layers in speedrun/__init__.py hold."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+from speedrun import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("speedrun", "tricks")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every harness module ``name`` imports, at the top or inside a function."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            # `from pkg import mod` imports pkg.mod when that is a module, else a name of pkg
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base
+                       for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                out.add(t)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: imports_of(name, path, set(found)) for name, path in found.items()}
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in g[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle():
+    assert cycles(graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def unit(name: str) -> str:
+    """The layer a module belongs to: its package under speedrun/ (or tricks), else itself."""
+    parts = name.split(".")
+    if parts[0] == "tricks":
+        return "tricks"
+    return ".".join(parts[:2]) if len(parts) > 1 else name
+
+
+def allowed() -> dict[str, set[str]]:
+    """Each unit's "May import:" line, from its package docstring or module docstring."""
+    out = {}
+    for name, path in modules().items():
+        if unit(name) != name:
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        m = re.search(r"May import:(.*?)(?:\n\n|$)", doc, re.S)
+        assert m, f"{path.relative_to(ROOT)}: its docstring needs a 'May import:' line"
+        out[name] = set(re.findall(r"\b(speedrun(?:\.\w+)?|tricks)\b", m.group(1)))
+    return out
+
+
+def test_every_package_imports_only_what_its_docstring_allows():
+    may = allowed()
+    wrong = sorted(f"{a} imports {b}" for a, targets in graph().items() for b in targets
+                   if unit(a) != unit(b) and unit(b) not in may[unit(a)])
+    assert wrong == []
+
+
+def test_every_command_names_a_function_that_exists():
+    for command, (_, target) in cli.COMMANDS.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), command
+
+
+# Words about how the project was made, or paths a user of the repository does not have.
+OUTSIDE = ("../" + "shared", "the issue" + "'s", "this " + "task", "device " + "tool", "not " + "drawn")
+
+
+def test_no_file_speaks_of_what_is_outside_the_repository():
+    files = [p for p in ROOT.rglob("*") if p.suffix in (".py", ".md", ".sh", ".yml", ".toml")
+             and not {".git", "records"} & set(p.relative_to(ROOT).parts)]
+    found = [f"{p.relative_to(ROOT)}: {w!r}" for p in files for w in OUTSIDE
+             if w in p.read_text()]
+    assert found == []
