@@ -122,7 +122,7 @@ WIKI = Track(
 
 # The default CPU track: the same Wikipedia documents and split as `wiki`, as UTF-8 bytes (ids
 # 0..255, byte 0 before each document; 4,653,482 train / 242,086 val bytes). What a CPU track must
-# satisfy, and how this one does (issue 13; measured on this 2-core AMD EPYC, 2026-11-26):
+# satisfy, and how this one does (measured on a 2-core AMD EPYC, 2026-11-26):
 #  1. Its target is below the bigram reference of its own validation tokens. Count models fit on
 #     the train split (interpolated Kneser-Ney), scored on the first 65,536 val bytes: unigram
 #     3.108, bigram 2.471, trigram 2.057 nats/byte (``REFERENCES``, what `tracks` prints from the
