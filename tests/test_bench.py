@@ -6,6 +6,7 @@ import re
 
 from speedrun import cli
 from speedrun.training import bench
+from speedrun.training.hardware import datasheet_peak
 
 
 def test_bench_breakdown_and_profile(tmp_path, capsys):
@@ -32,8 +33,6 @@ def test_breakdown_table_shares_are_of_the_step():
 
 
 def test_datasheet_peaks_match_device_kinds():
-    from speedrun.training.hardware import datasheet_peak
-
     assert datasheet_peak("NVIDIA H100 80GB HBM3") == (989e12, "H100")  # SXM
     assert datasheet_peak("NVIDIA H100 PCIe")[0] == 756e12  # not the SXM figure
     assert datasheet_peak("NVIDIA H200")[0] == 989e12

@@ -7,6 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
+from jax._src import compilation_cache
 
 from speedrun import cli
 from speedrun.training import compile_cache
@@ -17,8 +18,6 @@ def cache_on(monkeypatch):
     monkeypatch.delenv("SPEEDRUN_NO_COMPILATION_CACHE")
     yield
     jax.config.update("jax_compilation_cache_dir", None)  # later tests: no cache again
-    from jax._src import compilation_cache
-
     compilation_cache.reset_cache()
 
 

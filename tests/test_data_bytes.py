@@ -9,6 +9,7 @@ import pytest
 
 from speedrun.data import EOT, bytelevel, commands, corpus, ngram, paths, tokenizer
 from speedrun.data.bytelevel import BYTE_SEP
+from speedrun.data.loader import TrainLoader
 from speedrun.data.shards import read_shard, validate_shard
 from speedrun.errors import SpeedrunError
 
@@ -214,8 +215,6 @@ def test_text_bytes_agree_across_tokenizers(tiktoken_cache):
 
 
 def test_loader_aligns_byte_documents(tmp_path):
-    from speedrun.data.loader import TrainLoader
-
     _build(tmp_path / "tb")
     files = paths.split_files(tmp_path / "tb", "tb", "train")
     loader = TrainLoader(files, 4, 8, seed=0, align_docs=True, doc_sep=BYTE_SEP)

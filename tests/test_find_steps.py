@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
 
+from helpers import record_dirs
 from speedrun import cli
-from speedrun.training import find_steps
 from speedrun.records import record, verify
+from speedrun.training import find_steps
 from speedrun.training import plan as P
 from speedrun.training import run as R
-from test_train import record_dirs
 
 
 @pytest.mark.parametrize("answer, start", [(137, 100), (137, 400), (10, 50), (700, 30)])

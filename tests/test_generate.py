@@ -2,9 +2,9 @@
 stacks of them), prefill + cached decoding gives the full forward pass's logits, and greedy
 generation is token-for-token what re-running the full forward pass per token gives.
 
-Models are tiny (4 layers, d_model 32, vocab 256, 24 positions) with their parameters jittered
-away from the init (a zero-init head or projection would make every comparison trivially
-equal), so every configuration compiles and runs in about a second.
+Models are tiny (helpers.tiny_model: 4 layers, d_model 32, vocab 256, 24 positions) with their
+parameters jittered away from the init (a zero-init head or projection would make every
+comparison trivially equal), so every configuration compiles and runs in about a second.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 
 import tricks
+from helpers import GEN_SEQ, GEN_VOCAB, PROMPTS, tiny_model
+from speedrun import cli
 from speedrun.core import attention
-from speedrun.inference import generate as G
-from speedrun.config import ModelConfig, RunConfig, TrainConfig
 from speedrun.errors import SpeedrunError
+from speedrun.inference import generate as G
+from speedrun.training import bench
+from tricks import rotary
 
-VOCAB, SEQ = 256, 24
 FORWARD_TRICKS = sorted(n for n, t in tricks.available().items()
                         if "model" in t.changes and t.cached_decoding)
 # tricks whose forward pass reads more than the cache keeps: generation must refuse them
@@ -38,22 +40,6 @@ STACKS = {
 TOL = {"float32": 1e-4, "bfloat16": 5e-2}
 
 
-def tiny_model(names: str, seed: int = 0, jitter: float = 0.3, vocab: int = VOCAB,
-               tokenizer: str = "bytes", **model_changes) -> G.Model:
-    shape = {"vocab_size": vocab, "n_layer": 4, "n_head": 4, "d_model": 32, "seq_len": SEQ,
-             **model_changes}
-    base = RunConfig(track="unit", model=ModelConfig(**shape),
-                     train=TrainConfig(batch_size=4, loss_chunk=64))
-    cfg = tricks.configure(tricks.with_tricks(base, tricks.parse_names(names)))
-    hooks = tricks.build_hooks(cfg)
-    params = hooks.init(jax.random.PRNGKey(seed), cfg.model)
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    leaves = [x + jitter * jax.random.normal(k, x.shape) * (1 if x.ndim else 0.3)
-              for x, k in zip(leaves, keys)]
-    return G.Model(jax.tree_util.tree_unflatten(tree, leaves), cfg, hooks, tokenizer)
-
-
 def dtype_of(m: G.Model) -> str:
     return m.cfg.tricks.get("bf16", {}).get("dtype", "float32")
 
@@ -65,19 +51,16 @@ def rel_err(a, b) -> float:
 
 def reference_greedy(m: G.Model, full, prompts: list[list[int]], n: int) -> list[list[int]]:
     """Greedy decoding with no cache: the full forward pass over the padded batch per token
-    (``full``: the compiled full forward pass, (B, SEQ) -> logits)."""
+    (``full``: the compiled full forward pass, (B, GEN_SEQ) -> logits)."""
     seqs = [list(p) for p in prompts]
     for _ in range(n):
-        tokens = np.zeros((len(seqs), SEQ), np.int32)
+        tokens = np.zeros((len(seqs), GEN_SEQ), np.int32)
         for i, s in enumerate(seqs):
             tokens[i, : len(s)] = s
         z = np.asarray(full(m.params, jnp.asarray(tokens)))
         for i, s in enumerate(seqs):
             s.append(int(np.argmax(z[i, len(s) - 1, : m.n_valid])))
     return [s[len(p):] for s, p in zip(seqs, prompts)]
-
-
-PROMPTS = [[0, 72, 101, 108, 108, 111], [0, 84], [0, 65, 32, 99, 97, 116, 32, 115, 97, 116, 32]]
 
 
 def configs():
@@ -88,7 +71,7 @@ def configs():
 @pytest.mark.parametrize("names", configs())
 def test_cached_decoding_matches_full_forward(names):
     m = tiny_model(names)
-    tokens = jnp.asarray(np.random.default_rng(0).integers(1, VOCAB, (3, SEQ)), jnp.int32)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(1, GEN_VOCAB, (3, GEN_SEQ)), jnp.int32)
     full = jax.jit(lambda p, t: G.full_logits(m, p, t))
     cached = jax.jit(lambda p, t: G.cached_logits(m, p, t, 7))(m.params, tokens)  # 7 + 17 steps
     assert rel_err(cached, full(m.params, tokens)) <= TOL[dtype_of(m)], names
@@ -109,8 +92,6 @@ def test_tricks_cached_decoding_cannot_reproduce_are_refused(name):
 def test_a_position_blind_hook_fails_loudly():
     """A trick whose positions ignore ctx.positions is caught by sample's check."""
     m = tiny_model("rotary")
-    from tricks import rotary
-
     prev = tricks.available()["rotary"]
     blind = dataclasses.replace(m.hooks, qk=lambda q, k, ctx: (rotary.rotate(q, 1e4),
                                                                rotary.rotate(k, 1e4)))
@@ -166,13 +147,10 @@ def test_padding_ids_are_never_chosen():
 def test_prompt_too_long_is_one_clear_error():
     m = tiny_model("")
     with pytest.raises(SpeedrunError, match="seq_len"):
-        G.generate(m, [[0] * SEQ], 4)
+        G.generate(m, [[0] * GEN_SEQ], 4)
 
 
 def test_bench_decode_measures_prefill_and_decode(capsys):
-    from speedrun import cli
-    from speedrun.training import bench
-
     r = bench.measure_decode(tiny_model(""), batch=2, prompt_len=4, new_tokens=6, repeats=1)
     assert r["new_tokens"] == 6 and r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
     assert cli.main(["bench", "--decode", "--track", "unit", "--batch", "1,2",

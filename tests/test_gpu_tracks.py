@@ -13,8 +13,10 @@ import pytest
 
 import tricks
 from speedrun import tracks
-from speedrun.training import train
 from speedrun.config import apply_overrides
+from speedrun.core import model
+from speedrun.training import plan
+from speedrun.training import train
 
 STACK = ["muon", "momentum-warmup", "rotary", "value-residual"]
 
@@ -46,9 +48,6 @@ def test_two_gpt2_small_steps_on_the_cpu(names):
 
 @pytest.mark.parametrize("track", [tracks.FINEWEB10B, tracks.FINEWEB10B_MEDIUM], ids=lambda t: t.name)
 def test_gpu_tracks_compute_in_bfloat16_over_float32_master_weights(track):
-    from speedrun.core import model
-    from speedrun.training import plan as run
-
     m = dataclasses.replace(track.config.model, n_layer=1, n_head=2, d_model=32, seq_len=16,
                             vocab_size=256)
     cfg = dataclasses.replace(track.config, model=m)
@@ -62,4 +61,4 @@ def test_gpu_tracks_compute_in_bfloat16_over_float32_master_weights(track):
     assert loss.dtype == np.float32 and dtypes(grads) == {np.dtype("float32")}
     # the CPU tracks stay float32, where XLA:CPU's bf16 matmuls are slower
     assert tracks.WIKI_BYTES.config.model.compute_dtype == "float32"
-    assert run.attention_implementation(cfg) in ("blocked", "xla")  # cudnn only on a GPU
+    assert plan.attention_implementation(cfg) in ("blocked", "xla")  # cudnn only on a GPU

@@ -3,15 +3,11 @@ regeneration, --check."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
-import dataclasses
-
 import tricks
-
-from conftest import UNIT_DATA
-from test_records import ENV, config, result, write
-
+from helpers import ENV, UNIT_DATA, config, result, write
 from speedrun import cli
 from speedrun.records import record
 

@@ -1,6 +1,7 @@
-"""Issue 8: every setting, path and shard checked before the clock starts; nothing of a finished
-run lost; every expected failure one line. One test per reproduced case, plus the fallback file,
-the manifest check by name and the settings validation."""
+"""Preflight checks and failures: every setting, path and shard is checked before the clock
+starts; nothing of a finished run is lost when its record cannot be written (the fallback file
+and `recover`); every expected failure is one line of error. Also the manifest check by name
+and the settings validation."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import stat
 import numpy as np
 import pytest
 
-import tinydata
+from helpers import TINY_DATASET, record_dirs, result, run_cli, write
 from speedrun import cli
+from speedrun.data import corpus, shards
 from speedrun.records import record, verify
+from speedrun.training import plan
 from speedrun.training import run as run_module
 from speedrun.training import train
-from speedrun.data import corpus, shards
-from test_train import record_dirs, run_cli
 
 QUICK = ("--steps", "3", "--set", "train.eval_every=3")
 
@@ -51,18 +52,16 @@ def test_unwritable_records_folder_fails_before_training(tiny, capsys, no_traini
 
 def test_read_only_records_parent_fails_before_training(tiny, capsys, no_training, monkeypatch):
     """A read-only parent (simulated: root, as CI runs, may write anywhere)."""
-    from speedrun.training import plan as run_module
-
     parent = tiny / "ro"
     parent.mkdir()
-    real = run_module.tempfile.mkstemp
+    real = plan.tempfile.mkstemp
 
     def denied(*a, dir=None, **k):
         if dir is not None and os.path.samefile(dir, parent):
             raise PermissionError(13, "Permission denied", str(dir))
         return real(*a, dir=dir, **k)
 
-    monkeypatch.setattr(run_module.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(plan.tempfile, "mkstemp", denied)
     assert cli.main(["run", "--track", "tiny", "--records-dir", str(parent / "records"),
                      "--quiet"]) == 1
     one_line_error(capsys, "not writable", "Permission denied")
@@ -92,14 +91,12 @@ def test_failed_record_write_goes_to_a_fallback_file_that_recover_turns_into_the
     assert folder.name.endswith("_saved") and verify.verify(folder) == []
     rec = record.load_record(folder)
     assert [r["seed"] for r in rec["runs"]] == [0, 1] and rec["config"]["train"]["steps"] == 3
-    # 5e: record folders are shared like the committed ones, not private.
+    # record folders are shared like the committed ones, not private.
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
     assert stat.S_IMODE((folder / "record.yaml").stat().st_mode) == 0o644
 
 
 def test_new_record_folders_are_0755(tmp_path):
-    from test_records import write, result
-
     old = os.umask(0o022)
     try:
         folder = write(tmp_path, [result(0, 2.99)])
@@ -201,7 +198,7 @@ def test_data_check_flags_a_checksum_mismatch(wiki_copy, capsys):
 
 
 def test_run_checks_the_val_tokens_range_before_training(tiny, capsys, no_training):
-    set_token_65535(tiny / "data" / tinydata.DATASET / "tiny_val_000000.bin")
+    set_token_65535(tiny / "data" / TINY_DATASET / "tiny_val_000000.bin")
     assert run_cli(tiny) == 1
     one_line_error(capsys, "token id 65535", "outside the vocabulary", "tiny_val_000000.bin")
 

@@ -8,41 +8,10 @@ import pytest
 import yaml
 
 import tricks
-from conftest import UNIT, UNIT_DATA
+from helpers import config, result, write
 from speedrun import cli
-from speedrun.records import stats
-from speedrun.records import logs, record, verify
 from speedrun.config import RunConfig, config_hash
-from speedrun.records.logs import val_line
-from speedrun.records.record import first_crossing
-from speedrun.training import fallback, train as train_mod
-
-ENV = {"hardware_class": "cpu-2core", "device_kind": "cpu", "device_count": 1, "command": "test"}
-TOKENS_PER_STEP = 8 * 32  # the unit track's batch x seq_len
-
-
-def result(seed: int, loss: float, time_s: float = 10.0, steps: int = 100, target: float = 3.0):
-    """A seed's outcome and the log that a real run would have written for it."""
-    curve = ((0, 0.0, 0, 10.8), (steps // 2, time_s / 2, steps // 2 * TOKENS_PER_STEP, 5.0),
-             (steps, time_s, steps * TOKENS_PER_STEP, loss))
-    log = "\n".join([f"# seed: {seed}", logs.machine_line(400.0),
-                     *(val_line(s, steps, v, t) for s, t, _, v in curve)]) + "\n"
-    return train_mod.RunResult(seed=seed, steps=steps, train_time_s=time_s,
-                             tokens=steps * TOKENS_PER_STEP, final_val_loss=loss,
-                             reached=loss <= target, first_reached=first_crossing(curve, target),
-                             compile_time_s=2.0, machine_gflops=400.0, curve=curve, log=log)
-
-
-def config(trick_names=(), steps=100):
-    cfg = UNIT.config
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
-    return tricks.configure(tricks.with_tricks(cfg, list(trick_names)))
-
-
-def write(tmp_path, results, trick_names=(), name=None, date="2026-11-24", data=None, cfg=None):
-    cfg = cfg or config(trick_names, steps=results[0].steps)
-    rec = record.build_record(cfg, results, ENV, data or UNIT_DATA, name=name, date=date)
-    return record.write_record(tmp_path / "records", rec, results=results)
+from speedrun.records import record, stats, verify
 
 
 def edit(folder, change, rehash=False):

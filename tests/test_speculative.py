@@ -1,6 +1,7 @@
 """Speculative decoding: greedy output is the target's own greedy output whatever the draft,
 a draft identical to the target has every proposal accepted, and sampling with the rejection
-rule draws from the target's distribution, not the draft's. Tiny models (see test_generate)."""
+rule draws from the target's distribution, not the draft's. Tiny models (helpers.tiny_model, as
+in test_generate)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from speedrun.inference import generate as G
+from helpers import PROMPTS, tiny_model
 from speedrun.errors import SpeedrunError
-from test_generate import PROMPTS, tiny_model
+from speedrun.inference import generate as G
 
 GREEDY = G.Sampling(temperature=0)
 

@@ -11,38 +11,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-import tinydata
-import tricks
-from speedrun import cli, tracks
+from helpers import record_dirs, run_cli, tiny_config, train_tiny
+from speedrun import cli
 from speedrun.records import record, verify
+from speedrun.training import run as run_module
 from speedrun.training import train
-from speedrun.data import loader
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(tmp_path, *extra):
-    return cli.main(["run", "--track", "tiny", "--records-dir", str(tmp_path / "records"),
-                     "--quiet", *extra])
-
-
-def record_dirs(tmp_path):
-    return sorted(p.parent for p in (tmp_path / "records").rglob("record.yaml"))
-
-
-def train_tiny(cfg, data_dir, seed=0):
-    folder = Path(data_dir) / tinydata.DATASET
-    tr = sorted(folder.glob("*_train_*.bin"))
-    va = sorted(folder.glob("*_val_*.bin"))
-    t = cfg.train
-    val = loader.val_batches(va, t.val_tokens, t.val_batch_size, cfg.model.seq_len)
-    batches = loader.TrainLoader(tr, t.batch_size, cfg.model.seq_len, seed)
-    return train.train(cfg, seed, tricks.build_hooks(cfg), batches, val, log=lambda _: None)
-
-
 def test_loss_falls(tiny):
-    out = train_tiny(tinydata.tiny_config(steps=40), tiny / "data")
+    out = train_tiny(tiny_config(steps=40), tiny / "data")
     losses = [point[3] for point in out.curve]
     assert out.steps == 40 and out.final_val_loss == losses[-1]
     assert losses[-1] < losses[0] - 2.0, losses
@@ -50,7 +31,7 @@ def test_loss_falls(tiny):
 
 
 def test_compile_time_is_not_train_time(tiny):
-    out = train_tiny(tinydata.tiny_config(steps=3, eval_every=3), tiny / "data")
+    out = train_tiny(tiny_config(steps=3, eval_every=3), tiny / "data")
     # Compiling the step dwarfs three tiny steps; had it been on the clock, train time would too.
     assert out.compile_time_s > 0
     assert 0 < out.train_time_s < 0.5 * out.compile_time_s
@@ -143,10 +124,9 @@ def test_unknown_trick_fails_before_training(tiny, capsys, monkeypatch):
 DEVICE_SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
-import jax, tinydata
-from speedrun import tracks
-from test_train import train_tiny
-out = train_tiny(tinydata.tiny_config(steps=20), {data!r})
+import jax
+from helpers import tiny_config, train_tiny
+out = train_tiny(tiny_config(steps=20), {data!r})
 print(json.dumps({{"devices": jax.device_count(), "curve": [p[3] for p in out.curve]}}))
 """
 
@@ -192,12 +172,8 @@ def test_from_record_re_resolves_the_trick_order(tiny):
     rec["tricks"] = {"rotary": rec["tricks"]["rotary"], "qknorm": rec["tricks"]["qknorm"]}
     rec["config"]["tricks"] = dict(rec["tricks"])
     rec["content_hash"] = record.content_hash(rec)
-    import yaml
-
     f.write_text(yaml.safe_dump(rec, sort_keys=False))
     assert list(record.load_record(folder)["config"]["tricks"]) == ["rotary", "qknorm"]
     args = cli.build_parser().parse_args(["run", "--from-record", str(folder)])
-    from speedrun.training import run as run_module
-
     cfg, seeds, name = run_module.resolve(args)
     assert list(cfg.tricks) == ["qknorm", "rotary"] and seeds == [0] and name == "qknorm-rotary"

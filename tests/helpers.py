@@ -1,0 +1,259 @@
+"""What several test modules share: the tiny synthetic dataset and track, the unit track that
+records of unit tests follow, record building, `run` through the command line, tiny trick
+models with their training loop, and tiny models for generation.
+
+The tiny dataset's tokens follow a noisy deterministic chain (next = 5 * prev + 3 mod 61 nine
+times in ten), so a 2-layer model's loss falls quickly from ln(vocab) toward the chain's entropy.
+Trick models are tiny (d_model 32, 2-4 layers, vocab 256, 16 tokens): each one compiles and
+trains in seconds on a small CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import tricks
+from speedrun import cli, tracks
+from speedrun.config import ModelConfig, OptimConfig, RunConfig, TrainConfig, apply_overrides
+from speedrun.core import model
+from speedrun.core import params as P
+from speedrun.core.hooks import Ctx
+from speedrun.data import loader, shards
+from speedrun.inference import generate as G
+from speedrun.records import logs, record
+from speedrun.records.record import first_crossing
+from speedrun.training import train as train_mod
+
+# ----------------------------------------------------------------------------------------------
+# the tiny dataset and track: small, learnable tokens (no network, seconds to train)
+# ----------------------------------------------------------------------------------------------
+
+EOT = 50256  # GPT-2's end of text: the tiny dataset's document separator
+TINY_DATASET = "tiny"
+
+
+def chain_tokens(n: int, seed: int, doc_len: int = 200) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.empty(n, np.int64)
+    prev = 0
+    for i in range(n):
+        if i % doc_len == 0:
+            out[i] = EOT  # document separator, as in FineWeb shards
+            prev = int(rng.integers(61))
+            continue
+        prev = (5 * prev + 3) % 61 if rng.random() < 0.9 else int(rng.integers(61))
+        out[i] = prev
+    return out
+
+
+def write_dataset(data_dir: Path, train_tokens: int = 60_000, val_tokens: int = 4_096) -> Path:
+    folder = Path(data_dir) / TINY_DATASET
+    folder.mkdir(parents=True, exist_ok=True)
+    shards.write_shard(folder / f"{TINY_DATASET}_train_000000.bin", chain_tokens(train_tokens, 1))
+    shards.write_shard(folder / f"{TINY_DATASET}_val_000000.bin", chain_tokens(val_tokens, 2))
+    (folder / "manifest.json").write_text('{"tokenizer": "gpt2"}\n')  # what the rules check
+    return folder
+
+
+# EOT (50256) must be a valid id, so the vocabulary stays GPT-2's; the model is tiny elsewhere.
+TINY = tracks.Track(
+    name="tiny",
+    dataset=TINY_DATASET,
+    summary="synthetic chain tokens for tests",
+    where="tests",
+    data_command="(tests write it)",
+    config=RunConfig(
+        track="tiny",
+        model=ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=32),
+        optim=OptimConfig(lr=1e-2, warmup_steps=5, weight_decay=0.0, min_lr_frac=0.1),
+        train=TrainConfig(batch_size=8, steps=40, eval_every=10, val_tokens=1024,
+                          val_batch_size=8, target=3.0, loss_chunk=64, log_every=5),
+    ),
+    rules=tracks.Rules(target=3.0, val_tokens=1024, tokenizer="gpt2", vocab=50257),
+)
+
+
+def tiny_config(**train_changes) -> RunConfig:
+    cfg = TINY.config
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes))
+
+
+def train_tiny(cfg, data_dir, seed=0):
+    """Train ``cfg`` on the tiny dataset under ``data_dir`` (the harness's train, no record)."""
+    folder = Path(data_dir) / TINY_DATASET
+    tr = sorted(folder.glob("*_train_*.bin"))
+    va = sorted(folder.glob("*_val_*.bin"))
+    t = cfg.train
+    val = loader.val_batches(va, t.val_tokens, t.val_batch_size, cfg.model.seq_len)
+    batches = loader.TrainLoader(tr, t.batch_size, cfg.model.seq_len, seed)
+    return train_mod.train(cfg, seed, tricks.build_hooks(cfg), batches, val, log=lambda _: None)
+
+
+def run_cli(tmp_path, *extra):
+    """`run` on the tiny track, its records under ``tmp_path / "records"``."""
+    return cli.main(["run", "--track", "tiny", "--records-dir", str(tmp_path / "records"),
+                     "--quiet", *extra])
+
+
+def record_dirs(tmp_path):
+    return sorted(p.parent for p in (tmp_path / "records").rglob("record.yaml"))
+
+
+# ----------------------------------------------------------------------------------------------
+# the unit track (no data) and records built without training
+# ----------------------------------------------------------------------------------------------
+
+TRAIN_SHA = "a" * 64
+VAL_SHA = "b" * 64
+UNIT = tracks.Track(
+    name="unit",
+    dataset="unit",
+    summary="records written by unit tests (no data)",
+    where="tests",
+    data_command="(none)",
+    config=RunConfig(
+        track="unit",
+        model=ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=32),
+        optim=OptimConfig(),
+        train=TrainConfig(batch_size=8, steps=100, val_tokens=1024, target=3.0),
+    ),
+    rules=tracks.Rules(target=3.0, val_tokens=1024, tokenizer="gpt2", vocab=50257,
+                       val_sha256=VAL_SHA, train_sha256=TRAIN_SHA),
+)
+UNIT_DATA = {"dataset": "unit", "tokenizer": "gpt2", "train_sha256": TRAIN_SHA,
+             "val_tokens": 1024, "val_sha256": VAL_SHA}
+
+ENV = {"hardware_class": "cpu-2core", "device_kind": "cpu", "device_count": 1, "command": "test"}
+TOKENS_PER_STEP = 8 * 32  # the unit track's batch x seq_len
+
+
+def result(seed: int, loss: float, time_s: float = 10.0, steps: int = 100, target: float = 3.0):
+    """A seed's outcome and the log that a real run would have written for it."""
+    curve = ((0, 0.0, 0, 10.8), (steps // 2, time_s / 2, steps // 2 * TOKENS_PER_STEP, 5.0),
+             (steps, time_s, steps * TOKENS_PER_STEP, loss))
+    log = "\n".join([f"# seed: {seed}", logs.machine_line(400.0),
+                     *(logs.val_line(s, steps, v, t) for s, t, _, v in curve)]) + "\n"
+    return train_mod.RunResult(seed=seed, steps=steps, train_time_s=time_s,
+                               tokens=steps * TOKENS_PER_STEP, final_val_loss=loss,
+                               reached=loss <= target, first_reached=first_crossing(curve, target),
+                               compile_time_s=2.0, machine_gflops=400.0, curve=curve, log=log)
+
+
+def config(trick_names=(), steps=100):
+    """The unit track's config with ``trick_names`` and ``steps``."""
+    cfg = UNIT.config
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+    return tricks.configure(tricks.with_tricks(cfg, list(trick_names)))
+
+
+def write(tmp_path, results, trick_names=(), name=None, date="2026-11-24", data=None, cfg=None):
+    """A record of ``results`` written under ``tmp_path / "records"``: its folder."""
+    cfg = cfg or config(trick_names, steps=results[0].steps)
+    rec = record.build_record(cfg, results, ENV, data or UNIT_DATA, name=name, date=date)
+    return record.write_record(tmp_path / "records", rec, results=results)
+
+
+# ----------------------------------------------------------------------------------------------
+# tiny trick models: built the way the harness builds them, trained on one fixed batch
+# ----------------------------------------------------------------------------------------------
+
+VOCAB, SEQ, BATCH, CHUNK = 256, 16, 4, 64
+
+
+def tiny_cfg(n_layer=2, n_head=4, d_model=32, steps=8) -> RunConfig:
+    return RunConfig(
+        track="wiki-bytes",  # a real track: its document separator (byte 0) is known
+        model=ModelConfig(vocab_size=VOCAB, n_layer=n_layer, n_head=n_head, d_model=d_model,
+                          seq_len=SEQ),
+        optim=OptimConfig(lr=3e-3, warmup_steps=0, decay="constant", weight_decay=0.0),
+        train=TrainConfig(batch_size=BATCH, steps=steps, loss_chunk=CHUNK),
+    )
+
+
+def setup(names=(), overrides=(), **cfg_kw):
+    """(cfg, hooks, params) the way the harness builds them."""
+    cfg = tricks.with_tricks(tiny_cfg(**cfg_kw), list(names))
+    cfg = apply_overrides(cfg, list(overrides))
+    cfg = tricks.configure(cfg)
+    hooks = tricks.build_hooks(cfg)
+    return cfg, hooks, hooks.init(jax.random.PRNGKey(0), cfg.model)
+
+
+def tokens(seed=0, shape=(BATCH, SEQ)):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.integers(0, VOCAB, shape), jnp.int32)
+
+
+def loss_of(cfg, hooks, params, seed=0):
+    x, y = tokens(seed), tokens(seed + 1)
+    return float(jax.jit(lambda p: model.loss(p, x, y, cfg.model, hooks, CHUNK))(params))
+
+
+def train_steps(cfg, hooks, params, steps):
+    """(loss, params, optimizer state) after each of `steps` updates on one fixed batch of random
+    tokens (each update's index of train.steps reaches the hooks, as in train.py)."""
+    x, y = tokens(0), tokens(1)
+    tx = hooks.optimizer(params, cfg, hooks)
+
+    @jax.jit
+    def step(params, state, i):
+        loss, grads = jax.value_and_grad(model.loss)(params, x, y, cfg.model, hooks, CHUNK, i,
+                                                     cfg.train.steps)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    state, seen = tx.init(params), []
+    for i in range(steps):
+        params, state, loss = step(params, state, jnp.int32(i))
+        seen.append((float(loss), params, state))
+    return seen
+
+
+def train(cfg, hooks, params, steps=6):
+    """Losses of `steps` optimizer steps (see ``train_steps``)."""
+    return [loss for loss, _, _ in train_steps(cfg, hooks, params, steps)]
+
+
+def flat(params) -> dict:
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return {P.path_name(path): leaf for path, leaf in leaves}
+
+
+def ctx(cfg, hooks, params, layer=0, toks=None):
+    return Ctx(params=hooks.cast(params), tokens=tokens() if toks is None else toks,
+               cfg=cfg.model, layer=layer)
+
+
+def normal(seed, shape):
+    return jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# tiny models for generation: parameters jittered away from the init (a zero-init head or
+# projection would make every comparison trivially equal)
+# ----------------------------------------------------------------------------------------------
+
+GEN_VOCAB, GEN_SEQ = 256, 24
+PROMPTS = [[0, 72, 101, 108, 108, 111], [0, 84], [0, 65, 32, 99, 97, 116, 32, 115, 97, 116, 32]]
+
+
+def tiny_model(names: str, seed: int = 0, jitter: float = 0.3, vocab: int = GEN_VOCAB,
+               tokenizer: str = "bytes", **model_changes) -> G.Model:
+    shape = {"vocab_size": vocab, "n_layer": 4, "n_head": 4, "d_model": 32, "seq_len": GEN_SEQ,
+             **model_changes}
+    base = RunConfig(track="unit", model=ModelConfig(**shape),
+                     train=TrainConfig(batch_size=4, loss_chunk=64))
+    cfg = tricks.configure(tricks.with_tricks(base, tricks.parse_names(names)))
+    hooks = tricks.build_hooks(cfg)
+    params = hooks.init(jax.random.PRNGKey(seed), cfg.model)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+    leaves = [x + jitter * jax.random.normal(k, x.shape) * (1 if x.ndim else 0.3)
+              for x, k in zip(leaves, keys)]
+    return G.Model(jax.tree_util.tree_unflatten(tree, leaves), cfg, hooks, tokenizer)
