@@ -196,12 +196,18 @@ def problems(cfg: RunConfig) -> list[str]:
     return out + validate_tricks(cfg.tricks)
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """The configuration, or a SpeedrunError naming every out-of-range setting on one line."""
-    found = problems(cfg)
+def invalid_settings(found: list[str]) -> str:
+    """One line naming every out-of-range setting."""
+    return ("invalid setting" + ("s" if len(found) > 1 else "") + ": " + "; ".join(found)
+            + " (change it with --set section.key=value)")
+
+
+def validate(cfg: RunConfig, more: list[str] = ()) -> RunConfig:
+    """The configuration, or a SpeedrunError naming every out-of-range setting (``more``: the
+    tricks' own, from tricks.setting_problems) on one line."""
+    found = problems(cfg) + list(more)
     if found:
-        raise SpeedrunError("invalid setting" + ("s" if len(found) > 1 else "") + ": "
-                            + "; ".join(found) + " (change it with --set section.key=value)")
+        raise SpeedrunError(invalid_settings(found))
     return cfg
 
 

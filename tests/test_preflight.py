@@ -5,6 +5,7 @@ and the settings validation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -14,9 +15,11 @@ import stat
 import numpy as np
 import pytest
 
-from helpers import TINY_DATASET, record_dirs, result, run_cli, write
+from helpers import (ENV, TINY_DATASET, UNIT, UNIT_DATA, config, record_dirs, result, run_cli,
+                     tiny_model, write)
 from speedrun import cli
-from speedrun.data import corpus, shards
+from speedrun.data import corpus, paths, shards
+from speedrun.inference import checkpoint
 from speedrun.records import record, verify
 from speedrun.training import plan
 from speedrun.training import run as run_module
@@ -54,14 +57,14 @@ def test_read_only_records_parent_fails_before_training(tiny, capsys, no_trainin
     """A read-only parent (simulated: root, as CI runs, may write anywhere)."""
     parent = tiny / "ro"
     parent.mkdir()
-    real = plan.tempfile.mkstemp
+    real = paths.tempfile.mkstemp
 
     def denied(*a, dir=None, **k):
         if dir is not None and os.path.samefile(dir, parent):
             raise PermissionError(13, "Permission denied", str(dir))
         return real(*a, dir=dir, **k)
 
-    monkeypatch.setattr(plan.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(paths.tempfile, "mkstemp", denied)
     assert cli.main(["run", "--track", "tiny", "--records-dir", str(parent / "records"),
                      "--quiet"]) == 1
     one_line_error(capsys, "not writable", "Permission denied")
@@ -269,3 +272,83 @@ def test_help_texts():
     parser = cli.build_parser()
     lb = parser._subparsers._group_actions[0].choices["leaderboard"]
     assert all(a.help for a in lb._actions if a.dest in ("records_dir", "output"))
+
+
+# --- bad input that used to slip through ------------------------------------------------------
+
+
+def test_empty_seeds_is_refused_before_anything_runs(tiny, capsys, no_training):
+    assert run_cli(tiny, "--seeds", "", *QUICK) == 1
+    one_line_error(capsys, "--seeds", "names no seed")
+
+
+def test_recover_of_a_results_file_without_seeds_is_one_line(tmp_path, capsys):
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps({"speedrun_results": 1, "config": UNIT.config.to_dict(),
+                                 "name": None, "date": "2026-11-24", "environment": ENV,
+                                 "data": UNIT_DATA, "results": []}))
+    assert cli.main(["recover", str(saved), "--records-dir", str(tmp_path / "records")]) == 1
+    one_line_error(capsys, "holds no finished seed")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("muon.lr=-1", "muon.lr must be above 0, got -1.0"),
+    ("muon.ns_steps=0", "muon.ns_steps must be at least 1, got 0"),
+    ("muon.momentum=1.0", "muon.momentum must be in [0, 1), got 1.0"),
+])
+def test_a_tricks_settings_are_checked_against_its_limits(tiny, capsys, no_training, setting,
+                                                          message):
+    assert run_cli(tiny, "--tricks", "muon", "--set", setting, *QUICK) == 1
+    one_line_error(capsys, "invalid setting", message)
+
+
+def test_verify_refuses_a_record_whose_trick_settings_are_out_of_range(tmp_path):
+    cfg = config(["muon"])
+    bad = dataclasses.replace(cfg, tricks={"muon": {**cfg.tricks["muon"], "lr": -1.0}})
+    folder = write(tmp_path, [result(0, 2.9)], cfg=bad)
+    assert any("muon.lr must be above 0" in p for p in verify.verify(folder))
+
+
+def test_a_vocabulary_cut_below_the_tokenizers_is_the_rule_not_corrupt_data(tiny, capsys,
+                                                                           no_training):
+    assert run_cli(tiny, "--set", "model.vocab_size=10", *QUICK) == 1
+    err = one_line_error(capsys, "model.vocab_size 10 is smaller than", "rule 'vocabulary'")
+    assert "corrupt" not in err
+
+
+def test_quantize_output_under_a_file_names_the_file(tmp_path, capsys):
+    ck = tmp_path / "model.safetensors"
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    m = tiny_model("")
+    checkpoint.save(ck, m.params, m.cfg, m.tokenizer, 0)
+    assert cli.main(["quantize", str(ck), "--output", str(afile / "x.safetensors")]) == 1
+    one_line_error(capsys, "--output folder", "is not a folder")
+
+
+def test_verify_of_a_path_without_records_fails(tmp_path, capsys):
+    assert cli.main(["verify", str(tmp_path)]) == 1
+    one_line_error(capsys, "no records under")
+
+
+def test_data_check_without_a_manifest_counts_byte_documents(tmp_path, capsys):
+    docs = [b"first document", b"second one", b"third"]
+    tokens = np.concatenate([[0, *d] for d in docs]).astype(np.uint16)
+    shards.write_shard(tmp_path / "x_val_000000.bin", tokens)
+    assert cli.main(["data", "check", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 documents" in out and "read as bytes" in out
+
+
+@pytest.mark.parametrize("names, message", [
+    ("muon,muon", "lists muon more than once"),
+    ("muon,,rotary", "has an empty entry"),
+])
+def test_repeated_or_empty_trick_names_are_errors(tiny, capsys, no_training, names, message):
+    assert run_cli(tiny, "--tricks", names, *QUICK) == 1
+    one_line_error(capsys, message)
+
+
+def test_an_empty_trick_list_is_the_baseline_and_the_run_line_says_so(tiny, capsys):
+    assert run_cli(tiny, "--tricks", "", *QUICK, "--no-record") == 0
+    assert "tricks: baseline" in capsys.readouterr().out

@@ -31,11 +31,70 @@ from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
 from speedrun import tracks
+from speedrun.config import invalid_settings
 from speedrun.core.hooks import HOOK_POINTS
 from speedrun.core.model import baseline_hooks
 from speedrun.errors import SpeedrunError
 
 CHANGES = ("model", "optimizer", "schedule", "data")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The values one hyperparameter may take: numbers in a range (either end open or closed,
+    or absent), or one of a few choices. ``Limit()`` allows any value of the default's type
+    (numbers still finite: speedrun.config.validate_tricks)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple = ()
+
+    def allows(self, value) -> bool:
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return True  # strings and flags: their type is checked when --set parses them
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.lo is None and self.hi is None:
+            return "any value"
+        if self.hi is None:
+            return f"{'above' if self.lo_open else 'at least'} {self.lo:g}"
+        if self.lo is None:
+            return f"{'below' if self.hi_open else 'at most'} {self.hi:g}"
+        return (f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}"
+                f"{')' if self.hi_open else ']'}")
+
+
+ANY = Limit()
+
+
+def above(x: float) -> Limit:
+    return Limit(lo=x, lo_open=True)
+
+
+def at_least(x: float) -> Limit:
+    return Limit(lo=x)
+
+
+def between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Limit:
+    return Limit(lo, hi, lo_open, hi_open)
+
+
+def one_of(*choices) -> Limit:
+    return Limit(choices=tuple(choices))
+
+
+FRACTION = between(0.0, 1.0)  # [0, 1]
+BETA = between(0.0, 1.0, hi_open=True)  # [0, 1): a momentum or an Adam beta
+POSITIVE = above(0.0)
 
 
 @dataclass(frozen=True)
@@ -45,6 +104,9 @@ class Trick:
     changes: tuple[str, ...]  # subset of CHANGES
     apply: Callable[[Any, SimpleNamespace], Any]  # (Hooks, hp) -> Hooks
     params: Mapping[str, Any] = field(default_factory=dict)  # hyperparameter defaults
+    # The values each hyperparameter may take (every one of ``params`` declares one; flags
+    # may use ANY): checked before anything runs, and by `verify`.
+    limits: Mapping[str, Limit] = field(default_factory=dict)
     configure: Callable[[Any, SimpleNamespace], Any] | None = None  # (RunConfig, hp) -> RunConfig
     requires: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
@@ -75,7 +137,32 @@ def available() -> dict[str, Trick]:
 
 
 def parse_names(text: str | None) -> list[str]:
-    return [n.strip() for n in (text or "").split(",") if n.strip()]
+    """``--tricks A,B``: the names, in the order given. Empty text is the baseline; an empty
+    entry (``a,,b``) or a name given twice is an error, never silently dropped."""
+    if not (text or "").strip():
+        return []
+    names = [n.strip() for n in text.split(",")]
+    if "" in names:
+        raise SpeedrunError(f"--tricks {text!r} has an empty entry: give names separated by "
+                            f"single commas (no --tricks, or --tricks '', is the baseline)")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SpeedrunError(f"--tricks lists {', '.join(twice)} more than once")
+    return names
+
+
+def setting_problems(cfg, registry: Mapping[str, Trick] | None = None) -> list[str]:
+    """Every enabled trick's hyperparameter outside its declared limit, each naming it."""
+    registry = available() if registry is None else registry
+    out = []
+    for name, values in cfg.tricks.items():
+        if name not in registry:
+            continue  # unknown tricks are reported where the list is resolved
+        for key, value in values.items():
+            limit = registry[name].limits.get(key, ANY)
+            if not limit.allows(value):
+                out.append(f"{name}.{key} must be {limit.describe()}, got {value!r}")
+    return out
 
 
 def resolve(names: list[str], registry: Mapping[str, Trick] | None = None) -> list[Trick]:
@@ -185,6 +272,9 @@ def configure(cfg, registry: Mapping[str, Trick] | None = None):
 def build_hooks(cfg, registry: Mapping[str, Trick] | None = None):
     """Baseline hooks with every enabled trick applied in the config's order."""
     registry = available() if registry is None else registry
+    found = setting_problems(cfg, registry)
+    if found:
+        raise SpeedrunError(invalid_settings(found))
     hooks = baseline_hooks(cfg.model.compute_dtype)
     for name, values in cfg.tricks.items():
         hooks = registry[name].apply(hooks, hp(registry[name], values))
@@ -216,7 +306,7 @@ def main(args) -> int:
         if t.params:
             print("  hyperparameters (override with --set " + t.name + ".KEY=VALUE):")
             for k, v in t.params.items():
-                print(f"    {k} = {v!r}")
+                print(f"    {k} = {v!r}  ({t.limits.get(k, ANY).describe()})")
         else:
             print("  hyperparameters: none")
         if t.report is not None:

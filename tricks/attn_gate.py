@@ -13,7 +13,7 @@ speedrun used Adam for it). With fewer than 12 model dimensions the gate reads a
 import jax
 import jax.numpy as jnp
 
-from tricks import Trick
+from tricks import Trick, at_least
 
 
 def gate(y, u, w):
@@ -47,6 +47,7 @@ TRICK = Trick(
     "(zero-init: 0.5)",
     changes=("model",),
     params={"gate_dims": 12},
+    limits={"gate_dims": at_least(1)},
     apply=apply,
     source="modded-nanogpt record #28 (08/23/25, SparseAttnGate, @classiclarryd)",
 )

@@ -14,19 +14,12 @@ trick. HEAD folded backout into its MUDD post-loop connection (mu1 init -0.5 on 
 
 import jax.numpy as jnp
 
-from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import ANY, Trick, between
 
 
 def saved_layer(n_layer: int, frac: float) -> int:
     """Index of the block whose output is backed out (the b-th block, b = round(frac * L))."""
     return max(1, min(n_layer, round(frac * n_layer))) - 1
-
-
-def configure(cfg, hp):
-    if not 0.0 < hp.frac < 1.0:
-        raise SpeedrunError(f"backout.frac must be in (0, 1), got {hp.frac}")
-    return cfg
 
 
 def apply(hooks, hp):
@@ -59,8 +52,8 @@ TRICK = Trick(
     "final norm",
     changes=("model",),
     params={"frac": 2 / 3, "lambda_init": 0.5},
+    limits={"frac": between(0.0, 1.0, lo_open=True, hi_open=True), "lambda_init": ANY},
     apply=apply,
-    configure=configure,
     after=("unet-skips",),
     source="modded-nanogpt record #40 (10/04/25, Backout, after @snimu)",
 )

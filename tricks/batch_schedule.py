@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import ANY, Trick, at_least
 
 
 def multipliers(hp) -> list[float]:
@@ -78,6 +78,7 @@ TRICK = Trick(
     "(bs/bs0)^0.6 per stage",
     changes=("schedule", "data"),
     params={"multipliers": "0.5,1,1.5", "lr_power": 0.6},
+    limits={"multipliers": ANY, "lr_power": at_least(0.0)},
     apply=apply,
     configure=configure,
     after=("wsd-schedule",),

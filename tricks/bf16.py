@@ -9,19 +9,10 @@ logits to float32 and the norms compute their statistics in float32, as in the r
 
 from speedrun.core import model
 from speedrun.config import COMPUTE_DTYPES
-from speedrun.errors import SpeedrunError
-from tricks import Trick
-
-
-def configure(cfg, hp):
-    if hp.dtype not in COMPUTE_DTYPES:  # the dtypes model.compute_cast (and the config) know
-        raise SpeedrunError(f"bf16.dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
-                            f"got {hp.dtype!r}")
-    return cfg
+from tricks import Trick, one_of
 
 
 def apply(hooks, hp):
-    configure(None, hp)
     low, prev = model.compute_cast(hp.dtype), hooks.cast  # the GPU tracks' baseline cast
 
     def cast(params):
@@ -35,7 +26,7 @@ TRICK = Trick(
     summary="bfloat16 activations and weights in the forward pass, float32 master weights",
     changes=("model",),
     params={"dtype": "bfloat16"},
+    limits={"dtype": one_of(*COMPUTE_DTYPES)},
     apply=apply,
-    configure=configure,
     source="modded-nanogpt record 10 (11/08/24, CastBf16)",
 )

@@ -22,7 +22,7 @@ the table has 1,280 rows for 65,536 possible byte pairs, so bigrams share rows (
 import jax.numpy as jnp
 
 from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import ANY, Trick, at_least
 
 A, B = 36313, 27191
 
@@ -36,8 +36,6 @@ def bigram_hash(tokens, rows: int):
 
 
 def configure(cfg, hp):
-    if hp.table_mult < 1:
-        raise SpeedrunError(f"bigram-hash.table_mult must be at least 1, got {hp.table_mult}")
     if A * (cfg.model.vocab_size - 1) >= 2 ** 31:
         raise SpeedrunError(f"bigram-hash: vocabulary {cfg.model.vocab_size} overflows the "
                             f"int32 hash")
@@ -72,6 +70,7 @@ TRICK = Trick(
     "weight init 0.1",
     changes=("model",),
     params={"table_mult": 5, "lambda_init": 0.1},
+    limits={"table_mult": at_least(1), "lambda_init": ANY},
     apply=apply,
     configure=configure,
     after=("embed-skip",),

@@ -25,8 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import Trick, at_least
 from tricks.muon import shape_scale
 
 
@@ -55,12 +54,6 @@ def cautious_decay(lr, wd: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def configure(cfg, hp):
-    if hp.wd < 0:
-        raise SpeedrunError(f"cautious-wd.wd must be 0 or more, got {hp.wd}")
-    return cfg
-
-
 def apply(hooks, hp):
     return hooks.with_extra("muon_decay", lambda cfg, lr: cautious_decay(lr, hp.wd))
 
@@ -71,8 +64,8 @@ TRICK = Trick(
     "wd 1.2 x the scheduled lr",
     changes=("optimizer",),
     params={"wd": 1.2},
+    limits={"wd": at_least(0.0)},
     apply=apply,
-    configure=configure,
     requires=("muon",),
     source="modded-nanogpt record #43 (11/10/25, CautiousWD, @varunneal); Chen et al. 2025 "
     "(arXiv:2510.12402)",

@@ -12,7 +12,7 @@ The pair is stored per block as ``blocks.i.x0_lambdas`` (shape (2,), optimizer k
 
 import jax.numpy as jnp
 
-from tricks import Trick
+from tricks import ANY, Trick
 from tricks.rmsnorm import rms_norm
 
 
@@ -46,6 +46,7 @@ TRICK = Trick(
     summary="block input a*x + b*x0 with learned per-block (a, b) init (1, 0), x0 the normed embedding",
     changes=("model",),
     params={"norm_x0": True},
+    limits={"norm_x0": ANY},
     apply=apply,
     after=("smear",),  # the record normalises the smeared embedding: x = x0 = norm(smear(e))
     source="modded-nanogpt record 9 (11/06/24, ShortcutsTweaks, @Grad62304977); "

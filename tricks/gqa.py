@@ -9,7 +9,7 @@ GPT-2-small track; included as a standard way to trade attention parameters for 
 import dataclasses
 
 from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import Trick, at_least
 
 
 def configure(cfg, hp):
@@ -34,6 +34,7 @@ TRICK = Trick(
     summary="grouped-query attention: n_head // group_size shared key/value heads",
     changes=("model",),
     params={"group_size": 2},
+    limits={"group_size": at_least(1)},
     apply=apply,
     configure=configure,
     source="Ainslie et al. 2023 (GQA, arXiv:2305.13245); not in the modded-nanogpt record line",

@@ -20,7 +20,7 @@ masked, as in the record. Ordered after qknorm and rotary (it acts on the rotate
 import jax.numpy as jnp
 
 from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import ANY, Trick
 from tricks.window_attention import is_long
 
 
@@ -61,6 +61,7 @@ TRICK = Trick(
     "on the long layers",
     changes=("model",),
     params={"all_layers": False},
+    limits={"all_layers": ANY},
     apply=apply,
     configure=configure,
     after=("qknorm", "rotary"),

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import POSITIVE, Trick, at_least, between
 
 _KEY = 0x30E
 
@@ -113,13 +113,8 @@ def moe_mlp(mp, h, act, hp):
 
 
 def configure(cfg, hp):
-    if hp.experts < 1 or not 1 <= hp.top_k <= hp.experts:
-        raise SpeedrunError(f"moe needs experts >= 1 and 1 <= top_k <= experts, got experts "
-                            f"{hp.experts}, top_k {hp.top_k}")
-    if not 0 < hp.hidden_frac <= 1:
-        raise SpeedrunError(f"moe.hidden_frac must be in (0, 1], got {hp.hidden_frac}")
-    if hp.capacity_factor <= 0 or hp.aux_alpha < 0:
-        raise SpeedrunError("moe.capacity_factor must be above 0 and moe.aux_alpha 0 or more")
+    if hp.top_k > hp.experts:
+        raise SpeedrunError(f"moe.top_k ({hp.top_k}) must not exceed moe.experts ({hp.experts})")
     return cfg
 
 
@@ -170,6 +165,8 @@ TRICK = Trick(
     changes=("model",),
     params={"experts": 4, "top_k": 1, "capacity_factor": 1.25, "aux_alpha": 0.01,
             "hidden_frac": 1.0},
+    limits={"experts": at_least(1), "top_k": at_least(1), "capacity_factor": POSITIVE,
+            "aux_alpha": at_least(0.0), "hidden_frac": between(0.0, 1.0, lo_open=True)},
     apply=apply,
     configure=configure,
     replaces=("mlp",),

@@ -12,18 +12,11 @@ RunConfig returning a schedule, which the muon trick's optimizer reads in place 
 
 import optax
 
-from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import BETA, Trick, between
 
 
 def schedule(steps: int, start: float, end: float, frac: float):
     return optax.linear_schedule(start, end, max(round(frac * steps), 1))
-
-
-def configure(cfg, hp):
-    if not 0.0 < hp.frac <= 1.0:
-        raise SpeedrunError(f"momentum-warmup.frac must be in (0, 1], got {hp.frac}")
-    return cfg
 
 
 def apply(hooks, hp):
@@ -38,8 +31,8 @@ TRICK = Trick(
     summary="Muon momentum warms up linearly 0.85 -> 0.95 over the first 20% of the run",
     changes=("optimizer", "schedule"),
     params={"start": 0.85, "end": 0.95, "frac": 0.2},
+    limits={"start": BETA, "end": BETA, "frac": between(0.0, 1.0, lo_open=True)},
     apply=apply,
-    configure=configure,
     requires=("muon",),
     source="modded-nanogpt: 500 steps in record 12 (11/19/24, FlexAttention), "
     "300 steps from record 15 (12/08/24, UNetValueEmbedsTweaks)",

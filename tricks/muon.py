@@ -46,8 +46,7 @@ import optax
 
 from speedrun.core import optim
 from speedrun.core import params as P
-from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import ANY, BETA, POSITIVE, Trick, at_least, one_of
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7
@@ -126,15 +125,6 @@ def labels(params):
     return label
 
 
-def configure(cfg, hp):
-    if hp.ns_dtype not in NS_DTYPES:
-        raise SpeedrunError(
-            f"muon.ns_dtype must be one of {', '.join(NS_DTYPES)}, got {hp.ns_dtype!r}")
-    if not 0.0 <= hp.momentum < 1.0:
-        raise SpeedrunError(f"muon.momentum must be in [0, 1), got {hp.momentum}")
-    return cfg
-
-
 def apply(hooks, hp):
     def optimizer(params, cfg, hooks):
         sched = hooks.lr_schedule(cfg)
@@ -186,8 +176,13 @@ TRICK = Trick(
         "adam_beta2": 0.95,
         "adam_eps": 1e-8,
     },
+    limits={
+        "lr": POSITIVE, "momentum": BETA, "nesterov": ANY, "ns_steps": at_least(1),
+        "ns_dtype": one_of(*NS_DTYPES), "embed_lr": POSITIVE, "head_lr": POSITIVE,
+        "tied_lr": POSITIVE, "scalar_lr": POSITIVE, "adam_beta1": BETA, "adam_beta2": BETA,
+        "adam_eps": POSITIVE,
+    },
     apply=apply,
-    configure=configure,
     replaces=("optimizer",),
     source="modded-nanogpt records 3-4 (10/04/24, 10/11/24), lrs of record 9 (11/06/24); "
     "Jordan et al. 2024 (kellerjordan.github.io/posts/muon)",

@@ -27,8 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import BETA, Trick
 
 FLOOR = 1e-10
 
@@ -71,12 +70,6 @@ def scale_by_normuon(beta2: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def configure(cfg, hp):
-    if not 0.0 <= hp.beta2 < 1.0:
-        raise SpeedrunError(f"normuon.beta2 must be in [0, 1), got {hp.beta2}")
-    return cfg
-
-
 def apply(hooks, hp):
     return hooks.with_extra("muon_precondition", lambda cfg: scale_by_normuon(hp.beta2))
 
@@ -86,8 +79,8 @@ TRICK = Trick(
     summary="NorMuon: per-neuron second-moment normalisation of Muon's orthogonalised update",
     changes=("optimizer",),
     params={"beta2": 0.95},
+    limits={"beta2": BETA},
     apply=apply,
-    configure=configure,
     requires=("muon",),
     source="modded-nanogpt record #41 (10/24/25, NorMuon, @li_zichong); Li et al. 2025 "
     "(arXiv:2510.05491)",

@@ -15,7 +15,7 @@ Applied after qknorm when both are on (the record normalises q and k, then rotat
 import jax.numpy as jnp
 
 from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import Trick, above
 
 
 def rotate(x, base: float, positions=None):
@@ -61,6 +61,7 @@ TRICK = Trick(
     summary="rotary position embeddings on q and k instead of learned absolute positions",
     changes=("model",),
     params={"base": 10000.0},
+    limits={"base": above(1.0)},
     apply=apply,
     configure=configure,
     after=("qknorm",),

@@ -16,7 +16,7 @@ all of them.
 import jax
 import jax.numpy as jnp
 
-from tricks import Trick
+from tricks import ANY, Trick, at_least
 
 
 def smear(e, w, lam):
@@ -49,6 +49,7 @@ TRICK = Trick(
     "e_{t-1}, lambda init 0",
     changes=("model",),
     params={"gate_dims": 12, "lambda_init": 0.0},
+    limits={"gate_dims": at_least(1), "lambda_init": ANY},
     apply=apply,
     source="modded-nanogpt record #34 (09/18/25, Smear, @classiclarryd)",
     cached_decoding=False,

@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from tricks import Trick
+from tricks import POSITIVE, Trick
 
 
 def apply(hooks, hp):
@@ -20,6 +20,7 @@ TRICK = Trick(
     summary="soft-cap the output logits with cap * tanh(logits / cap)",
     changes=("model",),
     params={"cap": 15.0},
+    limits={"cap": POSITIVE},
     apply=apply,
     source="modded-nanogpt record 9 (2024-11-06, cap 30), lowered to 15 in record 18; Gemma 2",
 )

@@ -12,7 +12,7 @@ the middle block gets no skip. Replaces the ``blocks`` hook.
 
 import jax.numpy as jnp
 
-from tricks import Trick
+from tricks import ANY, Trick
 
 
 def apply(hooks, hp):
@@ -44,6 +44,7 @@ TRICK = Trick(
     summary="U-net skips: first-half block outputs feed the mirrored second half, weights init 1",
     changes=("model",),
     params={"weight_init": 1.0},
+    limits={"weight_init": ANY},
     apply=apply,
     replaces=("blocks",),
     source="modded-nanogpt record 11 (11/10/24, UNetDoubleLr, @brendanh0gan)",

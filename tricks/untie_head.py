@@ -10,7 +10,7 @@ re-draws ``wte`` from N(0, embed_std) (default 1.0, as the record); 0 keeps the 
 import jax
 import jax.numpy as jnp
 
-from tricks import Trick
+from tricks import Trick, at_least
 
 # fold_in constants: new randomness that leaves the baseline's parameters identical
 _HEAD_KEY, _EMBED_KEY = 0x4EAD, 0xE3BED
@@ -44,6 +44,7 @@ TRICK = Trick(
     summary="separate output head lm_head (zero-init) instead of the tied token embedding",
     changes=("model",),
     params={"head_std": 0.0, "embed_std": 1.0},
+    limits={"head_std": at_least(0.0), "embed_std": at_least(0.0)},
     apply=apply,
     replaces=("head",),
     source="modded-nanogpt record 8 (11/03/24, UntieEmbed), zero-init head as record 9 (11/06/24)",

@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import Trick, between
 
 
 def split_step(steps: int, frac: float) -> int:
@@ -90,12 +89,6 @@ def untie_at(inner: optax.GradientTransformation, last_tied: int):
     return optax.GradientTransformation(init, update)
 
 
-def configure(cfg, hp):
-    if not 0.0 < hp.frac <= 1.0:
-        raise SpeedrunError(f"untie-late.frac must be in (0, 1], got {hp.frac}")
-    return cfg
-
-
 def apply(hooks, hp):
     prev_init, prev_embed, prev_opt = hooks.init, hooks.embed, hooks.optimizer
 
@@ -124,8 +117,8 @@ TRICK = Trick(
     "optimizer moments copied)",
     changes=("model", "optimizer", "schedule"),
     params={"frac": 2 / 3},
+    limits={"frac": between(0.0, 1.0, lo_open=True)},
     apply=apply,
-    configure=configure,
     replaces=("head",),
     conflicts=("untie-head",),
     after=("muon",),

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import ANY, Trick, at_least
 
 _KEY = 0x7A1E  # fold_in constant: new randomness, the baseline's parameters stay identical
 
@@ -91,6 +91,7 @@ TRICK = Trick(
     summary="token value-embedding tables mixed into attention values, shared U-net style",
     changes=("model",),
     params={"tables": 0, "init_std": 1.0, "lambda_init": 0.5},
+    limits={"tables": at_least(0), "init_std": at_least(0.0), "lambda_init": ANY},
     apply=apply,
     configure=configure,
     conflicts=("value-residual",),

@@ -10,7 +10,7 @@ scalar, optimizer kind 'vector'). The first block's values travel to later block
 
 import jax.numpy as jnp
 
-from tricks import Trick
+from tricks import ANY, Trick
 
 _V1 = "value_residual.v1"
 
@@ -41,6 +41,7 @@ TRICK = Trick(
     summary="mix each attention's values with the first block's: v = (1-l)*v + l*v1, l init 0.5",
     changes=("model",),
     params={"lambda_init": 0.5},
+    limits={"lambda_init": ANY},
     apply=apply,
     source="modded-nanogpt record 9 (11/06/24, ShortcutsTweaks); "
     "Zhou et al. 2024 (value residual learning, arXiv:2410.17897)",

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from speedrun.core import attention as A
 from speedrun.errors import SpeedrunError
 from speedrun.core.hooks import progress
-from tricks import Trick
+from tricks import ANY, Trick, at_least
 from tricks._common import resolve_separator
 
 
@@ -98,6 +98,8 @@ TRICK = Trick(
     "(long_short: half-width windows on most layers)",
     changes=("model", "schedule"),
     params={"start": 64, "end": 1792, "multiple": 64, "long_short": False, "separator": -1},
+    limits={"start": at_least(1), "end": at_least(1), "multiple": at_least(1),
+            "long_short": ANY, "separator": at_least(-1)},
     apply=apply,
     configure=configure,
     replaces=("attend",),

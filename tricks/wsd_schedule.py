@@ -16,8 +16,7 @@ Replaces the ``lr_schedule`` hook, so it drives whichever optimizer is in use.
 
 import optax
 
-from speedrun.errors import SpeedrunError
-from tricks import Trick
+from tricks import FRACTION, Trick, at_least
 
 
 def schedule(steps: int, warmup_steps: int, cooldown_frac: float, final: float):
@@ -35,14 +34,6 @@ def schedule(steps: int, warmup_steps: int, cooldown_frac: float, final: float):
     return optax.join_schedules(pieces, bounds) if bounds else pieces[0]
 
 
-def configure(cfg, hp):
-    if not 0.0 <= hp.cooldown_frac <= 1.0:
-        raise SpeedrunError(f"wsd-schedule.cooldown_frac must be in [0, 1], got {hp.cooldown_frac}")
-    if hp.warmup_steps < 0:
-        raise SpeedrunError(f"wsd-schedule.warmup_steps must be >= 0, got {hp.warmup_steps}")
-    return cfg
-
-
 def apply(hooks, hp):
     def lr_schedule(cfg):
         return schedule(cfg.train.steps, hp.warmup_steps, hp.cooldown_frac, hp.final)
@@ -55,8 +46,8 @@ TRICK = Trick(
     summary="trapezoidal lr: warm-up, constant, then linear cool-down over the last cooldown_frac",
     changes=("schedule",),
     params={"warmup_steps": 0, "cooldown_frac": 0.4, "final": 0.0},
+    limits={"warmup_steps": at_least(0), "cooldown_frac": FRACTION, "final": FRACTION},
     apply=apply,
-    configure=configure,
     replaces=("lr_schedule",),
     source="modded-nanogpt trapezoid (record 9: no warm-up, linear to 0 over the last 914 of 3200 "
     "steps); record 19 (cooldown_frac 0.4, final 0.1)",

@@ -53,18 +53,20 @@ def _manifest(shard: Path) -> dict:
         return {}
 
 
-def separator_for(shard: Path) -> int:
-    """The document separator of a shard: BYTE_SEP when the manifest beside it says the
-    tokenizer is "bytes", else EOT."""
+def tokenizer_for(shard: Path) -> tuple[str, str]:
+    """(the shard's tokenizer, how it is known): the manifest beside it names it; without one,
+    the tokens tell: a shard whose every id is below 256 is read as bytes (a GPT-2 shard holds
+    its separator 50256), else GPT-2."""
+    named = _manifest(shard).get("tokenizer")
+    if named in corpus.VOCAB:
+        return named, "manifest.json"
     try:
-        return bytelevel.separator(_manifest(shard).get("tokenizer", "gpt2"))
-    except (AttributeError, SpeedrunError):
-        return bytelevel.separator("gpt2")
-
-
-def vocab_for(shard: Path) -> int | None:
-    """The tokenizer's vocabulary (the manifest beside the shard names it; GPT-2 without one)."""
-    return corpus.VOCAB.get(_manifest(shard).get("tokenizer", "gpt2"))
+        tokens = shards.read_shard(shard)
+    except (shards.ShardError, OSError):
+        return "gpt2", "no manifest.json"  # validation reports what is wrong with the file
+    if tokens.size and int(tokens.max()) < bytelevel.BYTE_VOCAB:
+        return "bytes", "no manifest.json; every id is below 256, so read as bytes"
+    return "gpt2", "no manifest.json; read as GPT-2 tokens"
 
 
 def expected_sha256(shard: Path) -> str | None:
@@ -88,7 +90,9 @@ def check(args) -> int:
         for f in files:
             total += 1
             try:
-                info = shards.validate_shard(f, separator_for(f), vocab_for(f))
+                tokenizer, how = tokenizer_for(f)
+                info = shards.validate_shard(f, bytelevel.separator(tokenizer),
+                                             corpus.VOCAB.get(tokenizer))
                 want = expected_sha256(f)
                 if want and corpus.file_sha256(f) != want:
                     raise shards.ShardError(f"{f}: checksum does not match manifest.json (the "
@@ -100,7 +104,8 @@ def check(args) -> int:
                 print(f"INVALID {f}: cannot read it ({e.strerror or e})")
                 bad += 1
             else:
-                print(f"ok      {f}: {info.n_tokens:,} tokens, {info.n_docs:,} documents")
+                note = "" if how == "manifest.json" else f" ({how})"
+                print(f"ok      {f}: {info.n_tokens:,} tokens, {info.n_docs:,} documents{note}")
     if bad:
         print(f"{bad} invalid of {total} checked")
     return 1 if bad else 0

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
+
+from speedrun.errors import SpeedrunError
 
 # Datasets whose shard files use a different prefix than the dataset (folder) name: the
 # FineWeb10B files on the hub are called fineweb_{train,val}_NNNNNN.bin.
@@ -47,3 +50,19 @@ def nearest_existing(path: str | os.PathLike) -> Path:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     return existing
+
+
+def probe_writable(folder: Path, what: str, fix: str) -> None:
+    """Fail unless ``folder`` (or, where it does not exist yet, its nearest existing parent, in
+    which it would be created) is a folder we can create and remove a file in."""
+    folder = Path(folder).expanduser()
+    existing = nearest_existing(folder)
+    if not existing.is_dir():
+        raise SpeedrunError(f"{what} {folder} cannot be used: {existing} is not a folder; {fix}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".speedrun-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SpeedrunError(f"{what} {folder} is not writable ({e.strerror or e} in {existing}); "
+                            f"{fix}") from None

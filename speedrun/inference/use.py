@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jax
 
+from speedrun.data import paths
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint, generate as G
 from speedrun.inference import quantize as Q
@@ -96,6 +97,7 @@ def quantize_main(args) -> int:
     out = Path(args.output) if args.output else quantized_path(ck.path)
     if out.resolve() == ck.path.resolve():
         raise SpeedrunError(f"--output {out} would overwrite the float checkpoint")
+    paths.probe_writable(out.parent, "--output folder", "pass --output FILE in a writable folder")
     q = Q.quantize(ck.params)
     checkpoint.save(out, q, ck.cfg, ck.tokenizer, ck.seed,
                     notes={**ck.notes, "quantized_from": ck.path.name})

@@ -64,6 +64,8 @@ def recover(path: Path | str, records_dir: Path | str) -> tuple[Path, dict]:
     try:
         cfg = RunConfig.from_dict(body["config"])
         results = [RunResult(**r) for r in body["results"]]
+        if not results:
+            raise SpeedrunError(f"{path}: holds no finished seed, so there is no record to make")
         rec = build_record(cfg, results, body["environment"], body["data"], name=body["name"],
                            date=body["date"])
     except (KeyError, TypeError) as e:
