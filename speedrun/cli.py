@@ -184,6 +184,26 @@ def compare_parser(sub) -> None:
     output_flags(cmp_, "the two records are written")
 
 
+def submit_parser(sub) -> None:
+    sm = sub.add_parser(
+        "submit", help="time a claim against the track's #1 on this machine; write both, linked",
+        description="Run the candidate (--tricks/--set/--steps) and a re-run of the track's "
+        "current #1 on this machine's hardware class (or --against RECORD) interleaved, A B A B, "
+        "then write both records linked: the re-run as a time reference, the candidate with its "
+        "time ratio and 95%% confidence interval. The leaderboard ranks the candidate at that "
+        "ratio times the reference's ranked time, whatever this machine's speed.")
+    config_flags(sm)
+    steps_flag(sm)
+    seeds_flag(sm, "3", "seeds, run by both (default 3: a claim needs 3+)")
+    sm.add_argument("--against", metavar="RECORD", default=None,
+                    help="the ranked record to time against (default: the track's #1 for this "
+                    "machine's hardware class)")
+    sm.add_argument("--name", default=None, help="record name of the candidate")
+    records_dir_flag(sm, "where the records are read and written")
+    sm.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
+    data_dir_flag(sm)
+
+
 def recover_parser(sub) -> None:
     rec = sub.add_parser(
         "recover", help="make the record of a run whose record could not be written",
@@ -305,6 +325,7 @@ COMMANDS = {
     "run": (run_parser, "speedrun.training.run:main"),
     "find-steps": (find_steps_parser, "speedrun.training.find_steps:main"),
     "compare": (compare_parser, "speedrun.training.compare:main"),
+    "submit": (submit_parser, "speedrun.training.submit:main"),
     "tricks": (tricks_parser, "tricks:main"),
     "tracks": (tracks_parser, "speedrun.tracks:main"),
     "leaderboard": (leaderboard_parser, "speedrun.records.leaderboard:main"),

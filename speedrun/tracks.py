@@ -232,6 +232,20 @@ TRACKS = {t.name: t for t in (WIKI_BYTES, WIKI, FINEWEB10B, FINEWEB10B_MEDIUM)}
 DEFAULT = "wiki-bytes"  # what `run` trains without --track
 
 
+# The time scale of each (track, hardware class): the float32 matmul probe (GFLOP/s) of the
+# machine its unreferenced records were made on (the committed cpu-2core records: 452-522,
+# median 485). A claim without a same-sitting reference ranks at its own time only when its
+# probe is within SPEED_TOLERANCE of it (speedrun/records/references.py).
+REFERENCE_SPEEDS = {("wiki-bytes", "cpu-2core"): 485.0, ("wiki", "cpu-2core"): 490.0}
+SPEED_TOLERANCE = 0.10
+
+
+def reference_speed(track: str, hardware: str) -> float | None:
+    """The reference machine's probe for a track and hardware class (None: none declared, and
+    every claim of the class ranks at its own time)."""
+    return REFERENCE_SPEEDS.get((track, hardware))
+
+
 def get(name: str) -> Track:
     if name not in TRACKS:
         raise SpeedrunError(f"unknown track {name!r}; tracks are: {', '.join(TRACKS)}")

@@ -129,20 +129,23 @@ UNIT = tracks.Track(
 UNIT_DATA = {"dataset": "unit", "tokenizer": "gpt2", "train_sha256": TRAIN_SHA,
              "val_tokens": 1024, "val_sha256": VAL_SHA}
 
-ENV = {"hardware_class": "cpu-2core", "device_kind": "cpu", "device_count": 1, "command": "test"}
+ENV = {"hardware_class": "cpu-2core", "device_kind": "cpu", "device_count": 1, "command": "test",
+       "jax_version": "0.10.2", "host": "vm", "date": "2026-11-24T10:00:00+00:00"}
 TOKENS_PER_STEP = 8 * 32  # the unit track's batch x seq_len
 
 
-def result(seed: int, loss: float, time_s: float = 10.0, steps: int = 100, target: float = 3.0):
-    """A seed's outcome and the log that a real run would have written for it."""
+def result(seed: int, loss: float, time_s: float = 10.0, steps: int = 100, target: float = 3.0,
+           probe: float = 400.0):
+    """A seed's outcome and the log that a real run would have written for it (its header is
+    added by ``write``, which knows the config)."""
     curve = ((0, 0.0, 0, 10.8), (steps // 2, time_s / 2, steps // 2 * TOKENS_PER_STEP, 5.0),
              (steps, time_s, steps * TOKENS_PER_STEP, loss))
-    log = "\n".join([f"# seed: {seed}", logs.machine_line(400.0),
+    log = "\n".join([logs.machine_line(probe),
                      *(logs.val_line(s, steps, v, t) for s, t, _, v in curve)]) + "\n"
     return train_mod.RunResult(seed=seed, steps=steps, train_time_s=time_s,
                                tokens=steps * TOKENS_PER_STEP, final_val_loss=loss,
                                reached=loss <= target, first_reached=first_crossing(curve, target),
-                               compile_time_s=2.0, machine_gflops=400.0, curve=curve, log=log)
+                               compile_time_s=2.0, machine_gflops=probe, curve=curve, log=log)
 
 
 def config(trick_names=(), steps=100):
@@ -152,10 +155,20 @@ def config(trick_names=(), steps=100):
     return tricks.configure(tricks.with_tricks(cfg, list(trick_names)))
 
 
-def write(tmp_path, results, trick_names=(), name=None, date="2026-11-24", data=None, cfg=None):
-    """A record of ``results`` written under ``tmp_path / "records"``: its folder."""
+def with_headers(results, cfg, env=ENV):
+    """The results with each log's header stating what ran, as a run writes it."""
+    return [dataclasses.replace(r, log="\n".join(logs.header(cfg, r.seed, env)) + "\n" + r.log)
+            for r in results]
+
+
+def write(tmp_path, results, trick_names=(), name=None, date="2026-11-24", data=None, cfg=None,
+          env=ENV, **optional):
+    """A record of ``results`` (their logs given the header a run writes) written under
+    ``tmp_path / "records"``: its folder. ``optional``: record.OPTIONAL_FIELDS."""
     cfg = cfg or config(trick_names, steps=results[0].steps)
-    rec = record.build_record(cfg, results, ENV, data or UNIT_DATA, name=name, date=date)
+    results = with_headers(results, cfg, env)
+    rec = record.build_record(cfg, results, env, data or UNIT_DATA, name=name, date=date,
+                              **optional)
     return record.write_record(tmp_path / "records", rec, results=results)
 
 

@@ -47,7 +47,7 @@ def test_ranking_and_unranked(tmp_path):
     # rotary is verified but not a claim: its ablation row shows the loss, not a time ratio; the
     # loss difference is paired over the one seed both ran (3.20 - 2.90), not the two means
     assert re.search(r"\| rotary\s+\| baseline\s+\| 100 → 100\s+\| 2\.9100 → 3\.2000\s+"
-                     r"\| \+0\.3000 \(1\)\s+\| — \(not both claims\)", ablation), ablation
+                     r"\| \+0\.3000 \(1\)\s+\| — \(not both ranked\)", ablation), ablation
 
 
 def test_only_claims_are_ranked(tmp_path):
@@ -134,10 +134,8 @@ def test_ablations_accept_a_trick_that_changes_the_model_config(tmp_path):
 def test_ablation_uses_the_closest_record_in_time(tmp_path):
     def rec(trick_names, seconds, when):
         runs = claim((seconds, seconds + 1, seconds + 0.5))
-        r = record.build_record(config(trick_names), runs, {**ENV, "date": when}, UNIT_DATA,
-                                 name="-".join(trick_names) or f"baseline-{when[11:13]}",
-                                 date="2026-11-24")
-        return record.write_record(tmp_path / "records", r, results=runs)
+        return write(tmp_path, runs, trick_names, env={**ENV, "date": when},
+                     name="-".join(trick_names) or f"baseline-{when[11:13]}")
 
     rec([], 30.0, "2026-11-24T01:00:00+00:00")  # a slow session
     rec(["softcap"], 27.0, "2026-11-24T02:00:00+00:00")

@@ -18,19 +18,42 @@ from typing import Any
 import yaml
 
 from speedrun.config import RunConfig
+from speedrun.records import provenance
 
 _VAL_LINE = re.compile(r"^step:(\d+)/(\d+) val_loss:(\S+) train_time:([0-9.]+)ms\b")
 _MACHINE_LINE = re.compile(r"^machine: float32 matmul ([0-9.]+) GFLOP/s")
 _SEED_LINE = re.compile(r"^# seed: (\d+)$")
-HEADER_ENVIRONMENT = ("hardware_class", "device_kind", "device_count", "git_commit", "git_dirty",
-                      "jax_version", "attention")
+# The environment a header states, each compared with the record's by ``verify`` (logs written
+# before a field existed lack it; the first four every header has).
+HEADER_ENVIRONMENT = ("hardware_class", "device_kind", "device_count", "jax_version",
+                      "git_commit", "git_dirty", "attention", "jaxlib_version", "optax_version",
+                      "numpy_version", "python_version", "sources")
+HEADER_REQUIRED = ("seed", "config", "environment.hardware_class", "environment.jax_version")
 
 
 def header(cfg: RunConfig, seed: int, env: dict) -> list[str]:
-    """The log's first lines: what ran (seed, command, resolved config, environment)."""
+    """The log's first lines: what ran (seed, command, resolved config with the tricks in their
+    application order, environment, the code's sha256 and a digest of the installed packages)."""
+    environment = {k: env.get(k) for k in HEADER_ENVIRONMENT if k in env}
+    if isinstance(env.get("packages"), dict):
+        environment["packages_sha256"] = provenance.digest(env["packages"])
     body = {"seed": seed, "command": env.get("command"), "config": cfg.to_dict(),
-            "environment": {k: env.get(k) for k in HEADER_ENVIRONMENT}}
+            "environment": environment}
     return ["# " + line for line in yaml.safe_dump(body, sort_keys=False).splitlines()]
+
+
+def parse_header(text: str) -> dict | None:
+    """The header block of a log as a mapping (None if the log has none or it is not YAML)."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[2:] if line.startswith("# ") else line[1:])
+    try:
+        body = yaml.safe_load("\n".join(lines)) if lines else None
+    except yaml.YAMLError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def machine_line(gflops: float | None) -> str:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -13,9 +14,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 PNG_META = {"Software": None}  # matplotlib otherwise stamps its version into the file
 
 
-def _save(fig, out: Path) -> None:
-    """Write atomically: a reader never sees half a PNG."""
-    fig.tight_layout()
+def _save(fig, out: Path, outside_legend: bool = False) -> None:
+    """Write atomically: a reader never sees half a PNG. A figure with its legend outside the
+    axes is laid out by matplotlib's constrained layout (set when it was made)."""
+    if not outside_legend:
+        fig.tight_layout()
     tmp = out.with_name(out.name + ".tmp")
     fig.savefig(tmp, dpi=100, metadata=PNG_META, format="png")
     plt.close(fig)
@@ -38,48 +41,67 @@ def record_curve(record: dict, out_png: Path) -> None:
 
 
 def progression(points: list[dict], title: str, out_png: Path) -> None:
-    """The speedrun's record progression: every ranked claim's mean train time in the
-    order the records were made (``when``, an ISO timestamp), the running best as a step line,
-    and each new best labelled. ``points``: dicts with when, date, time, description."""
-    points = sorted(points, key=lambda p: (p["when"], p["description"]))
-    xs = range(1, len(points) + 1)
-    best, running, labels = [], float("inf"), []
-    for x, p in zip(xs, points):
-        if p["time"] < running:
-            running = p["time"]
-            labels.append((x, p))
+    """The speedrun's record progression: every ranked entry's time in the order the records
+    were made (``when``, an ISO timestamp), the running best as a step line, each point numbered
+    by its leaderboard rank (the table says what it is: long trick lists as labels collide).
+    Scaled times (through a same-sitting reference) are hollow. ``points``: dicts with when,
+    date, ranked, scaled, rank."""
+    points = sorted(points, key=lambda p: (p["when"], p["rank"]))
+    xs = list(range(1, len(points) + 1))
+    best, running = [], float("inf")
+    for p in points:
+        running = min(running, p["ranked"])
         best.append(running)
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.scatter(xs, [p["time"] for p in points], color="tab:gray", s=18, label="ranked records")
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    own = [(x, p) for x, p in zip(xs, points) if not p["scaled"]]
+    scaled = [(x, p) for x, p in zip(xs, points) if p["scaled"]]
+    if own:
+        ax.scatter([x for x, _ in own], [p["ranked"] for _, p in own], color="tab:gray", s=22,
+                   label="ranked entry, own time", zorder=3)
+    if scaled:
+        ax.scatter([x for x, _ in scaled], [p["ranked"] for _, p in scaled], facecolors="none",
+                   edgecolors="tab:orange", s=30, label="ranked entry, scaled time", zorder=3)
     ax.step(xs, best, where="post", color="tab:blue", label="best so far")
-    for i, (x, p) in enumerate(labels):  # inwards, alternately above and below: no overlaps
-        right = x > len(points) / 2
-        ax.annotate(f"{p['description']} ({p['time']:.0f} s)", (x, p["time"]), fontsize=7,
-                    textcoords="offset points", xytext=(-4 if right else 4, 4 if i % 2 else -10),
-                    ha="right" if right else "left")
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel(f"record, in order made ({points[0]['date']} to {points[-1]['date']})")
-    ax.set_ylabel("mean train time of the claim (s)")
+    for x, p in zip(xs, points):
+        ax.annotate(f"#{p['rank']}", (x, p["ranked"]), fontsize=7, textcoords="offset points",
+                    xytext=(0, 5), ha="center")
+    ax.set_yscale("log")  # a 200 s baseline and 25 s stacks: ratios read evenly
+    ax.set_ylim(min(p["ranked"] for p in points) / 1.3, max(p["ranked"] for p in points) * 1.4)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:g}"[0] in "235" else ""))
+    ax.set_xlim(0.5, len(points) + 0.5)
+    ax.set_xlabel(f"entry, in the order made ({points[0]['date']} to {points[-1]['date']}); "
+                  f"numbers are leaderboard ranks")
+    ax.set_ylabel("ranked train time (s, log scale)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, Path(out_png))
+    fig.legend(fontsize=8, loc="outside lower center", ncols=3)
+    _save(fig, Path(out_png), outside_legend=True)
 
 
-def compare_curves(records: list[dict], target: float, title: str, out_png: Path) -> None:
-    """Val loss vs train time of several records (every seed, one colour per record)."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+def compare_curves(points: list[dict], target: float, title: str, out_png: Path) -> None:
+    """Val loss vs train time of the top entries (every seed, one colour each), on the
+    leaderboard's time scale: a scaled entry's times are multiplied by its scale factor. The
+    legend sits beside the axes, numbered by rank. ``points``: dicts with record, rank,
+    ranked, time, scaled."""
+    fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, rec in enumerate(records):
-        color = colors[i % len(colors)]
+    for i, p in enumerate(points):
+        rec, factor = p["record"], p["ranked"] / p["time"]
+        label = f"#{p['rank']} {_short(rec['description'])}" + (" (scaled)" if p["scaled"] else "")
         for j, run in enumerate(rec["runs"]):
-            curve = run["curve"][1:]
-            ax.plot([p[1] for p in curve], [p[3] for p in curve], color=color, alpha=0.7,
-                    linewidth=1, label=rec["description"] if j == 0 else None)
+            curve = run["curve"][1:]  # step 0 (untrained) would flatten the interesting part
+            ax.plot([q[1] * factor for q in curve], [q[3] for q in curve], color=colors[i % len(colors)],
+                    alpha=0.7, linewidth=1, label=label if j == 0 else None)
     ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target}")
-    ax.set_xlabel("train time (s)")
+    ax.set_xlabel("train time on the leaderboard's time scale (s)")
     ax.set_ylabel("val loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, Path(out_png))
+    fig.legend(fontsize=7, loc="outside right center")
+    _save(fig, Path(out_png), outside_legend=True)
+
+
+def _short(description: str, width: int = 34) -> str:
+    return description if len(description) <= width else description[: width - 3] + "..."

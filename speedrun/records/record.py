@@ -33,6 +33,18 @@ record.yaml, schema version 2 (every field required unless marked optional):
                     mean_val_bpb (bits per byte of the mean final loss; null without val_bytes)
     content_hash    sha256 of the canonical JSON of every other field (the logs' sha256 included)
 
+    optional:
+    rerun_of        '<track>/<record folder>': this record re-ran that record's configuration
+                    in the same sitting as a candidate, as its time reference (references.py);
+                    a re-run is never a leaderboard entry of its own
+    reference       a candidate's same-sitting reference: record, rerun, time_ratio, ci95
+    history         lines saying how a committed record was changed after it was written
+                    (e.g. links to its same-sitting re-run added by a schema migration)
+
+The environment also stores ``sources`` (the sha256 of the code that ran) and ``packages``
+(every installed distribution's version), so that ``verify`` and ``run --from-record`` can say
+when today's differ (provenance.py).
+
 What the hashes guard against: accidents and hand edits (a changed number in record.yaml, or in a
 log whose sha256 was not updated). What they cannot: a determined forger can recompute every hash
 after editing, which is why ``verify`` (verify.py) also re-derives every run's curve, steps, time and final
@@ -70,6 +82,7 @@ FIELDS = {"schema_version": int, "track": str, "target": (int, float), "name": s
           "date": str, "description": str, "hardware_class": str, "tricks": dict,
           "config": dict, "config_hash": str, "data": dict, "environment": dict, "runs": list,
           "summary": dict, "content_hash": str}
+OPTIONAL_FIELDS = {"rerun_of": str, "reference": dict, "history": list}
 DATA_FIELDS = {"dataset": str, "tokenizer": (str, type(None)), "train_sha256": str,
                "val_tokens": int, "val_sha256": str}
 
@@ -115,7 +128,8 @@ def summary(runs: list[dict], target: float, data: dict) -> dict:
 
 
 def build_record(cfg: RunConfig, results: list, env: dict, data: dict,
-                 name: str | None = None, date: str | None = None) -> dict:
+                 name: str | None = None, date: str | None = None, **optional) -> dict:
+    """The record of a configuration's finished seeds; ``optional``: any of OPTIONAL_FIELDS."""
     runs = [run_dict(r) for r in results]
     description = " + ".join(cfg.trick_names) or "baseline"
     name = name or "-".join(cfg.trick_names) or "baseline"
@@ -135,9 +149,15 @@ def build_record(cfg: RunConfig, results: list, env: dict, data: dict,
         "environment": dict(env),
         "runs": runs,
         "summary": summary(runs, cfg.train.target, data),
+        **{k: v for k, v in optional.items() if v is not None},
     }
-    # YAML round trip so the hash covers exactly what load_record will read back.
-    record = yaml.safe_load(yaml.safe_dump(record, sort_keys=False))
+    return sealed(record)
+
+
+def sealed(record: dict) -> dict:
+    """The record as load_record will read it back (a YAML round trip), under its content hash."""
+    body = {k: v for k, v in record.items() if k != "content_hash"}
+    record = yaml.safe_load(yaml.safe_dump(body, sort_keys=False))
     record["content_hash"] = content_hash(record)
     return record
 

@@ -11,14 +11,12 @@ from scipy import stats as _scipy
 
 def ttest_less(losses, target: float) -> float | None:
     """p-value of a one-sided one-sample t-test that the mean loss is below ``target``
-    (scipy.stats.ttest_1samp(losses, target, alternative='less')). None below two values;
-    zero spread is decided by the mean alone instead of returning NaN."""
+    (scipy.stats.ttest_1samp(losses, target, alternative='less')). None below two values, and
+    None for zero spread: distinct seeds never end at exactly the same loss, so identical
+    losses are one run counted more than once, which is no evidence at all."""
     values = [float(x) for x in losses]
-    if len(values) < 2:
+    if len(values) < 2 or statistics.stdev(values) == 0:
         return None
-    mean = statistics.fmean(values)
-    if statistics.stdev(values) == 0:
-        return 0.0 if mean < target else 1.0
     return float(_scipy.ttest_1samp(values, target, alternative="less").pvalue)
 
 
@@ -61,7 +59,11 @@ def summarize(runs: list[dict], target: float) -> dict:
         reasons.append(f"{out['distinct_seeds']} distinct seed(s); a claim needs {CLAIM_SEEDS}")
     if len({int(r["steps"]) for r in runs}) > 1:
         reasons.append("seeds ran different numbers of steps")
-    if p is None or p >= CLAIM_P:
+    losses = [float(r["final_val_loss"]) for r in runs]
+    if len(losses) > 1 and len(set(losses)) == 1:
+        reasons.append("the seeds' final losses are identical (zero spread is no evidence: one "
+                       "run counted more than once?)")
+    elif p is None or p >= CLAIM_P:
         reasons.append("p not computable" if p is None else f"p = {p:.2g} >= {CLAIM_P}")
     out["reasons"] = reasons
     out["claim"] = not reasons

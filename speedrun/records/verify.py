@@ -15,13 +15,15 @@ from pathlib import Path
 import tricks as registry
 from speedrun import tracks
 from speedrun.config import RunConfig, config_hash, dict_hash
+from speedrun.config import problems as config_problems
 from speedrun.core.batches import tokens_seen
 from speedrun.core.model import baseline_hooks
 from speedrun.errors import SpeedrunError
-from speedrun.records.logs import parse_log
-from speedrun.records.record import (DATA_FIELDS, FIELDS, RECORD_FILE, RUN_FIELDS, SCHEMA_VERSION,
-                                     content_hash, first_crossing, load_record, record_file,
-                                     sha256_text, summary)
+from speedrun.records import provenance, references
+from speedrun.records.logs import HEADER_REQUIRED, parse_header, parse_log
+from speedrun.records.record import (DATA_FIELDS, FIELDS, OPTIONAL_FIELDS, RECORD_FILE, RUN_FIELDS,
+                                     SCHEMA_VERSION, content_hash, first_crossing, load_record,
+                                     record_file, sha256_text, summary)
 
 
 def _type_problems(obj: dict, fields: dict, where: str) -> list[str]:
@@ -51,6 +53,8 @@ def validate(record: dict, where: str) -> list[str]:
             problems.append(f"{where}: runs[{i}] must be a mapping")
             continue
         problems += _type_problems(run, RUN_FIELDS, f"{where}: runs[{i}]")
+    problems += [f"{where}: field '{k}' has the wrong type ({type(record[k]).__name__})"
+                 for k, typ in OPTIONAL_FIELDS.items() if k in record and not isinstance(record[k], typ)]
     if isinstance(record.get("runs"), list) and not record["runs"]:
         problems.append(f"{where}: field 'runs' is empty")
     return problems
@@ -62,6 +66,73 @@ def _close(a, b, tol=1e-6) -> bool:
     return math.isclose(float(a), float(b), rel_tol=tol, abs_tol=tol)
 
 
+
+
+def first_difference(a, b, path: str = "") -> str | None:
+    """The dotted path of the first field where two nested mappings differ (None if equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if key not in a or key not in b:
+                return f"{path}{key}"
+            found = first_difference(a[key], b[key], f"{path}{key}.")
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, float) or isinstance(b, float):
+        return None if _close(a, b, 1e-12) else path.rstrip(".")
+    return None if a == b else path.rstrip(".")
+
+
+def _as_read(config: dict) -> dict:
+    try:
+        return RunConfig.from_dict(config).to_dict()
+    except (SpeedrunError, KeyError, TypeError):
+        return config
+
+
+def _get(d: dict, dotted: str):
+    for key in dotted.split("."):
+        d = d.get(key) if isinstance(d, dict) else None
+    return d
+
+
+def header_problems(header: dict | None, rec: dict, cfg: RunConfig, seed: int,
+                    where: str) -> list[str]:
+    """The log's header must state what the record says ran: the seed, the resolved config
+    with its tricks in their one application order, and every environment field it carries
+    (hardware class, devices, library versions, the code's sha256, the package list)."""
+    if header is None:
+        return [f"{where}: the log has no header stating what ran"]
+    missing = [k for k in HEADER_REQUIRED if _get(header, k) is None]
+    if missing:
+        return [f"{where}: the log's header lacks {', '.join(missing)}"]
+    if header["seed"] != seed:
+        return [f"{where}: the log's header is of seed {header['seed']}, the record says {seed}"]
+    stated = header["config"]
+    if not isinstance(stated, dict):
+        return [f"{where}: the log's header has no config mapping"]
+    # as this version reads both (a field added later takes the value older runs ran with)
+    stated_full, recorded = _as_read(stated), _as_read(rec["config"])
+    diff = first_difference(stated_full, recorded)
+    if diff is not None:
+        return [f"{where}: the log's header says config.{diff} is {_get(stated_full, diff)!r}, "
+                f"the record says {_get(recorded, diff)!r}"]
+    if list(stated.get("tricks") or {}) != list(cfg.tricks):
+        return [f"{where}: the log's header lists the tricks as {list(stated.get('tricks') or {})},"
+                f" not in their application order {list(cfg.tricks)}"]
+    env, record_env = header.get("environment") or {}, rec["environment"]
+    for key, value in env.items():
+        if key == "packages_sha256":
+            theirs = record_env.get("packages")
+            if not isinstance(theirs, dict) or provenance.digest(theirs) != value:
+                return [f"{where}: the log's header has another package list than the record"]
+        elif first_difference({key: value}, {key: record_env.get(key)}) is not None:
+            return [f"{where}: the log's header says environment.{key} is {value!r}, the record "
+                    f"says {record_env.get(key)!r}"]
+    if env.get("hardware_class") != rec["hardware_class"]:
+        return [f"{where}: the log's header says hardware_class {env.get('hardware_class')!r}, "
+                f"the record says {rec['hardware_class']!r}"]
+    return []
 
 
 def _log_problems(run: dict, text: str, seen: list[int], where: str) -> list[str]:
@@ -89,7 +160,8 @@ def _log_problems(run: dict, text: str, seen: list[int], where: str) -> list[str
     return problems
 
 
-def _run_problems(run: dict, folder: Path, cfg: RunConfig, target: float, where: str) -> list[str]:
+def _run_problems(run: dict, folder: Path, cfg: RunConfig, rec: dict, where: str) -> list[str]:
+    target = float(rec["target"])
     problems = []
     curve = run["curve"]
     if not curve or any(not isinstance(p, list) or len(p) != 4 for p in curve):
@@ -115,7 +187,20 @@ def _run_problems(run: dict, folder: Path, cfg: RunConfig, target: float, where:
     text = log_file.read_text()
     if sha256_text(text) != run["log_sha256"]:
         return problems + [f"{where}: {run['log']} does not match its log_sha256 (edited log)"]
+    problems += header_problems(parse_header(text), rec, cfg, run["seed"], where)
     return problems + _log_problems(run, text, _tokens_seen(cfg), where)
+
+
+def repeated_runs(runs: list[dict]) -> list[str]:
+    """Two seeds with the same validation curve are one run counted twice."""
+    out, seen = [], {}
+    for run in runs:
+        key = tuple(round(float(p[3]), 6) for p in run["curve"] if isinstance(p, list) and len(p) == 4)
+        if key in seen and len(key) > 1:
+            out.append(f"seeds {seen[key]} and {run['seed']} have identical curves: one run "
+                       f"counted twice")
+        seen.setdefault(key, run["seed"])
+    return out
 
 
 def _tokens_seen(cfg: RunConfig) -> list[int]:
@@ -165,9 +250,12 @@ def verify(path: Path | str) -> list[str]:
     seeds = [run["seed"] for run in rec["runs"]]
     if len(set(seeds)) != len(seeds):
         problems.append(f"{f}: duplicate seeds {sorted(seeds)}: each seed may appear once")
+    problems += [f"{f}: {p}" for p in config_problems(cfg) + registry.setting_problems(cfg)]
     target = float(rec["target"])
     for i, run in enumerate(rec["runs"]):
-        problems += _run_problems(run, f.parent, cfg, target, f"{f}: runs[{i}] (seed {run['seed']})")
+        problems += _run_problems(run, f.parent, cfg, rec, f"{f}: runs[{i}] (seed {run['seed']})")
+    problems += [f"{f}: {p}" for p in repeated_runs(rec["runs"])]
+    problems += [f"{f}: {p}" for p in references.problems(rec, f.parent)]
     expected = summary(rec["runs"], target, rec["data"])
     for key, value in expected.items():
         got = rec["summary"].get(key)
@@ -198,10 +286,10 @@ def main(args) -> int:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         raise SpeedrunError(f"no such path: {', '.join(missing)}")
-    if not found:
-        print("no records found under " + ", ".join(args.paths))
-        return 0
-    failed = 0
+    if not found:  # a mistyped path must not pass a CI check
+        raise SpeedrunError("no records under " + ", ".join(args.paths)
+                            + f" (a record is a folder holding {RECORD_FILE})")
+    failed = old = 0
     for folder in found:
         problems = verify(folder)
         if problems:
@@ -209,7 +297,16 @@ def main(args) -> int:
             print(f"FAIL {folder}")
             for p in problems:
                 print(f"     {p}")
-        else:
-            print(f"OK   {folder}")
+            continue
+        print(f"OK   {folder}")
+        env = load_record(folder).get("environment") or {}
+        if "sources" not in env:
+            old += 1
+            continue
+        for line in provenance.drift(env):  # a note, not a failure: records outlive the code
+            print(f"     note: {line}")
     print(f"{len(found) - failed} ok, {failed} failed")
+    if old:
+        print(f"{old} record(s) predate source hashes: whether today's code differs from what "
+              f"they ran is not known")
     return 1 if failed else 0

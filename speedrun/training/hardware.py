@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
-import time
 import platform
+import time
 import re
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+
+from speedrun.errors import SpeedrunError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,11 +60,21 @@ def datasheet_peak(device_kind: str) -> tuple[float, str] | None:
     return None
 
 
-def machine_gflops() -> float:
+def machine_gflops(probe=None) -> float:
     """The machine-speed probe stored with every seed (untimed, just before it): float32
     2048^3 matmul GFLOP/s, best of 5. On a shared machine the speed drifts between days; this
-    figure, shown next to a record's times, makes that drift visible."""
-    return round(matmul_peak(2048, jnp.float32, repeats=5) / 1e9, 1)
+    figure, shown next to a record's times, makes that drift visible, and the leaderboard ranks
+    a claim without a same-sitting reference only when it is near its track's reference
+    machine's. A probe that fails or measures nothing usable stops the run before it trains."""
+    try:
+        flops = (probe or (lambda: matmul_peak(2048, jnp.float32, repeats=5)))()
+    except Exception as e:  # noqa: BLE001 - any failure of the device here is the user's to see
+        raise SpeedrunError(f"the machine-speed probe (a float32 2048^3 matmul) failed: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    if not (isinstance(flops, (int, float)) and math.isfinite(flops) and flops > 0):
+        raise SpeedrunError(f"the machine-speed probe measured {flops!r} FLOP/s: the device's "
+                            f"timer or matmul is broken; no run is timed without it")
+    return round(flops / 1e9, 1)
 
 
 def _cpu_name() -> str:

@@ -11,10 +11,8 @@ use its pieces.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from speedrun.core import attention
 from speedrun.data import corpus, fingerprint, loader, paths
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
+from speedrun.records import provenance
 from speedrun.training import compile_cache, hardware
 
 
@@ -36,6 +35,8 @@ def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
         values = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise SpeedrunError(f"--seeds expects a count or a comma-separated list, got {seeds!r}")
+    if not values:
+        raise SpeedrunError(f"--seeds {seeds!r} names no seed: give a count (3) or a list (0,1,2)")
     if len(values) == 1 and "," not in seeds:
         if values[0] < 1:
             raise SpeedrunError("--seeds count must be at least 1")
@@ -64,22 +65,6 @@ def config_for(track: str, trick_names: str, overrides: list[str], steps: int | 
 # --- pre-flight: everything that can be known before data is built or anything compiles -------
 
 
-def probe_writable(folder: Path, what: str, fix: str) -> None:
-    """Fail unless ``folder`` (or, where it does not exist yet, its nearest existing parent, in
-    which it would be created) is a folder we can create and remove a file in."""
-    folder = Path(folder).expanduser()
-    existing = paths.nearest_existing(folder)
-    if not existing.is_dir():
-        raise SpeedrunError(f"{what} {folder} cannot be used: {existing} is not a folder; {fix}")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".speedrun-probe-", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise SpeedrunError(f"{what} {folder} is not writable ({e.strerror or e} in {existing}); "
-                            f"{fix}") from None
-
-
 def check_data_dir(track: tracks.Track, data_dir: str | None) -> None:
     """The data dir is a folder, and writable unless it already holds the track's shards."""
     root = paths.data_dir(data_dir)
@@ -89,17 +74,23 @@ def check_data_dir(track: tracks.Track, data_dir: str | None) -> None:
             raise SpeedrunError(f"data dir {p} is not a folder; {fix}")
     if all(paths.split_files(root / track.dataset, track.dataset, s) for s in corpus.SPLITS):
         return  # shards are there: a read-only data dir is fine unless they must be rebuilt
-    probe_writable(root, "data dir", fix)
+    paths.probe_writable(root, "data dir", fix)
 
 
 def preflight(cfg: RunConfig, data_dir: str | None, records_dir: str | None = None) -> tracks.Track:
     """Every check that needs no data and no compilation: settings in range, the records folder
     writable, the data dir usable. Runs before anything slow; returns the run's track."""
-    config_module.validate(cfg)
+    config_module.validate(cfg, trick_registry.setting_problems(cfg))
     track = tracks.get(cfg.track)
+    if cfg.model.vocab_size < track.rules.vocab:  # else its tokens would read as corrupt data
+        raise SpeedrunError(f"model.vocab_size {cfg.model.vocab_size} is smaller than the "
+                            f"{track.name} track's {track.rules.tokenizer} vocabulary "
+                            f"({track.rules.vocab}): a model may pad the vocabulary, never cut "
+                            f"it (track rule 'vocabulary'); raise it with --set "
+                            f"model.vocab_size={track.rules.vocab} or more")
     devices.check_batch(cfg.train.batch_size)
     if records_dir is not None:
-        probe_writable(Path(records_dir) / cfg.track, "records folder",
+        paths.probe_writable(Path(records_dir) / cfg.track, "records folder",
                        "pass --records-dir DIR (a writable folder) or --no-record")
     check_data_dir(track, data_dir)
     return track
@@ -192,6 +183,8 @@ def prepare(cfg: RunConfig, data_dir: str | None, command: str,
     data = fingerprint.describe(train_files[0].parent, track.dataset, train_files, val)
     env = hardware.environment(command=command)
     env["attention"] = attention_implementation(cfg)
+    env["sources"] = provenance.sources(cfg.trick_names)  # what code and packages ran: verify
+    env["packages"] = provenance.packages()  # and --from-record say when today's differ
     compile_cache.enable(paths.data_dir(data_dir))
     return Plan(cfg, track, hooks, train_files, val, data, env)
 

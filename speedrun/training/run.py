@@ -16,16 +16,15 @@ from pathlib import Path
 
 import tricks as trick_registry
 from speedrun.config import RunConfig, config_hash
-from speedrun.data import bytelevel, loader
+from speedrun.data import bytelevel, loader, paths
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
-from speedrun.records import logs
+from speedrun.records import logs, provenance
 from speedrun.records.record import build_record, claim_line, load_record, write_record
 from speedrun.training import fallback, hardware, train
 from speedrun.training.console import Console
-from speedrun.training.plan import (Plan, command_line, config_for, label, parse_seeds, prepare,
-                                    probe_writable)
+from speedrun.training.plan import Plan, command_line, config_for, label, parse_seeds, prepare
 
 
 def resolve(args) -> tuple[RunConfig, list[int], str | None]:
@@ -41,6 +40,8 @@ def resolve(args) -> tuple[RunConfig, list[int], str | None]:
         if config_hash(cfg) != rec.get("config_hash"):
             raise SpeedrunError(f"{args.from_record}: config does not match its config_hash")
         cfg = trick_registry.canonical(cfg)  # the stored order is not trusted
+        for line in provenance.drift(rec.get("environment") or {}):
+            print(f"note: {line}")  # the record stays valid; a re-run may differ, and here is why
         record_seeds = [r["seed"] for r in rec["runs"]]
         seeds = record_seeds if args.seed is None and args.seeds is None else parse_seeds(
             args.seed, args.seeds)
@@ -109,7 +110,7 @@ def check_save_dir(save_dir: str, records_dir: str | None) -> None:
             raise SpeedrunError(f"--save {save_dir} is inside the records folder {records_dir}: "
                                 f"model files do not go into records/; save them elsewhere "
                                 f"(e.g. --save checkpoints/)")
-    probe_writable(folder, "checkpoint folder", "pass --save DIR with a writable folder")
+    paths.probe_writable(folder, "checkpoint folder", "pass --save DIR with a writable folder")
 
 
 def save_checkpoint(plan: Plan, params, seed: int, save_dir: str) -> tuple[bool, str]:
