@@ -275,11 +275,74 @@ def sample_parser(sub) -> None:
 
 def eval_parser(sub) -> None:
     ev = sub.add_parser(
-        "eval", help="a checkpoint's validation loss and bits per byte on its track",
+        "eval", help="a checkpoint's validation loss on its track, or its pass@k on a task",
         description="Score a checkpoint (float or int8) on its track's validation tokens with "
-        "the harness's own evaluation: the same loss a record reports.")
+        "the harness's own evaluation: the same loss a record reports. With --task, its "
+        "greedy pass@1 on the task's held-out examples, and with --k K also pass@1 and pass@K "
+        "from K samples each, every figure with its standard error.")
     checkpoint_arg(ev)
     data_dir_flag(ev)
+    ev.add_argument("--task", default=None, help="score on a task's held-out examples instead (see `tasks`)")
+    ev.add_argument("--n", type=int, default=200, metavar="N",
+                    help="with --task: held-out examples scored (default 200)")
+    sampling_flags(ev, temperature=1.0)
+    ev.add_argument("--k", type=int, default=1, metavar="K",
+                    help="with --task: samples per example for pass@K (default 1: greedy only)")
+
+
+def sampling_flags(p: argparse.ArgumentParser, temperature: float) -> None:
+    p.add_argument("--temperature", type=float, default=temperature,
+                   help=f"sampling temperature; 0 is greedy (default {temperature})")
+    p.add_argument("--top-k", type=int, default=0, metavar="K",
+                   help="sample among the K most likely tokens only (default 0: all)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+
+
+def post_parser(sub, method: str) -> None:
+    what = {"sft": ("supervised fine-tuning on a task's conversations (loss on the assistant's "
+                    "tokens only)"),
+            "rl": ("reinforcement learning on a task's verifiable rewards: on-policy policy "
+                   "gradient, answers sampled per prompt, advantage = reward - the group's mean")}
+    short = {"sft": "fine-tune a checkpoint on a task (loss on the assistant's tokens)",
+             "rl": "teach a checkpoint a task by policy gradient on verifiable rewards"}
+    pp = sub.add_parser(
+        method, help=short[method],
+        description=f"{what[method][0].upper() + what[method][1:]}. From any checkpoint with "
+        f"--task (no record), or on a post-training track with --track (its start checkpoint, "
+        f"task, held-out set and target; writes a record, a claim when the seeds' held-out "
+        f"pass@1 beats the target with p < 0.01 over 3+ seeds). Held-out pass@1 is scored "
+        f"(untimed) every train.eval_every steps.")
+    pp.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default=None,
+                    help="the model to start from (a track fixes its own)")
+    pp.add_argument("--task", default=None, help="the task (see `tasks`), or jsonl:PATH")
+    pp.add_argument("--track", default=None, help="a post-training track (see `tracks`)")
+    pp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, e.g. --set post.lr_scale=0.5, --set "
+                    "train.batch_size=32 (repeatable)")
+    steps_flag(pp)
+    seeds = pp.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=None, help="single seed (default 0)")
+    seeds_flag(seeds, None, "several seeds: a count (3 -> 0,1,2) or a list (1,5,9)")
+    pp.add_argument("--save", metavar="DIR", default=None,
+                    help="write each seed's final model to DIR (after the clock)")
+    pp.add_argument("--name", default=None, help="short name for the record folder slug")
+    output_flags(pp, "records are written (with --track)")
+
+
+def tasks_parser(sub) -> None:
+    sub.add_parser("tasks", help="list the post-training tasks",
+                   description="List the tasks `sft`, `rl` and `eval --task` train and score "
+                   "on, each with an example.")
+
+
+def chat_parser(sub) -> None:
+    ch = sub.add_parser("chat", help="talk to a post-trained checkpoint (until Ctrl-D)",
+                        description="Type a message, read the model's answer; the conversation "
+                        "goes on until Ctrl-D (end of input).")
+    checkpoint_arg(ch)
+    sampling_flags(ch, temperature=0.0)
+    ch.add_argument("--max-new-tokens", type=int, default=200, metavar="N",
+                    help="longest answer (default 200)")
 
 
 def quantize_parser(sub) -> None:
@@ -333,7 +396,11 @@ COMMANDS = {
     "recover": (recover_parser, "speedrun.training.fallback:recover_main"),
     "bench": (bench_parser, "speedrun.training.bench:main"),
     "sample": (sample_parser, "speedrun.inference.use:sample_main"),
-    "eval": (eval_parser, "speedrun.training.evaluate:main"),
+    "eval": (eval_parser, "speedrun.posttraining.commands:eval_main"),
+    "sft": (lambda sub: post_parser(sub, "sft"), "speedrun.posttraining.commands:sft_main"),
+    "rl": (lambda sub: post_parser(sub, "rl"), "speedrun.posttraining.commands:rl_main"),
+    "tasks": (tasks_parser, "speedrun.posttraining.commands:tasks_main"),
+    "chat": (chat_parser, "speedrun.posttraining.commands:chat_main"),
     "quantize": (quantize_parser, "speedrun.inference.use:quantize_main"),
 }
 

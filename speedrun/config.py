@@ -125,6 +125,48 @@ def validate_train(t: TrainConfig) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class PostConfig:
+    """Post-training settings: present (``RunConfig.post``) only for `sft` and `rl` runs.
+    ``train.batch_size`` is the rows of ``seq_len`` tokens trained per step: packed
+    conversations for sft, prompts x ``samples`` answers for rl."""
+
+    method: str = "sft"  # sft | rl
+    task: str = "addition"  # a registered task, or jsonl:PATH
+    start_sha256: str = ""  # sha256 of the start checkpoint's file
+    seq_len: int = 256  # tokens per training row
+    heldout: int = 200  # held-out examples scored (greedy pass@1) at every validation
+    samples: int = 8  # rl: answers sampled per prompt; their mean reward is the baseline
+    temperature: float = 1.0  # rl: sampling temperature
+    top_k: int = 0  # rl: sample among the k most likely tokens (0: all)
+    adv_norm: bool = False  # rl: divide each advantage by its group's reward std
+    kl: float = 0.0  # rl: weight of a KL penalty to the start model (0: none, as nanochat)
+    lr_scale: float = 1.0  # every group's peak lr x this, decaying linearly to 0 (no warm-up)
+
+
+POST_METHODS = ("sft", "rl")
+
+
+def validate_post(p: PostConfig | None, train: TrainConfig) -> list[str]:
+    if p is None:
+        return []
+    out = _positive_ints(p, "post", ("seq_len", "heldout", "samples"))
+    if p.method not in POST_METHODS:
+        out.append(f"post.method must be one of {', '.join(POST_METHODS)}, got {p.method!r}")
+    if p.top_k < 0:
+        out.append(f"post.top_k must be 0 (all) or more, got {p.top_k}")
+    out += _finite_non_negative(p, "post", ("kl",)) + _finite_positive(p, "post", ("lr_scale",))
+    if p.method == "rl":
+        if isinstance(p.samples, int) and p.samples < 2:
+            out.append(f"post.samples must be at least 2 for rl: a group of one has no "
+                       f"advantage over its own mean, got {p.samples}")
+        elif isinstance(p.samples, int) and p.samples >= 1 and train.batch_size % p.samples:
+            out.append(f"train.batch_size={train.batch_size} must be a multiple of "
+                       f"post.samples={p.samples} (rows = prompts x samples)")
+        out += _finite_positive(p, "post", ("temperature",))
+    return out
+
+
 def validate_tricks(tricks: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Trick settings: each trick checks its own meaning; here, no number may be NaN or inf."""
     return [f"{name}.{key} must be a finite number, got {value}"
@@ -158,19 +200,23 @@ class RunConfig:
     # Resolved trick hyperparameters in application order: {trick name: {param: value}}.
     # Treated as immutable; replaced, never mutated.
     tricks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    post: PostConfig | None = None  # post-training runs only; absent from pretraining configs
 
     @property
     def trick_names(self) -> tuple[str, ...]:
         return tuple(self.tricks)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "track": self.track,
             "model": dataclasses.asdict(self.model),
             "optim": dataclasses.asdict(self.optim),
             "train": dataclasses.asdict(self.train),
             "tricks": {name: dict(params) for name, params in self.tricks.items()},
         }
+        if self.post is not None:  # so a pretraining config hashes as it always did
+            out["post"] = dataclasses.asdict(self.post)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
@@ -181,19 +227,20 @@ class RunConfig:
                 optim=_section(OptimConfig, d.get("optim", {}), "optim"),
                 train=_section(TrainConfig, d.get("train", {}), "train"),
                 tricks={name: dict(p or {}) for name, p in (d.get("tricks") or {}).items()},
+                post=_section(PostConfig, d["post"], "post") if d.get("post") else None,
             )
         except KeyError as e:
             raise SpeedrunError(f"config is missing the field {e.args[0]!r}") from None
 
 
-SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "post": PostConfig}
 VALIDATORS = {"model": validate_model, "optim": validate_optim, "train": validate_train}
 
 
 def problems(cfg: RunConfig) -> list[str]:
     """Every out-of-range setting of a configuration (one validator per section)."""
     out = [p for name, check in VALIDATORS.items() for p in check(getattr(cfg, name))]
-    return out + validate_tricks(cfg.tricks)
+    return out + validate_post(cfg.post, cfg.train) + validate_tricks(cfg.tricks)
 
 
 def invalid_settings(found: list[str]) -> str:
@@ -300,6 +347,9 @@ def apply_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
         section, name, value = split_override(item)
         if section in SECTIONS:
             sub = getattr(cfg, section)
+            if sub is None:
+                raise SpeedrunError(f"--set {section}.{name}: {section} settings belong to "
+                                    f"post-training runs (`sft`, `rl`)")
             fields = {f.name: getattr(sub, f.name) for f in dataclasses.fields(sub)}
             if name not in fields:
                 raise SpeedrunError(

@@ -1,6 +1,7 @@
 """The GPU tracks cannot rot unnoticed: on the CPU, compile and run two real train steps of the
 `fineweb10b` baseline (GPT-2 small, 124M parameters) and of the best stack at that size, on one
-1024-token sequence (the tracks' batch is 512; the shapes per sequence are the same)."""
+1024-token sequence (the tracks' batch is 512; the shapes per sequence are the same), and
+post-training steps at that size."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import pytest
 
 import tricks
 from speedrun import tracks
-from speedrun.config import apply_overrides
+from speedrun.config import PostConfig, apply_overrides
 from speedrun.core import model
+from speedrun.inference import generate as G
+from speedrun.posttraining import commands as post_commands
+from speedrun.posttraining import loop, rl, sft
+from speedrun.posttraining import tasks as post_tasks
 from speedrun.training import plan
 from speedrun.training import train
 
@@ -62,3 +67,28 @@ def test_gpu_tracks_compute_in_bfloat16_over_float32_master_weights(track):
     # the CPU tracks stay float32, where XLA:CPU's bf16 matmuls are slower
     assert tracks.WIKI_BYTES.config.model.compute_dtype == "float32"
     assert plan.attention_implementation(cfg) in ("blocked", "xla")  # cudnn only on a GPU
+
+
+def test_post_training_runs_at_gpt2_small_size():
+    """The same post-training code at the fineweb tracks' configuration: two SFT steps and one
+    RL step of GPT-2 small, one short row (and for RL one prompt, two answers), from its init."""
+    base = tracks.FINEWEB10B.config
+    sft_cfg = dataclasses.replace(
+        base, train=dataclasses.replace(base.train, batch_size=1, steps=2, eval_every=2,
+                                        val_tokens=1),
+        post=PostConfig(method="sft", task="addition", seq_len=32, heldout=1))
+    rl_cfg = dataclasses.replace(
+        sft_cfg, train=dataclasses.replace(sft_cfg.train, batch_size=2, steps=1, eval_every=1),
+        post=dataclasses.replace(sft_cfg.post, method="rl", samples=2))
+    task = post_tasks.get("addition")
+    heldout = task.examples("heldout", 0, 1)
+    hooks = post_commands.post_hooks(tricks.build_hooks(sft_cfg), sft_cfg)
+    params = hooks.init(jax.random.PRNGKey(0), sft_cfg.model)
+    out = loop.run(sft_cfg, 0, hooks, params, "gpt2", task, heldout,
+                   sft.batches(task, 0, "gpt2", sft_cfg.model.vocab_size, 1, 32), log=lambda s: None)
+    assert out.steps == 2 and all(math.isfinite(p[3]) for p in out.curve)
+    model = G.Model(params, rl_cfg, hooks, "gpt2")
+    lines = []
+    out = loop.run(rl_cfg, 0, hooks, params, "gpt2", task, heldout,
+                   rl.batches(task, 0, model, params, rl_cfg), log=lines.append)
+    assert out.steps == 1 and any("mean_reward:" in line for line in lines)

@@ -21,6 +21,11 @@ def batch_sizes(cfg: RunConfig, hooks) -> list[int]:
     return [int(fn(s)) for s in range(cfg.train.steps)]
 
 
+def row_tokens(cfg: RunConfig) -> int:
+    """Tokens per row of a batch: the model's context, or a post-training run's row length."""
+    return cfg.post.seq_len if cfg.post is not None else cfg.model.seq_len
+
+
 def tokens_seen(cfg: RunConfig, hooks) -> list[int]:
     """Train tokens consumed before each step 0 .. steps (cumulative, length steps + 1)."""
-    return [0] + [int(n) * cfg.model.seq_len for n in np.cumsum(batch_sizes(cfg, hooks))]
+    return [0] + [int(n) * row_tokens(cfg) for n in np.cumsum(batch_sizes(cfg, hooks))]

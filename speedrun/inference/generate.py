@@ -165,11 +165,12 @@ def decode_text(tokens, tokenizer: str) -> str:
     return tok.gpt2_encoding().decode([int(t) for t in tokens])
 
 
-def pad(prompts: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded (B, P) token array and the lengths (B,)."""
+def pad(prompts: list[list[int]], width: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded (B, P) token array and the lengths (B,); P is at least ``width``, so
+    batches of prompts of other lengths reuse one compiled program."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise SpeedrunError("every prompt needs at least one token")
-    P = max(len(p) for p in prompts)
+    P = max(width, max(len(p) for p in prompts))
     tokens = np.zeros((len(prompts), P), np.int32)
     for i, p in enumerate(prompts):
         tokens[i, : len(p)] = p
@@ -276,11 +277,12 @@ def _make_decode(m: Model, s: Sampling, max_new: int, stop: int | None):
 
 
 def generate(m: Model, prompts: list[list[int]], max_new: int, s: Sampling = Sampling(),
-             seed: int = 0, stop: int | None | str = "default") -> list[list[int]]:
+             seed: int = 0, stop: int | None | str = "default", width: int = 0) -> list[list[int]]:
     """Continue every prompt (token lists of any lengths, one batch) by up to ``max_new`` tokens;
-    each row ends before its first stop token (default: the tokenizer's separator)."""
+    each row ends before its first stop token (default: the tokenizer's separator). ``width``:
+    pad the prompts to at least this many tokens (one compilation for many batches)."""
     stop = m.stop if stop == "default" else stop
-    tokens, lengths = pad(prompts)
+    tokens, lengths = pad(prompts, width)
     max_new = room(m, tokens.shape[1], max_new)
     key0, key1 = jax.random.split(jax.random.PRNGKey(seed))
     first, arrays = make_prefill(m, s, tokens.shape[1] + max_new)(m.params, tokens, lengths, key0)

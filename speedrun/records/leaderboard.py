@@ -172,6 +172,11 @@ def _ranked_table(df: pd.DataFrame) -> str:
     return table.to_markdown(index=False, tablefmt="github", disable_numparse=True)
 
 
+def _is_post(track: str) -> bool:
+    found = tracks.TRACKS.get(track)
+    return found is not None and found.config.post is not None
+
+
 def _vs_reference(ref, rank: dict) -> str:
     """'0.921x #3 (0.861-0.982)': the same-sitting time ratio, the reference's rank, the CI."""
     if not isinstance(ref, dict):
@@ -308,7 +313,12 @@ def render(records_dir: Path, df: pd.DataFrame) -> str:
         return "".join(out)
     for track, hw, ranked, refs, group in sections(df):
         target = group["target"].iloc[0]
-        out.append(f"\n## `{track}` on {hw} (target val loss {target})\n\n")
+        if _is_post(track):
+            out.append(f"\n## `{track}` on {hw} (target held-out error {target}: pass@1 above "
+                       f"{1 - target:.2f})\n\nA post-training track: *final val loss* is the "
+                       f"held-out error, 1 - greedy pass@1 on the task's held-out examples.\n\n")
+        else:
+            out.append(f"\n## `{track}` on {hw} (target val loss {target})\n\n")
         speed = tracks.reference_speed(track, hw)
         if speed is not None:
             out.append(f"Time scale: the reference machine's (probe {speed:g} GFLOP/s ± "

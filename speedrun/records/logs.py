@@ -21,6 +21,7 @@ from speedrun.config import RunConfig
 from speedrun.records import provenance
 
 _VAL_LINE = re.compile(r"^step:(\d+)/(\d+) val_loss:(\S+) train_time:([0-9.]+)ms\b")
+_TRAIN_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:(\S+) ")
 _MACHINE_LINE = re.compile(r"^machine: float32 matmul ([0-9.]+) GFLOP/s")
 _SEED_LINE = re.compile(r"^# seed: (\d+)$")
 # The environment a header states, each compared with the record's by ``verify`` (logs written
@@ -70,9 +71,10 @@ def val_line(step: int, steps: int, val_loss: float, train_time: float,
 
 
 def parse_log(text: str) -> dict:
-    """What a seed's log says: its seed, the machine probe and every validation
-    (step, train_time_s, val_loss), at the precision the record stores."""
-    out: dict[str, Any] = {"seed": None, "machine_gflops": None, "steps_total": None, "vals": []}
+    """What a seed's log says: its seed, the machine probe, every validation (step,
+    train_time_s, val_loss) at the precision the record stores, and every logged train loss."""
+    out: dict[str, Any] = {"seed": None, "machine_gflops": None, "steps_total": None, "vals": [],
+                           "train": []}
     for line in text.splitlines():
         if m := _SEED_LINE.match(line):
             out["seed"] = int(m.group(1))
@@ -81,4 +83,6 @@ def parse_log(text: str) -> dict:
         elif m := _VAL_LINE.match(line):
             out["steps_total"] = int(m.group(2))
             out["vals"].append((int(m.group(1)), float(m.group(4)) / 1e3, float(m.group(3))))
+        elif m := _TRAIN_LINE.match(line):
+            out["train"].append((int(m.group(1)), m.group(2)))
     return out

@@ -119,8 +119,11 @@ def run_dict(r) -> dict:
 
 
 def summary(runs: list[dict], target: float, data: dict) -> dict:
-    """stats.summarize plus the mean final loss in bits per byte, where the bytes are known."""
-    out = stats.summarize(runs, target)
+    """stats.summarize plus the mean final loss in bits per byte, where the bytes are known.
+    A post-training record's data says ``metric: heldout_error``: its claim is tested on the
+    held-out examples' accuracy (stats.binomial_greater)."""
+    heldout = data["val_tokens"] if data.get("metric") == "heldout_error" else None
+    out = stats.summarize(runs, target, heldout)
     n_bytes = data.get("val_bytes")
     out["mean_val_bpb"] = round(bits_per_byte(out["mean_val_loss"], data["val_tokens"], n_bytes),
                                 6) if n_bytes else None

@@ -35,9 +35,23 @@ CLAIM_P = 0.01  # modded-nanogpt's significance rule
 CLAIM_SEEDS = 3  # distinct seeds a claim needs at least
 
 
-def summarize(runs: list[dict], target: float) -> dict:
+def binomial_greater(errors, target: float, n: int) -> float | None:
+    """Post-training: each seed's held-out accuracy (1 - error, over ``n`` examples) against
+    the target accuracy 1 - ``target`` by an exact one-sided binomial test; the claim's p is the
+    largest of the seeds' p-values, so it holds only when every seed beats the target on its own
+    (an intersection-union test: no assumption that seeds are independent, and identical
+    accuracies, common on a small discrete held-out set, are evidence like any other)."""
+    if not errors or n < 1:
+        return None
+    ps = [_scipy.binomtest(round((1 - float(e)) * n), n, 1 - target,
+                           alternative="greater").pvalue for e in errors]
+    return float(max(ps))
+
+
+def summarize(runs: list[dict], target: float, heldout: int | None = None) -> dict:
     """Means and sample standard deviations over seeds, the p-value of the claim, whether it is
-    one and, if not, why (``reasons``)."""
+    one and, if not, why (``reasons``). ``heldout``: a post-training record's held-out examples
+    (its "val loss" is the held-out error): the claim's test is then ``binomial_greater``."""
     seeds = [int(r["seed"]) for r in runs]
     out: dict = {"seeds": len(runs), "distinct_seeds": len(set(seeds)),
                  "reached": sum(float(r["final_val_loss"]) <= target for r in runs)}
@@ -50,7 +64,8 @@ def summarize(runs: list[dict], target: float) -> dict:
     out["mean_first_reached_step"] = round(statistics.fmean(c[0] for c in crossed), 3) if crossed else None
     probes = [float(r["machine_gflops"]) for r in runs if r.get("machine_gflops") is not None]
     out["mean_machine_gflops"] = round(statistics.fmean(probes), 1) if probes else None
-    p = ttest_less([r["final_val_loss"] for r in runs], target)
+    losses = [float(r["final_val_loss"]) for r in runs]
+    p = ttest_less(losses, target) if heldout is None else binomial_greater(losses, target, heldout)
     out["p_value"] = None if p is None else round(p, 8)
     reasons = []
     if out["distinct_seeds"] != len(seeds):
@@ -59,8 +74,7 @@ def summarize(runs: list[dict], target: float) -> dict:
         reasons.append(f"{out['distinct_seeds']} distinct seed(s); a claim needs {CLAIM_SEEDS}")
     if len({int(r["steps"]) for r in runs}) > 1:
         reasons.append("seeds ran different numbers of steps")
-    losses = [float(r["final_val_loss"]) for r in runs]
-    if len(losses) > 1 and len(set(losses)) == 1:
+    if heldout is None and len(losses) > 1 and len(set(losses)) == 1:
         reasons.append("the seeds' final losses are identical (zero spread is no evidence: one "
                        "run counted more than once?)")
     elif p is None or p >= CLAIM_P:

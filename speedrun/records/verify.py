@@ -191,12 +191,18 @@ def _run_problems(run: dict, folder: Path, cfg: RunConfig, rec: dict, where: str
     return problems + _log_problems(run, text, _tokens_seen(cfg), where)
 
 
-def repeated_runs(runs: list[dict]) -> list[str]:
-    """Two seeds with the same validation curve are one run counted twice."""
+def repeated_runs(runs: list[dict], folder: Path) -> list[str]:
+    """Two seeds with the same validation curve and the same logged train losses are one run
+    counted twice. (The train losses matter where validation is coarse: a post-training
+    record's held-out errors can coincide across seeds; their train losses never do.)"""
     out, seen = [], {}
     for run in runs:
-        key = tuple(round(float(p[3]), 6) for p in run["curve"] if isinstance(p, list) and len(p) == 4)
-        if key in seen and len(key) > 1:
+        curve = tuple(round(float(p[3]), 6) for p in run["curve"]
+                      if isinstance(p, list) and len(p) == 4)
+        log = folder / str(run.get("log"))
+        train = tuple(parse_log(log.read_text())["train"]) if log.is_file() else ()
+        key = (curve, train)
+        if key in seen and len(curve) > 1:
             out.append(f"seeds {seen[key]} and {run['seed']} have identical curves: one run "
                        f"counted twice")
         seen.setdefault(key, run["seed"])
@@ -254,7 +260,7 @@ def verify(path: Path | str) -> list[str]:
     target = float(rec["target"])
     for i, run in enumerate(rec["runs"]):
         problems += _run_problems(run, f.parent, cfg, rec, f"{f}: runs[{i}] (seed {run['seed']})")
-    problems += [f"{f}: {p}" for p in repeated_runs(rec["runs"])]
+    problems += [f"{f}: {p}" for p in repeated_runs(rec["runs"], f.parent)]
     problems += [f"{f}: {p}" for p in references.problems(rec, f.parent)]
     expected = summary(rec["runs"], target, rec["data"])
     for key, value in expected.items():

@@ -141,7 +141,7 @@ def train(
     if progress:
         progress(0, {"compiled": compile_time})  # lets a progress bar restart its rate here
     log(val_line(0, cfg.train.steps, first_val, 0.0, bpb_per_nat))
-    _check_finite(first_val, 0, "val")
+    check_finite(first_val, 0, "val")
 
     params, curve = timed_loop(cfg, hooks, state, step_fns, sizes, feed, train_loader,
                                lambda p, s: evaluate_fn(p, val_batches, s), first_val, log,
@@ -179,7 +179,7 @@ def timed_loop(cfg: RunConfig, hooks, state: State, step_fns: dict, sizes: list[
             if step % t.log_every == 0 or step == stop_at:
                 loss_value = float(loss)  # waits for the device
                 elapsed = train_time + time.perf_counter() - t_start
-                _check_finite(loss_value, step, "train")
+                check_finite(loss_value, step, "train")
                 log(f"step:{step}/{t.steps} train_loss:{loss_value:.4f} "
                     f"train_time:{elapsed * 1e3:.0f}ms step_avg:{elapsed / step * 1e3:.2f}ms "
                     f"tokens/s:{seen[step] / max(elapsed, 1e-9):.0f}")
@@ -189,7 +189,7 @@ def timed_loop(cfg: RunConfig, hooks, state: State, step_fns: dict, sizes: list[
         jax.block_until_ready(params)
         train_time += time.perf_counter() - t_start  # the clock stops here for validation
         val_loss = validate(params, step)
-        _check_finite(val_loss, step, "val")
+        check_finite(val_loss, step, "val")
         curve.append((step, train_time, seen[step], val_loss))
         log(val_line(step, t.steps, val_loss, train_time, bpb_per_nat))
         if progress:
@@ -216,6 +216,6 @@ def outcome(cfg: RunConfig, seed: int, curve, compile_time: float,
     )
 
 
-def _check_finite(value: float, step: int, what: str) -> None:
+def check_finite(value: float, step: int, what: str) -> None:
     if not math.isfinite(value):
         raise Diverged(f"diverged at step {step}: {what} loss is {value}")
