@@ -28,7 +28,7 @@ from speedrun import tracks
 from speedrun.config import RunConfig
 from speedrun.data.shards import atomic_write
 from speedrun.errors import SpeedrunError
-from speedrun.records import plots, references
+from speedrun.records import plots, references, stats
 from speedrun.records.record import load_record
 from speedrun.records.verify import find_records, verify
 
@@ -208,10 +208,9 @@ def _paired_delta(without: dict, with_: dict) -> str:
     something; with the seed count, and the per-seed spread when there are several."""
     if without["steps"] != with_["steps"]:
         return "— (steps differ)"
-    seeds = sorted(set(without["by_seed"]) & set(with_["by_seed"]))
-    if not seeds:
+    d = np.array(stats.paired_differences(with_["by_seed"], without["by_seed"]))
+    if not len(d):
         return "— (no shared seed)"
-    d = np.array([with_["by_seed"][k] - without["by_seed"][k] for k in seeds])
     spread = f" ± {d.std(ddof=1):.4f}" if len(d) > 1 else ""
     return f"{d.mean():+.4f}{spread} ({len(d)})"
 
