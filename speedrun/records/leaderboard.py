@@ -62,11 +62,13 @@ def _link(path: Path, records_dir: Path) -> str:
 
 
 def _label(rec: dict, registry) -> str:
-    """The record's description plus every trick hyperparameter it set away from the default,
-    so two rows with the same tricks but different settings read differently."""
+    """The record's description plus every trick hyperparameter it set away from the default
+    on its track (a tuned value there, else the record's constant), so two rows with the same
+    tricks but different settings read differently."""
+    track = str(rec.get("track"))
     changed = [f"{name}.{k}={v}" for name, hp in (rec.get("tricks") or {}).items()
                if name in registry for k, v in (hp or {}).items()
-               if registry[name].params.get(k) != v]
+               if T.defaults(registry[name], track).get(k) != v]
     text = str(rec.get("description", "?"))
     return f"{text} ({', '.join(changed)})" if changed else text
 
