@@ -1,25 +1,178 @@
-"""Per-track tuned trick constants with the record that chose them: the default on their track
-only, shown by `tricks NAME`, checked when the registry loads, and never changing what an earlier
-record re-runs."""
+"""Tuning: `sweep` over the tiny track (a grid of real settings, one verified record per point,
+the table's paired differences checked against those records, resuming after Ctrl-C, every bad
+input one line before anything trains), and per-track tuned trick constants with the record
+that chose them (the default on their track only, shown by `tricks NAME`, never changing what
+an earlier record re-runs)."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import statistics
 
 import pytest
 
 import tricks
-from helpers import record_dirs, run_cli
+from helpers import one_line_error, record_dirs, run_cli
 from speedrun import cli
 from speedrun.errors import SpeedrunError
 from speedrun.records import record, verify
 from speedrun.records.references import record_id
-from speedrun.training import plan
+from speedrun.training import plan, train
 from speedrun.training import run as run_module
 from tricks import softcap
 
 QUICK = ("--steps", "3", "--set", "train.eval_every=3", "--set", "model.n_layer=1", "--quiet")
+
+
+def sweep(tmp_path, *extra):
+    return cli.main(["sweep", "--track", "tiny", "--records-dir", str(tmp_path / "records"),
+                     *QUICK, *extra])
+
+
+def row_of(out: str, rid: str) -> str:
+    """The table's row of a record."""
+    (line,) = [line for line in out.splitlines() if not line.startswith("point ")
+               and line.rstrip().endswith((rid, f"{rid} (from record)"))]
+    return line
+
+
+def final_losses(folder) -> dict[int, float]:
+    return {r["seed"]: r["final_val_loss"] for r in record.load_record(folder)["runs"]}
+
+
+def check_row(out: str, folder, ref: dict[int, float]) -> str:
+    """The row shows the record's own losses, their mean, and the paired difference from the
+    reference's losses."""
+    losses = final_losses(folder)
+    row = row_of(out, record_id(folder))
+    assert f"{statistics.fmean(losses.values()):.4f}" in row, row
+    assert all(f"{loss:.4f}" in row for loss in losses.values()), row
+    if losses == ref:
+        assert row.startswith("ref"), row
+    else:
+        diffs = [losses[s] - ref[s] for s in sorted(ref)]
+        lower = sum(d < 0 for d in diffs)
+        assert f"{statistics.fmean(diffs):+.4f} ({lower}/{len(diffs)} seeds lower)" in row, row
+    return row
+
+
+def verdict_of(out: str) -> str:
+    (line,) = [line for line in out.splitlines() if line.startswith("best: ")]
+    return line
+
+
+# --- sweep -------------------------------------------------------------------------------------
+
+
+def test_a_grid_writes_a_verified_record_per_point_and_pairs_them_by_seed(tiny, capsys):
+    assert sweep(tiny, "--tricks", "softcap", "--sweep", "softcap.cap=10,30",
+                 "--sweep", "optim.lr=0.01,0.02", "--seeds", "1",
+                 "--reference", "softcap.cap=30,optim.lr=1e-2") == 0
+    out = capsys.readouterr().out
+    grid = [(10.0, 0.01), (10.0, 0.02), (30.0, 0.01), (30.0, 0.02)]
+    for i, (cap, lr) in enumerate(grid, 1):  # in order, one point after another
+        assert f"point {i}/4: softcap.cap={cap:g}, optim.lr={lr:g}\n" in out
+    assert out.index("point 2/4: softcap") > out.index("point 1/4: record written")
+    folders = record_dirs(tiny)
+    assert len(folders) == 4 and all(verify.verify(f) == [] for f in folders)
+    by_point = {(r["tricks"]["softcap"]["cap"], r["config"]["optim"]["lr"]): f
+                for f in folders for r in [record.load_record(f)]}
+    assert sorted(by_point) == grid
+    assert by_point[(10.0, 0.02)].name.endswith("_sweep-softcap-cap-10-optim-lr-0-02")
+    ref = final_losses(by_point[(30.0, 0.01)])  # --reference: point 3
+    assert list(ref) == [0]
+    for folder in folders:
+        check_row(out, folder, ref)
+    means = {k: statistics.fmean(final_losses(f).values()) for k, f in by_point.items()}
+    best = min(means, key=means.get)
+    assert "best" in row_of(out, record_id(by_point[best])).split()[:2]
+    verdict = verdict_of(out)
+    assert verdict.startswith(f"best: #{grid.index(best) + 1} (softcap.cap={best[0]:g}, "
+                              f"optim.lr={best[1]:g}")
+    assert "one seed: how far seeds disagree is unknown" in verdict
+    if best != (30.0, 0.01):
+        assert f"{ref[0] - means[best]:.4f} below the reference #3" in verdict, verdict
+
+
+def test_an_interrupted_sweep_resumes_with_only_the_missing_points(tiny, capsys, monkeypatch):
+    real, calls = train.train, []
+
+    def interrupt_in_the_second_point(*a, **k):
+        calls.append(a[0].tricks["softcap"]["cap"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    args = ("--tricks", "softcap", "--sweep", "softcap.cap=10,30", "--seeds", "0,1")
+    monkeypatch.setattr(train, "train", interrupt_in_the_second_point)
+    assert sweep(tiny, *args) == 130
+    assert "interrupted at point 2/2" in capsys.readouterr().err
+    (first,) = record_dirs(tiny)  # the point finished before Ctrl-C is kept
+    assert record.load_record(first)["tricks"]["softcap"]["cap"] == 10.0
+
+    calls.clear()
+    monkeypatch.setattr(train, "train", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    assert sweep(tiny, *args) == 0
+    out = capsys.readouterr().out
+    assert [c.tricks["softcap"]["cap"] for c in calls] == [30.0, 30.0]  # point 2's seeds only
+    assert f"point 1/2: softcap.cap=10: from record {record_id(first)}" in out
+    folders = record_dirs(tiny)
+    assert len(folders) == 2 and all(verify.verify(f) == [] for f in folders)
+    (second,) = [f for f in folders if f != first]
+    ref = final_losses(first)
+    assert row_of(out, record_id(first)).rstrip().endswith("(from record)")
+    check_row(out, first, ref)
+    check_row(out, second, ref)
+    diffs = [final_losses(second)[s] - ref[s] for s in (0, 1)]
+    best, other = (2, 1) if statistics.fmean(diffs) < 0 else (1, 2)
+    verdict = verdict_of(out)
+    assert verdict.startswith(f"best: #{best} ")
+    assert f"{abs(statistics.fmean(diffs)):.4f} below" in verdict, verdict
+    same_sign = all(d < 0 for d in diffs) or all(d > 0 for d in diffs)
+    assert ("beyond the seeds' disagreement" if same_sign
+            else "within the seeds' disagreement") in verdict, verdict
+
+    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("ran a point on record"))
+    assert sweep(tiny, *args) == 0  # everything on record: the table alone
+    assert capsys.readouterr().out.count("(from record)") == 2
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train", stop)
+    assert sweep(tiny, *args[:-1], "0,2") == 130  # other seeds are another measurement
+    assert "interrupted at point 1/2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (("--sweep", "optim.lrr=0.1,0.2"), ("unknown setting optim.lrr",)),
+    (("--sweep", "muon.lr=0.1,0.2"), ("--sweep muon.lr: 'muon' is neither",)),
+    (("--tricks", "softcap", "--sweep", "softcap.cpa=1,2"), ("'softcap' has no setting 'cpa'",)),
+    (("--tricks", "softcap", "--sweep", "softcap.cap=10,abc"),
+     ("softcap.cap must be a number, got 'abc'",)),
+    (("--tricks", "softcap", "--sweep", "softcap.cap=10,-1"),
+     ("softcap.cap must be above 0, got -1.0",)),
+    (("--sweep", "model.d_model=64,65"), ("model.d_model=65 must be divisible",)),
+    (("--sweep", "optim.lr="), ("--sweep optim.lr= names no value",)),
+    (("--sweep", "optim.lr=0.1,,0.2"), ("has an empty entry",)),
+    (("--sweep", "optim.lr"), ("--sweep expects section.key=V1,V2",)),
+    (("--sweep", "optim.lr=0.1,1e-1"), ("lists 0.1 more than once",)),
+    (("--sweep", "optim.lr=0.1", "--sweep", "optim.lr=0.2"), ("given twice",)),
+    (("--sweep", "optim.lr=0.1,0.2", "--set", "optim.lr=0.3"), ("both swept and fixed",)),
+    (("--sweep", "optim.lr=0.1,0.2", "--reference", "optim.lr=0.3"),
+     ("not a point of the grid (optim.lr takes 0.1, 0.2)",)),
+    (("--sweep", "optim.lr=0.1,0.2", "--sweep", "optim.beta1=0.8,0.9",
+      "--reference", "optim.lr=0.1"), ("gives no value for optim.beta1",)),
+    (("--sweep", "optim.lr=" + ",".join(f"0.{i:02d}" for i in range(1, 13)),
+      "--sweep", "optim.beta1=" + ",".join(f"0.{i}" for i in range(1, 9))),
+     ("this grid has 96 points (192 runs): pass --yes to run it",)),
+    (("--sweep", "optim.lr=0.1,0.2", "--seeds", ""), ("names no seed",)),
+])
+def test_bad_input_is_one_line_before_anything_trains(tiny, capsys, no_training, extra, needles):
+    assert sweep(tiny, *extra) == 1
+    one_line_error(capsys, *needles)
+    assert record_dirs(tiny) == []
 
 
 # --- tuned constants ----------------------------------------------------------------------------
