@@ -4,11 +4,13 @@ The speedrun retuned its constants with almost every record. A sweep runs every 
 (``--sweep KEY=V1,V2,...``; several keys make every combination) one after another, never in
 parallel (each point's times go into its record), every seed a full fixed-length run, and writes
 each point as a record (a screening record, ``<date>_<prefix>-<settings>``) as soon as its seeds
-finish. Then a table: each point's final val loss per seed and their mean, and its difference
-from a reference point paired by seed (the seed fixes the initialization and the data order, so
-most of the seed-to-seed spread cancels): the first point, or the one ``--reference`` names
-(e.g. the record's constants). The best point is named with its margin, and whether every
-seed's own difference agrees in sign, or the margin is within the seeds' disagreement.
+finish (a point that diverges writes none, as with `run`: the table says where it diverged and
+the sweep goes on). Then a table: each point's final val loss per seed and their mean, and its
+difference from a reference point paired by seed (the seed fixes the initialization and the
+data order, so most of the seed-to-seed spread cancels): the first point, or the one
+``--reference`` names (e.g. the record's constants). The best point is named with its margin,
+and whether every seed's own difference agrees in sign, or the margin is within the seeds'
+disagreement.
 
 Interrupted, the points finished are on record; the same command again resumes: a point whose
 record exists under the records folder (same configuration hash, the same seeds, this hardware
@@ -38,7 +40,7 @@ from speedrun.records import stats
 from speedrun.records.record import load_record, run_dict
 from speedrun.records.references import record_id
 from speedrun.records.verify import find_records, verify
-from speedrun.training import hardware
+from speedrun.training import hardware, train
 from speedrun.training.plan import (command_line, config_for, label, parse_seeds, preflight,
                                     prepare)
 from speedrun.training.run import run_seed, save
@@ -65,12 +67,14 @@ class Point:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A point's final val losses by seed, as its record stores them, and which record."""
+    """A point's final val losses by seed, as its record stores them, and which record; or,
+    for a point that diverged, where (and no losses, no record)."""
 
     point: Point
     losses: dict[int, float]
     record: str | None  # '<track>/<folder>'; None where this process writes no record
-    reused: bool  # read back from a record of an earlier sweep
+    reused: bool = False  # read back from a record of an earlier sweep
+    diverged: str | None = None  # 'seed S diverged at step N: ...'
 
     @property
     def mean(self) -> float:
@@ -238,21 +242,25 @@ def agreement(diffs: list[float]) -> str:
             f"margin is within the seeds' disagreement")
 
 
-def best_of(outcomes: list[Outcome]) -> Outcome:
-    return min(outcomes, key=lambda o: o.mean)
+def best_of(outcomes: list[Outcome]) -> Outcome | None:
+    """The finished point with the lowest mean final loss (None if every point diverged)."""
+    return min((o for o in outcomes if o.losses), key=lambda o: o.mean, default=None)
 
 
 def verdict(outcomes: list[Outcome], ref: Outcome) -> str:
-    """The best point and its margin: over the reference, or, when the reference is best, over
-    the next best; paired by seed."""
+    """The best point and its margin: over the reference, or, when the reference is best (or
+    diverged), over the next best; paired by seed."""
     best = best_of(outcomes)
-    if len(outcomes) == 1:
-        return f"one point ({best.point.label()}): nothing to compare it with"
-    if best is ref:
-        other = best_of([o for o in outcomes if o is not best])
-        what = f"the next best, #{other.point.number} ({other.point.label()})"
-    else:
+    if best is None:
+        return "every point diverged: nothing to compare"
+    if best is not ref and ref.losses:
         other, what = ref, f"the reference #{ref.point.number} ({ref.point.label()})"
+    else:
+        other = best_of([o for o in outcomes if o is not best])
+        if other is None:
+            return f"one point finished, #{best.point.number} ({best.point.label()}): " \
+                   f"nothing to compare it with"
+        what = f"the next best, #{other.point.number} ({other.point.label()})"
     diffs = stats.paired_differences(best.losses, other.losses)
     where = f", record {best.record}" if best.record else ""
     return (f"best: #{best.point.number} ({best.point.label()}"
@@ -270,12 +278,12 @@ def table(outcomes: list[Outcome], ref: Outcome, seeds: list[int]) -> str:
     for o in outcomes:
         mark = ", ".join(m for m, on in (("ref", o is ref), ("best", o is best)) if on)
         diffs = stats.paired_differences(o.losses, ref.losses)
-        delta = ("-" if o is ref else f"{statistics.fmean(diffs):+.4f} "
+        delta = ("-" if o is ref or not diffs else f"{statistics.fmean(diffs):+.4f} "
                  f"({sum(d < 0 for d in diffs)}/{len(diffs)} seeds lower)")
         record = (o.record or "-") + (" (from record)" if o.reused else "")
         rows.append([mark, o.point.number, *(show(v) for _, v in o.point.settings),
                      *(f"{o.losses[s]:.4f}" if s in o.losses else "-" for s in seeds),
-                     f"{o.mean:.4f}", delta, record])
+                     f"{o.mean:.4f}" if o.losses else "-", delta, o.diverged or record])
     headers = ["", "#", *keys, *(f"seed {s}" for s in seeds), "mean",
                f"vs #{ref.point.number}, paired", "record"]
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
@@ -287,12 +295,18 @@ def table(outcomes: list[Outcome], ref: Outcome, seeds: list[int]) -> str:
 def run_point(args, point: Point, n: int, seeds: list[int], writes: bool) -> Outcome:
     """Every seed of one point, then its record (written before the next point starts)."""
     plan = prepare(point.cfg, args.data_dir, command_line(), args.records_dir if writes else None)
-    results = [run_seed(plan, s, args.quiet, tag=f"point {point.number}/{n} ") for s in seeds]
+    results = []
+    for s in seeds:
+        try:
+            results.append(run_seed(plan, s, args.quiet, tag=f"point {point.number}/{n} "))
+        except train.Diverged as e:  # a sweep probes values that may be too far: go on
+            print(f"point {point.number}/{n}: seed {s} {e}: no record; on to the next point")
+            return Outcome(point, {}, None, diverged=f"seed {s} {e}")
     if not writes:
-        return Outcome(point, losses_of([run_dict(r) for r in results]), None, False)
+        return Outcome(point, losses_of([run_dict(r) for r in results]), None)
     where, rec = save(plan, results, args.records_dir, point.name(args.name))
     print(f"point {point.number}/{n}: record written: {where}")
-    return Outcome(point, losses_of(rec["runs"]), record_id(where), False)
+    return Outcome(point, losses_of(rec["runs"]), record_id(where))
 
 
 def main(args) -> int:
@@ -323,14 +337,14 @@ def main(args) -> int:
             if found is not None:
                 folder, rec = found
                 print(f"point {p.number}/{n}: {p.label()}: from record {record_id(folder)}")
-                outcomes.append(Outcome(p, losses_of(rec["runs"]), record_id(folder), True))
+                outcomes.append(Outcome(p, losses_of(rec["runs"]), record_id(folder), reused=True))
                 continue
             print(f"point {p.number}/{n}: {p.label()}")
             outcomes.append(run_point(args, p, n, seeds, writes))
     except KeyboardInterrupt:
-        print(f"interrupted at point {len(outcomes) + 1}/{n}: the {len(outcomes)} point(s) "
-              f"before it are on record; the same command again resumes from there",
-              file=sys.stderr)
+        kept = sum(o.record is not None for o in outcomes)
+        print(f"interrupted at point {len(outcomes) + 1}/{n}: {kept} point(s) finished before "
+              f"it are on record; the same command again resumes from there", file=sys.stderr)
         raise
     reference = next(o for o in outcomes if o.point is ref)
     print()
