@@ -149,7 +149,7 @@ def test_an_interrupted_sweep_resumes_with_only_the_missing_points(tiny, capsys,
 def test_the_verdict_names_the_best_point_and_whether_every_seed_agrees(second, best, margin,
                                                                         holds, delta):
     cfg = plan.config_for("unit", "softcap", [])
-    points = [sw.Point(i, (("softcap.cap", v),), (), cfg) for i, v in ((1, 15.0), (2, 30.0))]
+    points = [sw.Point(i, (("softcap.cap", v),), cfg) for i, v in ((1, 15.0), (2, 30.0))]
     ref = sw.Outcome(points[0], {0: 2.05, 1: 2.15}, "unit/ref")
     outcomes = [ref, sw.Outcome(points[1], second, "unit/other")]
     verdict = sw.verdict(outcomes, ref)

@@ -54,7 +54,6 @@ class Point:
 
     number: int  # 1-based, in grid order
     settings: tuple[tuple[str, Any], ...]  # (key, value) in --sweep order
-    items: tuple[str, ...]  # the KEY=VALUE overrides as given
     cfg: RunConfig
 
     def label(self) -> str:
@@ -157,8 +156,7 @@ def grid(args, grid_axes: dict) -> list[Point]:
     for number, combo in enumerate(itertools.product(*grid_axes.values()), 1):
         items = tuple(f"{k}={text}" for k, (_, text) in zip(grid_axes, combo))
         cfg = config_for(args.track, args.tricks, args.overrides, args.steps, swept=list(items))
-        points.append(Point(number, tuple((k, v) for k, (v, _) in zip(grid_axes, combo)),
-                            items, cfg))
+        points.append(Point(number, tuple((k, v) for k, (v, _) in zip(grid_axes, combo)), cfg))
     seen: dict[str, Point] = {}
     for p in points:
         same = seen.setdefault(config_hash(p.cfg), p)
@@ -206,7 +204,7 @@ def records_by_point(records_dir: str, track: str) -> dict[tuple, list[Path]]:
             key = (rec["config_hash"], tuple(sorted(int(r["seed"]) for r in rec["runs"])),
                    rec["hardware_class"])
         except (SpeedrunError, KeyError, TypeError, ValueError):
-            continue  # not a record a sweep made: verify reports it, here it is not a point
+            continue  # unreadable: `verify` says why; a sweep cannot read it back
         index.setdefault(key, []).append(f)
     return index
 
