@@ -60,11 +60,15 @@ def records_dir_flag(p: argparse.ArgumentParser, where: str) -> None:
                    help=f"{where} (default: ./records)")
 
 
+def quiet_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
+
+
 def output_flags(p: argparse.ArgumentParser, where: str) -> None:
     """--records-dir, --no-record, --quiet, --data-dir: what every training command shares."""
     records_dir_flag(p, f"where {where}")
     p.add_argument("--no-record", action="store_true", help="do not write records")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
+    quiet_flag(p)
     data_dir_flag(p)
 
 
@@ -200,8 +204,39 @@ def submit_parser(sub) -> None:
                     "machine's hardware class)")
     sm.add_argument("--name", default=None, help="record name of the candidate")
     records_dir_flag(sm, "where the records are read and written")
-    sm.add_argument("--quiet", action="store_true", help="no progress bar, only summary lines")
+    quiet_flag(sm)
     data_dir_flag(sm)
+
+
+def sweep_parser(sub) -> None:
+    sw = sub.add_parser(
+        "sweep", help="tune settings: a grid of fixed-length runs, final losses paired by seed",
+        description="Run every point of a grid of settings (several --sweep keys: every "
+        "combination) one after another, every seed a full fixed-length run, and write each "
+        "point as a record (records/<track>/<date>_<prefix>-<settings>/) when its seeds finish. "
+        "Then a table: each point's final val loss per seed and their mean, its difference "
+        "from the reference point paired by seed, and the best point with its margin. Run "
+        "again with the same arguments it resumes: a point already on record (same "
+        "configuration, seeds and hardware class, verified) is read back, not run again. "
+        "Example: sweep --tricks softcap --sweep softcap.cap=10,15,30 --steps 300 --seeds 0,1.")
+    config_flags(sw)
+    sw.add_argument("--sweep", action="append", default=[], required=True,
+                    metavar="KEY=V1,V2,...",
+                    help="a setting and the values it takes, e.g. softcap.cap=10,15,30 (a config "
+                    "setting or an enabled trick's); repeat for a grid of every combination")
+    steps_flag(sw)
+    seeds_flag(sw, "2", "seeds of every point: a count or a list (default 2: the paired "
+               "differences need two to show whether seeds agree)")
+    sw.add_argument("--reference", metavar="KEY=V,...", default=None,
+                    help="the point the others are compared with, a value for every swept "
+                    "setting, e.g. the record's constants: softcap.cap=15 (default: the first "
+                    "point)")
+    sw.add_argument("--yes", action="store_true", help="run a grid of more than 50 points")
+    sw.add_argument("--name", default="sweep", metavar="PREFIX",
+                    help="the records' name prefix (default: sweep)")
+    records_dir_flag(sw, "where each point's record is written, and looked for to resume")
+    quiet_flag(sw)
+    data_dir_flag(sw)
 
 
 def recover_parser(sub) -> None:
@@ -389,6 +424,7 @@ COMMANDS = {
     "find-steps": (find_steps_parser, "speedrun.training.find_steps:main"),
     "compare": (compare_parser, "speedrun.training.compare:main"),
     "submit": (submit_parser, "speedrun.training.submit:main"),
+    "sweep": (sweep_parser, "speedrun.training.sweep:main"),
     "tricks": (tricks_parser, "tricks:main"),
     "tracks": (tracks_parser, "speedrun.tracks:main"),
     "leaderboard": (leaderboard_parser, "speedrun.records.leaderboard:main"),

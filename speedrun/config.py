@@ -328,23 +328,24 @@ def coerce(value: Any, default: Any, where: str) -> Any:
     return value
 
 
-def split_override(item: str) -> tuple[str, str, Any]:
+def split_override(item: str, flag: str = "--set") -> tuple[str, str, Any]:
     """'optim.lr=3e-4' -> ('optim', 'lr', 0.0003)."""
     key, sep, text = item.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not section or not name:
-        raise SpeedrunError(f"--set expects section.key=value (e.g. optim.lr=3e-4), got {item!r}")
+        raise SpeedrunError(f"{flag} expects section.key=value (e.g. optim.lr=3e-4), got {item!r}")
     return section, name, parse_value(text.strip())
 
 
-def apply_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
-    """Apply ``--set`` overrides. Unknown sections or keys are errors, never ignored.
+def apply_overrides(cfg: RunConfig, items: list[str], flag: str = "--set") -> RunConfig:
+    """Apply ``--set`` overrides (``flag``: the option that gave them, for the messages).
+    Unknown sections or keys are errors, never ignored.
 
     Trick sections (``muon.lr=0.03``) require the trick to be in ``cfg.tricks`` already, so
     resolve the trick list first.
     """
     for item in items:
-        section, name, value = split_override(item)
+        section, name, value = split_override(item, flag)
         if section in SECTIONS:
             sub = getattr(cfg, section)
             if sub is None:
@@ -368,7 +369,7 @@ def apply_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
             cfg = dataclasses.replace(cfg, tricks=tricks)
         else:
             raise SpeedrunError(
-                f"--set {section}.{name}: {section!r} is neither a config section "
+                f"{flag} {section}.{name}: {section!r} is neither a config section "
                 f"({', '.join(SECTIONS)}) nor an enabled trick"
             )
     return cfg

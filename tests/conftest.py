@@ -1,5 +1,6 @@
 """Shared fixtures: the unit track (whose rules the records of unit tests follow) registered for
-every test, no persistent compilation cache, and the tiny dataset and track on request."""
+every test, no persistent compilation cache, and on request the tiny dataset and track, and a
+train() that fails the test if anything reaches it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from helpers import TINY, UNIT, write_dataset
 from speedrun import tracks
+from speedrun.training import train
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +31,9 @@ def tiny(tmp_path, monkeypatch):
     monkeypatch.setitem(tracks.TRACKS, "tiny", TINY)
     monkeypatch.setenv("SPEEDRUN_DATA_DIR", str(data_dir))
     return tmp_path
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """A check that fails before compilation never reaches train()."""
+    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained anyway"))

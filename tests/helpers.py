@@ -105,6 +105,15 @@ def record_dirs(tmp_path):
     return sorted(p.parent for p in (tmp_path / "records").rglob("record.yaml"))
 
 
+def one_line_error(capsys, *needles):
+    """The command's stderr: exactly one line, ``error: ...``, holding every needle."""
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
 # ----------------------------------------------------------------------------------------------
 # the unit track (no data) and records built without training
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The records in the repository verify with the code beside them, and leaderboard.md is what they
 generate: a change to the config, the hashes or the claim rules that would orphan a committed
-record fails here rather than on the leaderboard.
+record fails here rather than on the leaderboard. Every tuned trick constant names a committed
+record that ran it.
 
 Only the committed records are read (the files git tracks under records/): a user's own runs,
 which `python -m speedrun run` writes into records/ of their clone, must never fail the project's
@@ -8,14 +9,17 @@ tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+import tricks
 from speedrun import cli
-from speedrun.records import verify
+from speedrun.records import record, verify
+from tricks import softcap
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,3 +72,36 @@ def test_a_users_own_run_in_records_does_not_count(tmp_path):
     subprocess.run([*git, "add", "records/t/committed"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
     assert committed_files(tmp_path) == [committed / "record.yaml"]
+
+
+def tuned_provenance(records_dir: Path) -> list[str]:
+    """Every tuned constant whose record (the sweep point that chose it) is missing under
+    ``records_dir``, fails verify, or did not run that value on that track."""
+    out = []
+    for trick in tricks.available().values():
+        for track, values in trick.tuned.items():
+            for key, tuned in values.items():
+                where = f"{trick.name}.{key} tuned on {track} by {tuned.record}"
+                problems = verify.verify(records_dir / tuned.record)
+                if problems:
+                    out.append(f"{where}: {problems[0]}")
+                    continue
+                rec = record.load_record(records_dir / tuned.record)
+                ran = (rec.get("tricks") or {}).get(trick.name, {}).get(key)
+                if rec["track"] != track or ran != tuned.value:
+                    out.append(f"{where}: that record ran {trick.name}.{key}={ran} on "
+                               f"{rec['track']}")
+    return out
+
+
+def test_every_tuned_constant_names_a_committed_record_that_ran_it(committed_copy, monkeypatch):
+    assert tuned_provenance(committed_copy) == []
+    ran = "wiki-bytes/2026-11-26_screen-softcap"  # a committed record at softcap.cap=15
+    for value, wrong in ((15.0, []), (30.0, ["that record ran softcap.cap=15.0 on wiki-bytes"])):
+        tuned = {"wiki-bytes": {"cap": tricks.Tuned(value, ran)}}
+        monkeypatch.setattr(softcap, "TRICK", dataclasses.replace(softcap.TRICK, tuned=tuned))
+        assert [p.split(": ", 1)[1] for p in tuned_provenance(committed_copy)] == wrong
+    tuned = {"wiki-bytes": {"cap": tricks.Tuned(15.0, "wiki-bytes/2026-11-27_not-committed")}}
+    monkeypatch.setattr(softcap, "TRICK", dataclasses.replace(softcap.TRICK, tuned=tuned))
+    (problem,) = tuned_provenance(committed_copy)
+    assert "no such record" in problem

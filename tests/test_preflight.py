@@ -15,31 +15,16 @@ import stat
 import numpy as np
 import pytest
 
-from helpers import (ENV, TINY_DATASET, UNIT, UNIT_DATA, config, record_dirs, result, run_cli,
-                     tiny_model, write)
+from helpers import (ENV, TINY_DATASET, UNIT, UNIT_DATA, config, one_line_error, record_dirs,
+                     result, run_cli, tiny_model, write)
 from speedrun import cli
 from speedrun.data import corpus, paths, shards
 from speedrun.inference import checkpoint
 from speedrun.records import record, verify
 from speedrun.training import plan
 from speedrun.training import run as run_module
-from speedrun.training import train
 
 QUICK = ("--steps", "3", "--set", "train.eval_every=3")
-
-
-def one_line_error(capsys, *needles):
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    """A check that fails before compilation never reaches train()."""
-    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained anyway"))
 
 
 # --- 1. the records folder is checked before training; a failed write loses nothing ----------

@@ -13,6 +13,12 @@ trick did to that hook would be silently discarded, so the registry refuses a co
 which another trick touching that hook is not explicitly ordered after the replacing one
 (``after`` or ``requires``), and two tricks that replace the same hook.
 
+A trick's ``params`` are the record's constants: the values of the speedrun record (or paper) it
+comes from. ``tuned`` may carry, per track, a value a `sweep` chose there, with the sweep record
+that chose it (``Tuned``): enabled on that track, the trick starts from the tuned value; on every
+other track, from the record's constant (``defaults``). A record stores the values it ran, so
+tuning a constant later never changes what an earlier record re-runs.
+
 Resolution is deterministic: the same set of names in any order gives the same application
 order (requirements and ``after`` first, then alphabetical), and unknown names, missing
 requirements and conflicts fail before anything is compiled.
@@ -98,6 +104,15 @@ POSITIVE = above(0.0)
 
 
 @dataclass(frozen=True)
+class Tuned:
+    """A constant tuned on one track: its value, and the sweep record that chose it
+    ('<track>/<record folder>' under records/, the point of the sweep that ran this value)."""
+
+    value: Any
+    record: str
+
+
+@dataclass(frozen=True)
 class Trick:
     name: str
     summary: str  # one line
@@ -119,6 +134,41 @@ class Trick:
     # token, document ids over the whole sequence, routing over the whole batch), so cached
     # decoding (`sample`) would differ from the full forward pass: generation refuses it.
     cached_decoding: bool = True
+    # {track: {hyperparameter: Tuned}}: defaults tuned on a track, replacing the record's
+    # constant (``params``) there; checked by ``tuning_problems``.
+    tuned: Mapping[str, Mapping[str, Tuned]] = field(default_factory=dict)
+
+
+def defaults(trick: Trick, track: str) -> dict:
+    """A trick's starting hyperparameters on a track: the record's constants, with the values
+    tuned on that track in their place."""
+    return {**trick.params, **{k: t.value for k, t in trick.tuned.get(track, {}).items()}}
+
+
+def tuning_problems(trick: Trick) -> list[str]:
+    """What is wrong with a trick's tuned values: each must tune one of its hyperparameters on a
+    known track, with a value of the constant's type inside its limit, chosen by a record of
+    that track."""
+    out = []
+    for track, values in trick.tuned.items():
+        where = f"trick {trick.name!r} tuned on {track!r}"
+        if track not in tracks.TRACKS:
+            out.append(f"{where}: no such track")
+        for key, t in values.items():
+            if key not in trick.params:
+                out.append(f"{where}: {key!r} is not one of its hyperparameters")
+                continue
+            default, limit = trick.params[key], trick.limits.get(key, ANY)
+            if type(t.value) is not type(default):  # records store it: exactly the constant's type
+                out.append(f"{where}: {key} = {t.value!r} is not a {type(default).__name__} "
+                           f"like its constant {default!r}")
+            elif not limit.allows(t.value):
+                out.append(f"{where}: {trick.name}.{key} must be {limit.describe()}, "
+                           f"got {t.value!r}")
+            if not t.record.startswith(f"{track}/") or t.record.count("/") != 1:
+                out.append(f"{where}: {key} names the record {t.record!r}; give the sweep "
+                           f"record that chose it as '{track}/<record folder>'")
+    return out
 
 
 def available() -> dict[str, Trick]:
@@ -132,6 +182,9 @@ def available() -> dict[str, Trick]:
         if isinstance(trick, Trick):
             if trick.name in found:
                 raise SpeedrunError(f"two trick modules define the trick {trick.name!r}")
+            wrong = tuning_problems(trick)
+            if wrong:
+                raise SpeedrunError(f"tricks/{info.name}.py: " + "; ".join(wrong))
             found[trick.name] = trick
     return found
 
@@ -247,8 +300,9 @@ def hp(trick: Trick, values: Mapping[str, Any] | None = None) -> SimpleNamespace
 
 
 def with_tricks(cfg, names: list[str], registry: Mapping[str, Trick] | None = None):
-    """RunConfig with the named tricks' default hyperparameters, in application order."""
-    tricks = {t.name: dict(t.params) for t in resolve(names, registry)}
+    """RunConfig with the named tricks' default hyperparameters on its track (``defaults``), in
+    application order."""
+    tricks = {t.name: defaults(t, cfg.track) for t in resolve(names, registry)}
     return dataclasses.replace(cfg, tricks=tricks)
 
 
@@ -288,6 +342,17 @@ def reports(cfg, registry: Mapping[str, Trick] | None = None) -> list[str]:
             for name, values in cfg.tricks.items() if registry[name].report is not None]
 
 
+def setting_lines(trick: Trick) -> list[str]:
+    """Each hyperparameter's record constant with its limit, then every track's tuned value with
+    the record that chose it."""
+    out = []
+    for k, v in trick.params.items():
+        out.append(f"{k} = {v!r}  ({trick.limits.get(k, ANY).describe()})")
+        out += [f"  tuned on {track}: {values[k].value!r}, chosen by {values[k].record}"
+                for track, values in sorted(trick.tuned.items()) if k in values]
+    return out
+
+
 def main(args) -> int:
     """`python -m speedrun tricks [NAME]`."""
     from tabulate import tabulate
@@ -304,15 +369,17 @@ def main(args) -> int:
         print(f"  conflicts: {', '.join(t.conflicts) or '-'}")
         print(f"  replaces:  {', '.join(t.replaces) or '-'} (hooks it sets outright)")
         if t.params:
-            print("  hyperparameters (override with --set " + t.name + ".KEY=VALUE):")
-            for k, v in t.params.items():
-                print(f"    {k} = {v!r}  ({t.limits.get(k, ANY).describe()})")
+            print("  hyperparameters (the record's constants; override with --set "
+                  + t.name + ".KEY=VALUE):")
+            for line in setting_lines(t):
+                print("    " + line)
         else:
             print("  hyperparameters: none")
         if t.report is not None:
             cfg = configure(with_tricks(tracks.get(tracks.DEFAULT).config, [t.name] + list(
                 t.requires), registry), registry)
-            print(f"  on the default track ({tracks.DEFAULT}): {t.report(cfg, hp(t))}")
+            print(f"  on the default track ({tracks.DEFAULT}): "
+                  f"{t.report(cfg, hp(t, cfg.tricks[t.name]))}")
         return 0
     rows = [(t.name, ", ".join(t.changes), t.summary, t.source) for t in registry.values()]
     print(tabulate(rows, headers=["trick", "changes", "summary", "source"], tablefmt="simple"))

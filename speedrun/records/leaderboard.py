@@ -28,7 +28,7 @@ from speedrun import tracks
 from speedrun.config import RunConfig
 from speedrun.data.shards import atomic_write
 from speedrun.errors import SpeedrunError
-from speedrun.records import plots, references
+from speedrun.records import plots, references, stats
 from speedrun.records.record import load_record
 from speedrun.records.verify import find_records, verify
 
@@ -62,11 +62,13 @@ def _link(path: Path, records_dir: Path) -> str:
 
 
 def _label(rec: dict, registry) -> str:
-    """The record's description plus every trick hyperparameter it set away from the default,
-    so two rows with the same tricks but different settings read differently."""
+    """The record's description plus every trick hyperparameter it set away from the default
+    on its track (a tuned value there, else the record's constant), so two rows with the same
+    tricks but different settings read differently."""
+    track = str(rec.get("track"))
     changed = [f"{name}.{k}={v}" for name, hp in (rec.get("tricks") or {}).items()
                if name in registry for k, v in (hp or {}).items()
-               if registry[name].params.get(k) != v]
+               if T.defaults(registry[name], track).get(k) != v]
     text = str(rec.get("description", "?"))
     return f"{text} ({', '.join(changed)})" if changed else text
 
@@ -213,10 +215,9 @@ def _paired_delta(without: dict, with_: dict) -> str:
     something; with the seed count, and the per-seed spread when there are several."""
     if without["steps"] != with_["steps"]:
         return "— (steps differ)"
-    seeds = sorted(set(without["by_seed"]) & set(with_["by_seed"]))
-    if not seeds:
+    d = np.array(stats.paired_differences(with_["by_seed"], without["by_seed"]))
+    if not len(d):
         return "— (no shared seed)"
-    d = np.array([with_["by_seed"][k] - without["by_seed"][k] for k in seeds])
     spread = f" ± {d.std(ddof=1):.4f}" if len(d) > 1 else ""
     return f"{d.mean():+.4f}{spread} ({len(d)})"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Mapping
 
 from scipy import stats as _scipy
 
@@ -82,6 +83,13 @@ def summarize(runs: list[dict], target: float, heldout: int | None = None) -> di
     out["reasons"] = reasons
     out["claim"] = not reasons
     return out
+
+
+def paired_differences(a: Mapping[int, float], b: Mapping[int, float]) -> list[float]:
+    """a - b seed by seed, over the seeds both ran (in seed order): a paired comparison, since
+    the seed fixes the initialization and the data order, so most of the seed-to-seed spread
+    cancels."""
+    return [float(a[s]) - float(b[s]) for s in sorted(set(a) & set(b))]
 
 
 def time_ratio(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float, float]:

@@ -11,6 +11,7 @@
     find_steps    `find-steps`: the fewest steps that make a claim
     compare       `compare`: two configurations interleaved on one machine
     submit        `submit`: a claim timed against the track's #1 on this machine, linked to it
+    sweep         `sweep`: a grid of settings, one record per point, paired by seed; resumes
     bench         `bench`: step time, tokens/s, MFU, where the time goes; decode speed
     hardware      what a run ran on: devices, versions, the machine-speed probe
     compile_cache the persistent compilation cache

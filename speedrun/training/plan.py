@@ -55,11 +55,14 @@ def with_steps(cfg: RunConfig, steps: int | None) -> RunConfig:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
 
 
-def config_for(track: str, trick_names: str, overrides: list[str], steps: int | None = None):
-    """A track's baseline + tricks (in their one application order) + overrides + --steps."""
+def config_for(track: str, trick_names: str, overrides: list[str], steps: int | None = None,
+               swept: list[str] = ()):
+    """A track's baseline + tricks (in their one application order, at their defaults on the
+    track) + overrides + a sweep point's settings (``swept``, from `sweep`) + --steps."""
     cfg = trick_registry.with_tricks(tracks.get(track).config,
                                      trick_registry.parse_names(trick_names))
-    return with_steps(trick_registry.configure(apply_overrides(cfg, overrides)), steps)
+    cfg = apply_overrides(apply_overrides(cfg, overrides), list(swept), flag="--sweep")
+    return with_steps(trick_registry.configure(cfg), steps)
 
 
 # --- pre-flight: everything that can be known before data is built or anything compiles -------
