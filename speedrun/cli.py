@@ -313,6 +313,25 @@ def quantize_parser(sub) -> None:
                     help="where to write it (default: NAME.int8.safetensors beside the input)")
 
 
+def export_parser(sub) -> None:
+    ex = sub.add_parser(
+        "export", help="write a checkpoint as a Hugging Face GPT-2 folder (config, safetensors)",
+        description="Write a checkpoint of the baseline's architecture (tricks that change only "
+        "training are fine) as a Hugging Face GPT-2 folder: config.json, model.safetensors "
+        "under GPT-2's parameter names, and for GPT-2-token models vocab.json, merges.txt and "
+        "tokenizer_config.json. The vocabulary is cut to the tokenizer's (50257; 256 for "
+        "bytes). A trick that changes the architecture is refused by name.")
+    checkpoint_arg(ex)
+    ex.add_argument("--format", default="hf", choices=("hf",),
+                    help="hf: transformers' GPT2LMHeadModel layout (the only format)")
+    ex.add_argument("output", metavar="DIR", help="the folder to write (new, or empty)")
+    ex.add_argument("--tokenizer", default="auto", choices=("auto", "gpt2", "none"),
+                    help="tokenizer files: auto writes GPT-2's for GPT-2-token models and none "
+                    "for byte-level ones (default auto); gpt2 asks for them")
+    ex.add_argument("--force", action="store_true",
+                    help="write into a folder that already holds files, replacing ours")
+
+
 def bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="measure step time, tokens/s and MFU on this machine",
                            description="Benchmark the training step of a track's config against "
@@ -354,6 +373,7 @@ COMMANDS = {
     "sample": (sample_parser, "speedrun.inference.use:sample_main"),
     "eval": (eval_parser, "speedrun.training.evaluate:main"),
     "quantize": (quantize_parser, "speedrun.inference.use:quantize_main"),
+    "export": (export_parser, "speedrun.inference.export:main"),
 }
 
 

@@ -266,11 +266,12 @@ GEN_VOCAB, GEN_SEQ = 256, 24
 PROMPTS = [[0, 72, 101, 108, 108, 111], [0, 84], [0, 65, 32, 99, 97, 116, 32, 115, 97, 116, 32]]
 
 
-def tiny_checkpoint(path, names: str = "", tokenizer: str = "bytes", **model_changes):
-    """A checkpoint file of a jittered tiny model (GPT-2's padded vocabulary for "gpt2")."""
+def tiny_checkpoint(path, names: str = "", tokenizer: str = "bytes", seed: int = 0):
+    """(A checkpoint file, the model in it): a jittered tiny model of ``tiny_model``, with
+    GPT-2's padded vocabulary for "gpt2" tokens."""
     vocab = GEN_VOCAB if tokenizer == "bytes" else 50304
-    m = tiny_model(names, vocab=vocab, tokenizer=tokenizer, **model_changes)
-    return checkpoint.save(path, m.params, m.cfg, tokenizer, seed=0), m
+    m = tiny_model(names, seed=seed, vocab=vocab, tokenizer=tokenizer)
+    return checkpoint.save(path, m.params, m.cfg, tokenizer, seed=seed), m
 
 
 def tiny_model(names: str, seed: int = 0, jitter: float = 0.3, vocab: int = GEN_VOCAB,
