@@ -198,6 +198,10 @@ def test_eval_hellaswag_from_a_checkpoint(tmp_path, capsys):
     data_dir = tmp_path / "data"
     assert cli.main(["eval", str(path), "--hellaswag", "--data-dir", str(data_dir)]) == 1
     one_line_error(capsys, "no HellaSwag examples", "python -m speedrun data hellaswag")
+    assert cli.main(["eval", str(path), "--hellaswag-examples", "2"]) == 1
+    one_line_error(capsys, "--hellaswag-examples N limits --hellaswag")
+    assert cli.main(["eval", str(path), "--hellaswag", "--hellaswag-examples", "0"]) == 1
+    one_line_error(capsys, "--hellaswag-examples must be at least 1, got 0")
     write_examples(data_dir)
     assert cli.main(["eval", str(path), "--hellaswag", "--data-dir", str(data_dir),
                      "--hellaswag-examples", "2"]) == 0

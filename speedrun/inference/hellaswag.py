@@ -182,10 +182,12 @@ def on_device(m: Model) -> Model:
 
 
 def main(args) -> int:
-    examples = data.require(paths.data_dir(args.data_dir))
     limit = args.hellaswag_examples
+    if not args.hellaswag:
+        raise SpeedrunError("--hellaswag-examples N limits --hellaswag: give both")
     if limit is not None and limit < 1:
         raise SpeedrunError(f"--hellaswag-examples must be at least 1, got {limit}")
+    examples = data.require(paths.data_dir(args.data_dir))
     ck = checkpoint.load(args.checkpoint)
     print(ck.describe(), file=sys.stderr)
     items = examples.items[:limit] if limit else examples.items

@@ -68,7 +68,7 @@ def evaluate_checkpoint(ck: checkpoint.Checkpoint, data_dir: str | None) -> dict
 
 def main(args) -> int:
     """`python -m speedrun eval CHECKPOINT` (`--hellaswag`: speedrun/inference/hellaswag.py)."""
-    if args.hellaswag:
+    if args.hellaswag or args.hellaswag_examples is not None:
         return hellaswag.main(args)
     ck = checkpoint.load(args.checkpoint)
     print(ck.describe(), file=sys.stderr)
