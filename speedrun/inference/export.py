@@ -101,7 +101,7 @@ def refusal(ck: checkpoint.Checkpoint, found: list[str]) -> SpeedrunError:
     fine = [n for n in ck.cfg.tricks if not any(p.startswith(n + " ") for p in found)]
     also = f"; its other tricks ({', '.join(fine)}) would export" if fine else ""
     return SpeedrunError(f"checkpoint {ck.path} cannot be exported as a Hugging Face GPT-2: "
-                         f"{'; '.join(found)} change GPT-2's architecture{also}")
+                         f"its architecture is not GPT-2's: {'; '.join(found)}{also}")
 
 
 # --- the files ---------------------------------------------------------------------------------
@@ -134,7 +134,8 @@ def hf_tensors(params, vocab: int) -> dict[str, np.ndarray]:
     """Our baseline parameters under GPT-2's names and layout (module docstring)."""
     p = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), Q.dequantize(params))
     out = {"transformer.wte.weight": p["wte"][:vocab], "transformer.wpe.weight": p["wpe"],
-           "transformer.ln_f.weight": p["ln_f"]["scale"], "transformer.ln_f.bias": p["ln_f"]["bias"]}
+           "transformer.ln_f.weight": p["ln_f"]["scale"],
+           "transformer.ln_f.bias": p["ln_f"]["bias"]}
     for i, b in enumerate(p["blocks"]):
         a, m, h = b["attn"], b["mlp"], f"transformer.h.{i}."
         out.update({

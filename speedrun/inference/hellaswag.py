@@ -50,7 +50,8 @@ def encode_texts(texts: Sequence[str], tokenizer: str) -> list[list[int]]:
         from speedrun.data import tokenizer as tok
 
         return tok.gpt2_encoding().encode_ordinary_batch(list(texts))
-    raise SpeedrunError(f"unknown tokenizer {tokenizer!r} (known: {', '.join(bytelevel.TOKENIZERS)})")
+    raise SpeedrunError(f"unknown tokenizer {tokenizer!r} (known: "
+                        f"{', '.join(bytelevel.TOKENIZERS)})")
 
 
 @dataclass(frozen=True)
