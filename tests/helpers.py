@@ -1,6 +1,6 @@
 """What several test modules share: the tiny synthetic dataset and track, the unit track that
 records of unit tests follow, record building, `run` through the command line, tiny trick
-models with their training loop, and tiny models for generation.
+models with their training loop, and tiny models (and checkpoints of them) for generation.
 
 The tiny dataset's tokens follow a noisy deterministic chain (next = 5 * prev + 3 mod 61 nine
 times in ten), so a 2-layer model's loss falls quickly from ln(vocab) toward the chain's entropy.
@@ -25,6 +25,7 @@ from speedrun.core import model
 from speedrun.core import params as P
 from speedrun.core.hooks import Ctx
 from speedrun.data import loader, shards
+from speedrun.inference import checkpoint
 from speedrun.inference import generate as G
 from speedrun.records import logs, record
 from speedrun.records.record import first_crossing
@@ -105,7 +106,7 @@ def record_dirs(tmp_path):
     return sorted(p.parent for p in (tmp_path / "records").rglob("record.yaml"))
 
 
-def one_line_error(capsys, *needles):
+def one_line_error(capsys, *needles) -> str:
     """The command's stderr: exactly one line, ``error: ...``, holding every needle."""
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
@@ -263,6 +264,14 @@ def normal(seed, shape):
 
 GEN_VOCAB, GEN_SEQ = 256, 24
 PROMPTS = [[0, 72, 101, 108, 108, 111], [0, 84], [0, 65, 32, 99, 97, 116, 32, 115, 97, 116, 32]]
+
+
+def tiny_checkpoint(path, names: str = "", tokenizer: str = "bytes", seed: int = 0):
+    """(A checkpoint file, the model in it): a jittered tiny model of ``tiny_model``, with
+    GPT-2's padded vocabulary for "gpt2" tokens."""
+    vocab = GEN_VOCAB if tokenizer == "bytes" else 50304
+    m = tiny_model(names, seed=seed, vocab=vocab, tokenizer=tokenizer)
+    return checkpoint.save(path, m.params, m.cfg, tokenizer, seed=seed), m
 
 
 def tiny_model(names: str, seed: int = 0, jitter: float = 0.3, vocab: int = GEN_VOCAB,

@@ -1,11 +1,11 @@
-"""`python -m speedrun data {wiki,wiki-bytes,fineweb10b,check}`."""
+"""`python -m speedrun data {wiki,wiki-bytes,fineweb10b,hellaswag,check}`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from speedrun.data import bytelevel, corpus, fineweb, paths, shards
+from speedrun.data import bytelevel, corpus, fineweb, hellaswag, paths, shards
 from speedrun.errors import SpeedrunError
 
 
@@ -32,6 +32,12 @@ def build_bytes(args) -> int:
 def download(args) -> int:
     report = fineweb.download_fineweb(paths.data_dir(args.data_dir), args.train_shards,
                                       repo_id=args.repo)
+    print(report.summary())
+    return 0
+
+
+def get_hellaswag(args) -> int:
+    report = hellaswag.install(paths.data_dir(args.data_dir), args.from_file, force=args.force)
     print(report.summary())
     return 0
 
@@ -112,7 +118,8 @@ def check(args) -> int:
 
 
 def main(args) -> int:
-    commands = {"wiki": build, "wiki-bytes": build_bytes, "fineweb10b": download, "check": check}
+    commands = {"wiki": build, "wiki-bytes": build_bytes, "fineweb10b": download,
+                "hellaswag": get_hellaswag, "check": check}
     if args.data_command == "check":
         return check(args)
     root = paths.data_dir(args.data_dir)

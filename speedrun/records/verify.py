@@ -209,6 +209,27 @@ def repeated_runs(runs: list[dict], folder: Path) -> list[str]:
     return out
 
 
+def hellaswag_problems(rec: dict) -> list[str]:
+    """The optional ``hellaswag`` field is information, but it must speak of the record's own
+    seeds, with accuracies that are fractions."""
+    hs = rec.get("hellaswag")
+    if hs is None:
+        return []
+    seeds = {run["seed"] for run in rec["runs"]}
+    entries = hs.get("seeds")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return ["hellaswag.seeds must be a list of mappings"]
+    out = []
+    for e in entries:
+        if e.get("seed") not in seeds:
+            out.append(f"hellaswag names seed {e.get('seed')!r}, which is not one of the runs")
+        for key in ("acc", "acc_norm"):
+            if not isinstance(e.get(key), (int, float)) or not 0 <= e[key] <= 1:
+                out.append(f"hellaswag seed {e.get('seed')!r}: {key} must be in [0, 1], "
+                           f"got {e.get(key)!r}")
+    return out
+
+
 def _tokens_seen(cfg: RunConfig) -> list[int]:
     """Train tokens before each step (a batch-size schedule makes them uneven)."""
     try:
@@ -262,6 +283,7 @@ def verify(path: Path | str) -> list[str]:
         problems += _run_problems(run, f.parent, cfg, rec, f"{f}: runs[{i}] (seed {run['seed']})")
     problems += [f"{f}: {p}" for p in repeated_runs(rec["runs"], f.parent)]
     problems += [f"{f}: {p}" for p in references.problems(rec, f.parent)]
+    problems += [f"{f}: {p}" for p in hellaswag_problems(rec)]
     expected = summary(rec["runs"], target, rec["data"])
     for key, value in expected.items():
         got = rec["summary"].get(key)

@@ -14,7 +14,7 @@ from speedrun.core import model
 from speedrun.data import bytelevel, fingerprint
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
-from speedrun.inference import checkpoint
+from speedrun.inference import checkpoint, hellaswag
 from speedrun.training import plan
 
 
@@ -67,7 +67,9 @@ def evaluate_checkpoint(ck: checkpoint.Checkpoint, data_dir: str | None) -> dict
 
 
 def main(args) -> int:
-    """`python -m speedrun eval CHECKPOINT`."""
+    """`python -m speedrun eval CHECKPOINT` (`--hellaswag`: speedrun/inference/hellaswag.py)."""
+    if args.hellaswag or args.hellaswag_examples is not None:
+        return hellaswag.main(args)
     ck = checkpoint.load(args.checkpoint)
     print(ck.describe(), file=sys.stderr)
     r = evaluate_checkpoint(ck, args.data_dir)

@@ -24,15 +24,16 @@ FALLBACK_VERSION = 1
 
 
 def write_fallback(cfg: RunConfig, results: list[RunResult], env: dict, data: dict,
-                   name: str | None, records_dir: Path | str | None = None) -> Path | None:
+                   name: str | None, records_dir: Path | str | None = None,
+                   optional: dict | None = None) -> Path | None:
     """Save everything a record is built from (config, every seed's outcome and log, the
-    environment and data fingerprints) as one JSON file, in the first writable place of: the
-    records folder, the current folder, the temp folder. ``recover`` turns it into the record.
-    Returns its path, or None if no place could be written."""
+    environment and data fingerprints, the optional fields) as one JSON file, in the first
+    writable place of: the records folder, the current folder, the temp folder. ``recover``
+    turns it into the record. Returns its path, or None if no place could be written."""
     body = {"speedrun_results": FALLBACK_VERSION, "config": cfg.to_dict(), "name": name,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
             "environment": dict(env), "data": dict(data),
-            "results": [dataclasses.asdict(r) for r in results]}
+            "results": [dataclasses.asdict(r) for r in results], "optional": optional or {}}
     blob = json.dumps(body, indent=1, default=str)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     fname = f"speedrun-results-{cfg.track}-{slugify(name or '-'.join(cfg.trick_names) or 'baseline')}-{stamp}.json"
@@ -67,7 +68,7 @@ def recover(path: Path | str, records_dir: Path | str) -> tuple[Path, dict]:
         if not results:
             raise SpeedrunError(f"{path}: holds no finished seed, so there is no record to make")
         rec = build_record(cfg, results, body["environment"], body["data"], name=body["name"],
-                           date=body["date"])
+                           date=body["date"], **(body.get("optional") or {}))
     except (KeyError, TypeError) as e:
         raise SpeedrunError(f"{path}: incomplete results file ({e})") from None
     try:

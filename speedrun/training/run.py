@@ -17,9 +17,11 @@ from pathlib import Path
 import tricks as trick_registry
 from speedrun.config import RunConfig, config_hash
 from speedrun.data import bytelevel, loader, paths
+from speedrun.data import hellaswag as hellaswag_data
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
-from speedrun.inference import checkpoint
+from speedrun.inference import checkpoint, hellaswag
+from speedrun.inference import generate as G
 from speedrun.records import logs, provenance
 from speedrun.records.record import build_record, claim_line, load_record, write_record
 from speedrun.training import fallback, hardware, train
@@ -51,10 +53,11 @@ def resolve(args) -> tuple[RunConfig, list[int], str | None]:
 
 
 def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | None = None,
-             save_failures: list | None = None) -> train.RunResult:
+             save_failures: list | None = None, after=None) -> train.RunResult:
     """One fixed-length run: the machine-speed probe (untimed), then training, then its log.
     ``save_dir``: write the final parameters there (``checkpoint_path``), after the clock; a
-    checkpoint that cannot be written is reported and appended to ``save_failures``."""
+    checkpoint that cannot be written is reported and appended to ``save_failures``.
+    ``after(seed, params)``: more work on the final parameters, also after the clock."""
     cfg = plan.cfg
     gflops = hardware.machine_gflops()
     console = Console(cfg.train.steps, quiet, f"{tag}seed {seed}")
@@ -74,6 +77,8 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | 
             saved.append(line)
             if not ok and save_failures is not None:
                 save_failures.append(line)
+        if after is not None:
+            after(seed, params)
 
     try:
         out = train.train(cfg, seed, plan.hooks, batches, plan.val, console.log, console.progress,
@@ -127,18 +132,48 @@ def save_checkpoint(plan: Plan, params, seed: int, save_dir: str) -> tuple[bool,
     return True, f"checkpoint written: {path}"
 
 
+# --- HellaSwag after the final validation, on the tracks that report it ---------------------------
+
+
+def hellaswag_examples(plan: Plan, data_dir: str | None):
+    """The HellaSwag examples a run scores after training: None where the track does not
+    report it, or its data is not here (then a note says how to get it). A corrupt file fails
+    here, before training."""
+    if not plan.track.hellaswag:
+        return None
+    examples = hellaswag_data.find(paths.data_dir(data_dir))
+    if examples is None:
+        print(f"note: HellaSwag will not be scored after training: it is not in "
+              f"{hellaswag_data.folder(paths.data_dir(data_dir))} (get it with: python -m "
+              f"speedrun data hellaswag)")
+    return examples
+
+
+def hellaswag_after(plan: Plan, examples, quiet: bool, scores: dict):
+    """``after`` for run_seed: each seed's HellaSwag score into ``scores`` (seed -> Score)."""
+    def after(seed: int, params) -> None:
+        m = G.Model(params, plan.cfg, plan.hooks, plan.data.get("tokenizer") or "gpt2")
+        scores[seed] = hellaswag.score(hellaswag.on_device(m), examples.items, quiet)
+        print(f"seed {seed}: HellaSwag (untimed, information) {scores[seed].line()}")
+
+    return after
+
+
 # --- the record ---------------------------------------------------------------------------------
 
 
-def save(plan: Plan, results: list, records_dir: str, name: str | None) -> tuple[Path, dict]:
-    """Write the record. Whatever goes wrong here, the finished results are not lost: they go
-    to a fallback file (``fallback.write_fallback``) that ``speedrun recover`` turns into the
-    record later, and the error says where it is."""
+def save(plan: Plan, results: list, records_dir: str, name: str | None,
+         **optional) -> tuple[Path, dict]:
+    """Write the record (``optional``: its optional fields). Whatever goes wrong here, the
+    finished results are not lost: they go to a fallback file (``fallback.write_fallback``)
+    that ``speedrun recover`` turns into the record later, and the error says where it is."""
+    optional = {k: v for k, v in optional.items() if v is not None}
     try:
-        rec = build_record(plan.cfg, results, plan.env, plan.data, name=name)
+        rec = build_record(plan.cfg, results, plan.env, plan.data, name=name, **optional)
         return write_record(Path(records_dir), rec, results=results), rec
     except KeyboardInterrupt:
-        saved = fallback.write_fallback(plan.cfg, results, plan.env, plan.data, name, records_dir)
+        saved = fallback.write_fallback(plan.cfg, results, plan.env, plan.data, name, records_dir,
+                                        optional)
         if saved is not None:
             print(f"interrupted while writing the record; the results are safe in {saved}: "
                   f"make the record with: python -m speedrun recover {shlex.quote(str(saved))}",
@@ -147,7 +182,8 @@ def save(plan: Plan, results: list, records_dir: str, name: str | None) -> tuple
     except Exception as e:
         reason = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.strerror else (
             str(e).splitlines()[0] if str(e) else type(e).__name__)
-        saved = fallback.write_fallback(plan.cfg, results, plan.env, plan.data, name, records_dir)
+        saved = fallback.write_fallback(plan.cfg, results, plan.env, plan.data, name, records_dir,
+                                        optional)
         if saved is None:
             raise
         raise SpeedrunError(
@@ -170,10 +206,13 @@ def main(args) -> int:
     for line in trick_registry.reports(cfg):
         print(line)
     failed: list[str] = []
-    results = [run_seed(plan, seed, args.quiet, save_dir=save_dir, save_failures=failed)
-               for seed in seeds]
+    examples, scores = hellaswag_examples(plan, args.data_dir), {}
+    after = None if examples is None else hellaswag_after(plan, examples, args.quiet, scores)
+    results = [run_seed(plan, seed, args.quiet, save_dir=save_dir, save_failures=failed,
+                        after=after) for seed in seeds]
     if writes:
-        where, rec = save(plan, results, args.records_dir, name)
+        where, rec = save(plan, results, args.records_dir, name, hellaswag=hellaswag.record_field(
+            examples, scores) if scores else None)
         print(f"record written: {where}")
         print(claim_line(rec))
     if failed:
