@@ -87,6 +87,7 @@ def test_post_training_runs_at_gpt2_small_size():
     out = loop.run(sft_cfg, 0, hooks, params, "gpt2", task, heldout,
                    sft.batches(task, 0, "gpt2", sft_cfg.model.vocab_size, 1, 32), log=lambda s: None)
     assert out.steps == 2 and all(math.isfinite(p[3]) for p in out.curve)
+    params = hooks.init(jax.random.PRNGKey(0), rl_cfg.model)  # sft's step consumed (donated) its own
     model = G.Model(params, rl_cfg, hooks, "gpt2")
     lines = []
     out = loop.run(rl_cfg, 0, hooks, params, "gpt2", task, heldout,
