@@ -15,18 +15,19 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
+from speedrun.distributed.launch import NUM_PROCESSES, PROCESS_ID
 from speedrun.errors import SpeedrunError
 
 AXIS = "data"
 
-# Set by `launch` and by hand on hosts without a cluster manager (docs/distributed.md):
-# JAX_COORDINATOR_ADDRESS (read by JAX) plus the two below; SPEEDRUN_DISTRIBUTED=1 alone lets
-# JAX find all three in a cluster's environment (SLURM, Open MPI, Kubernetes, Cloud TPU).
-NUM_PROCESSES, PROCESS_ID = "SPEEDRUN_NUM_PROCESSES", "SPEEDRUN_PROCESS_ID"
 
 
 def maybe_initialize() -> None:
-    """Join a multi-process run when the environment sets one up; a no-op on a single host."""
+    """Join a multi-process run when the environment sets one up; a no-op on a single host.
+    Set by `launch`, and by hand on hosts without a cluster manager (docs/distributed.md):
+    JAX_COORDINATOR_ADDRESS (read by JAX), SPEEDRUN_NUM_PROCESSES and SPEEDRUN_PROCESS_ID;
+    SPEEDRUN_DISTRIBUTED=1 alone lets JAX find all three in a cluster's environment (SLURM,
+    Open MPI, Kubernetes, a Cloud TPU slice)."""
     launched = any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SPEEDRUN_DISTRIBUTED"))
     if not launched or jax.distributed.is_initialized():
         return
