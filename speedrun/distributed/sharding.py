@@ -82,7 +82,7 @@ UNSPLIT = Layout(None, None, None, False)  # nothing split: every constraint a n
 def layout(params, opt_state_shapes, mesh: jax.sharding.Mesh, strategy: str) -> Layout:
     """The layout of a parameter tree and its optimizer state (shapes suffice)."""
     ps = shardings(params, mesh, strategy)
-    sharded = any(s.spec != REPLICATED for s in jax.tree_util.tree_leaves(ps))
+    sharded = any(axis is not None for s in jax.tree_util.tree_leaves(ps) for axis in s.spec)
     return Layout(ps, shardings(opt_state_shapes, mesh, strategy),
                   NamedSharding(mesh, REPLICATED), sharded)
 

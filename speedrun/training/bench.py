@@ -239,8 +239,9 @@ def main(args) -> int:
     print(f"throughput: {r['tokens_per_s']:,.0f} tokens/s, "
           f"{r['flops_per_token'] / 1e6:.1f} MFLOP/token")
     print(f"MFU: {r['achieved_flops'] / peak:.1%} ({r['achieved_flops'] / 1e9:.1f} GFLOP/s)")
+    n = jax.device_count()
     print(f"parameters + optimizer state: {r['state_bytes_per_device'] / 2**20:,.2f} MiB per "
-          f"device (train.sharding={cfg.train.sharding} over {jax.device_count()} devices)")
+          f"device (train.sharding={cfg.train.sharding} over {n} device{'s' * (n > 1)})")
     if r["peak_memory_bytes"]:
         where = "device" if jax.devices()[0].platform != "cpu" else "process RSS"
         print(f"peak memory ({where}): {r['peak_memory_bytes'] / 2**20:,.0f} MiB")
