@@ -102,8 +102,9 @@ def _relay(stream, out, tag: str, lock: threading.Lock) -> None:
     stream.close()
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM to every process still running, then SIGKILL to any that outlives the grace."""
+def _stop(procs: list[subprocess.Popen], threads: list[threading.Thread]) -> None:
+    """SIGTERM to every process still running, SIGKILL to any that outlives the grace; then
+    every line they wrote relayed."""
     alive = [p for p in procs if p.poll() is None]
     for p in alive:
         p.terminate()
@@ -114,6 +115,9 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+    for t in threads:
+        if t.is_alive():
+            t.join(timeout=GRACE_S)
 
 
 def launch(count: int, devices: int, command: list[str], port: int | None = None,
@@ -150,7 +154,7 @@ def launch(count: int, devices: int, command: list[str], port: int | None = None
         for _ in procs:
             i, code = _next(ended)
             if code != 0:
-                _stop(procs)
+                _stop(procs, threads)  # their last lines first, then the one that says why
                 status, how = exit_status(code)
                 stopped = {1: "", 2: "; stopped the other process"}.get(
                     count, "; stopped the other processes")
@@ -159,9 +163,7 @@ def launch(count: int, devices: int, command: list[str], port: int | None = None
                 return status
         return 0
     finally:
-        _stop(procs)  # Ctrl-C, SIGTERM, or a failure above: no process outlives the launcher
-        for t in threads:
-            t.join(timeout=GRACE_S)
+        _stop(procs, threads)  # Ctrl-C, SIGTERM, an error: no process outlives the launcher
 
 
 def _next(ended: queue.Queue) -> tuple[int, int]:
