@@ -1,7 +1,8 @@
 """Multi-process runs: `launch` joins processes through jax.distributed (CPU devices, gloo); each
 process reads only its own rows, every process gets the same result, only process 0 writes,
 split (fsdp) state is gathered across processes into checkpoints, 2 processes x 2 devices give
-1 process x 4 devices' record, and a dead process ends the run at once with one line."""
+1 process x 4 devices' record and model, and a dead process ends the run at once with one
+line."""
 
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ import time
 import numpy as np
 import pytest
 
-from helpers import chain_tokens, child_env, python_on_processes, record_dirs, run_cli
+from helpers import chain_tokens, child_env, python_on_processes, record_dirs
 from speedrun import cli
 from speedrun.data import shards
-from speedrun.distributed import devices
 from speedrun.inference import checkpoint
 from speedrun.records import record, verify
 
@@ -36,7 +36,6 @@ from jax.experimental import multihost_utils
 import tricks
 from helpers import SEQ, tiny_cfg
 from speedrun.data import loader
-from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
 from speedrun.training import train
@@ -148,7 +147,7 @@ def launch_argv(*command, processes=PROCESSES, devices=DEVICES):
 
 
 RUN = ("run", "--track", "tiny", "--steps", "10", "--set", "train.eval_every=5", "--quiet",
-       "--records-dir", "records")
+       "--records-dir", "records", "--save", "models")
 
 
 def comparable(rec: dict) -> dict:
@@ -184,11 +183,17 @@ def test_two_processes_give_the_one_process_record(tiny):
     assert {k for k in ea | eb if ea.get(k) != eb.get(k)} - {"date"} == {
         "process_count", "local_device_count"}
     assert (eb["process_count"], eb["local_device_count"], eb["device_count"]) == (2, 2, 4)
-    # every process got the same result, and said so; only process 0 wrote the record
+    # every process got the same result, and said so; only process 0 wrote the record (one
+    # folder, where a second writer would have made another) and the model
     mine = re.search(r"^seed 0: .*final val loss ([\d.]+)", two.stdout, re.M)
     theirs = re.search(r"^\[process 1\] seed 0: .*final val loss ([\d.]+)", two.stdout, re.M)
     assert mine and theirs and mine.group(1) == theirs.group(1), two.stdout
     assert "record written" in two.stdout and "[process 1] record written" not in two.stdout
+    assert "seed 0: checkpoint written" in two.stdout and "[process 1] seed 0: checkpoint" \
+        not in two.stdout
+    (ka,), (kb,) = ((tiny / d / "models").glob("*.safetensors") for d in ("one", "two"))
+    ta, tb = (checkpoint.tensors_of(checkpoint.load(k).params) for k in (ka, kb))
+    assert max(float(np.max(np.abs(ta[n] - tb[n]))) for n in ta) < 1e-5
 
 
 def test_a_killed_process_ends_the_run_at_once(tiny):
@@ -237,12 +242,3 @@ def test_bad_launches_are_one_line(capsys):
         assert error("--processes", "2", "--port", str(port), "--", "run") == (
             f"error: --port {port} is in use on this machine (Address already in use): pick "
             f"another, or leave --port out to use a free one")
-
-
-def test_only_process_0_writes(tiny, monkeypatch, capsys):
-    """Every writer asks: another process trains, saves nothing, records nothing."""
-    monkeypatch.setattr(devices, "is_main_process", lambda: False)
-    assert run_cli(tiny, "--steps", "2", "--set", "train.eval_every=2", "--save",
-                   str(tiny / "models")) == 0
-    assert record_dirs(tiny) == [] and not (tiny / "models").exists()
-    assert "record written" not in capsys.readouterr().out
