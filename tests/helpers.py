@@ -316,16 +316,20 @@ def python_on_processes(script: str, processes: int, devices: int, timeout: floa
     line."""
     address = f"{launch.HOST}:{launch.free_port()}"
     with tempfile.TemporaryDirectory() as tmp:
-        outs = [Path(tmp) / f"{i}.out" for i in range(processes)]
+        outs = [(Path(tmp) / f"{i}.out").open("w+") for i in range(processes)]
         procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, text=True,
                                   env=launch.child_env(child_env(), i, processes, devices, address),
-                                  stdout=out.open("w"), stderr=subprocess.STDOUT)
+                                  stdout=out, stderr=subprocess.STDOUT)
                  for i, out in enumerate(outs)]
         try:
             codes = [p.wait(timeout=timeout) for p in procs]
         finally:
             for p in procs:
                 p.kill()
-        texts = [out.read_text() for out in outs]
+        texts = []
+        for out in outs:
+            out.seek(0)
+            texts.append(out.read())
+            out.close()
     assert codes == [0] * processes, "\n".join(t[-2000:] for t in texts)
     return [last_json(t) for t in texts]

@@ -4,7 +4,9 @@
     dp    every array replicated on every device; only the batch is split (data parallelism)
     fsdp  parameters and optimizer state split over the data axis (ZeRO-3 / FSDP): the step
           gathers the parameters for the forward and backward pass and constrains the gradients
-          back to the split, so XLA reduce-scatters them, and each device updates its own slice
+          back to the split (summed, each device keeping its slice: on CPU XLA compiles that to
+          an all-reduce and a slice, where GPU and TPU compilers can form a reduce-scatter), and
+          each device updates its own slice
 
 A strategy is a column of ``TABLE``, keyed by the kinds of speedrun/core/params.py, so a trick
 that adds a parameter gets a sharding without edits; an optimizer-state array is named after

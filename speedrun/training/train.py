@@ -64,8 +64,9 @@ class RunResult(Outcome):
 def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation,
               layout: sharding.Layout = sharding.UNSPLIT):
     """One update. With a split ``layout`` (fsdp) the forward and backward pass see the whole
-    parameters (XLA all-gathers them), the gradients come back split (reduce-scattered), and
-    the optimizer updates each device's slice; replicated (dp), none of that is in the step."""
+    parameters (XLA all-gathers them), the gradients come back split (summed, each device
+    keeping its slice) and the optimizer updates each device's slice; replicated (dp), none of
+    that is in the step."""
     chunk, steps = cfg.train.loss_chunk, cfg.train.steps
 
     def step(params, opt_state, x, y, i=None):
