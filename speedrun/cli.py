@@ -454,6 +454,32 @@ def bench_parser(sub) -> None:
                        help="with --decode: new tokens per row (default seq_len / 2)")
 
 
+def launch_parser(sub) -> None:
+    ln = sub.add_parser(
+        "launch", help="run a training command as N processes on this machine, joined through "
+        "jax.distributed",
+        description="Start N processes of a training command (run, find-steps, compare, submit) "
+        "on this machine, joined through jax.distributed as a cluster's processes are: each with "
+        "K simulated CPU devices and JAX's gloo collectives between them, so the run sees N x K "
+        "devices. Process 0's lines are shown as they are, every other process's prefixed "
+        "[process i] (no progress bar: the lines go through the launcher whole); the "
+        "first process to fail ends the others and launch exits with its code. Example: launch "
+        "--processes 2 --devices-per-process 2 -- run --steps 100. On a cluster (SLURM, "
+        "Kubernetes, a TPU slice) JAX's own environment joins the processes instead: see "
+        "docs/distributed.md.")
+    ln.add_argument("--processes", type=int, required=True, metavar="N",
+                    help="how many processes to start")
+    ln.add_argument("--devices-per-process", type=int, default=1, metavar="K",
+                    help="simulated CPU devices in each process (default 1)")
+    ln.add_argument("--port", type=int, default=None, metavar="P",
+                    help="the coordinator's port on 127.0.0.1 (default: a free one)")
+    ln.add_argument("--module", default="speedrun", metavar="M",
+                    help="the module each process runs with python -m (default: speedrun; a "
+                    "module of your own that registers tracks and calls speedrun.cli.main)")
+    ln.add_argument("launched", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
+                    help="the speedrun command and its flags, after --")
+
+
 # command -> (parser function, "module:function" taking the parsed args, returning an exit code)
 COMMANDS = {
     "data": (data_parser, "speedrun.data.commands:main"),
@@ -476,6 +502,7 @@ COMMANDS = {
     "chat": (chat_parser, "speedrun.posttraining.commands:chat_main"),
     "quantize": (quantize_parser, "speedrun.inference.use:quantize_main"),
     "export": (export_parser, "speedrun.inference.export:main"),
+    "launch": (launch_parser, "speedrun.distributed.launch:main"),
 }
 
 

@@ -111,6 +111,12 @@ class TrainConfig:
     align_docs: bool = False  # start every sequence at a document start (<|endoftext|>)
     loss_chunk: int = 2048  # tokens per logits/cross-entropy chunk (never the whole batch at once)
     log_every: int = 10
+    # Where parameters and optimizer state live: "dp" replicates them on every device, "fsdp"
+    # splits them over the devices (speedrun/distributed/sharding.py). Batches split either way.
+    sharding: str = "dp"
+
+
+SHARDINGS = ("dp", "fsdp")
 
 
 def validate_train(t: TrainConfig) -> list[str]:
@@ -122,6 +128,8 @@ def validate_train(t: TrainConfig) -> list[str]:
     out += _finite_positive(t, "train", ("target",))
     if not isinstance(t.align_docs, bool):
         out.append(f"train.align_docs must be true or false, got {t.align_docs!r}")
+    if t.sharding not in SHARDINGS:
+        out.append(f"train.sharding must be one of {', '.join(SHARDINGS)}, got {t.sharding!r}")
     return out
 
 
@@ -155,6 +163,9 @@ def validate_post(p: PostConfig | None, train: TrainConfig) -> list[str]:
         out.append(f"post.method must be one of {', '.join(POST_METHODS)}, got {p.method!r}")
     if p.top_k < 0:
         out.append(f"post.top_k must be 0 (all) or more, got {p.top_k}")
+    if train.sharding != "dp":
+        out.append(f"train.sharding={train.sharding} is for pretraining: sft and rl keep a whole "
+                   f"copy of the model on every device (dp)")
     out += _finite_non_negative(p, "post", ("kl",)) + _finite_positive(p, "post", ("lr_scale",))
     if p.method == "rl":
         if isinstance(p.samples, int) and p.samples < 2:
@@ -269,7 +280,7 @@ def _section(cls, values: Mapping[str, Any], name: str):
 # Fields added after records existed, with the value that reproduces how those records ran. At
 # that value a field is left out of the hash, so a configuration hashes as it did before the
 # field existed and identical configurations keep hashing identically across versions.
-HASH_OMITS_AT = {("model", "compute_dtype"): "float32"}
+HASH_OMITS_AT = {("model", "compute_dtype"): "float32", ("train", "sharding"): "dp"}
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -1,6 +1,8 @@
 """What several test modules share: the tiny synthetic dataset and track, the unit track that
 records of unit tests follow, record building, `run` through the command line, tiny trick
-models with their training loop, and tiny models (and checkpoints of them) for generation.
+models with their training loop, tiny models (and checkpoints of them) for generation, and
+Python run in child processes with several simulated devices or as the joined processes of a
+multi-process run.
 
 The tiny dataset's tokens follow a noisy deterministic chain (next = 5 * prev + 3 mod 61 nine
 times in ten), so a 2-layer model's loss falls quickly from ln(vocab) toward the chain's entropy.
@@ -11,6 +13,11 @@ trains in seconds on a small CPU.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -26,6 +33,7 @@ from speedrun.core import params as P
 from speedrun.core.hooks import Ctx
 from speedrun.data import loader, shards
 from speedrun.inference import checkpoint
+from speedrun.distributed import launch
 from speedrun.inference import generate as G
 from speedrun.records import logs, record
 from speedrun.records.record import first_crossing
@@ -85,15 +93,17 @@ def tiny_config(**train_changes) -> RunConfig:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes))
 
 
-def train_tiny(cfg, data_dir, seed=0):
-    """Train ``cfg`` on the tiny dataset under ``data_dir`` (the harness's train, no record)."""
+def train_tiny(cfg, data_dir, seed=0, finished=None):
+    """Train ``cfg`` on the tiny dataset under ``data_dir`` (the harness's train, no record);
+    ``finished(params)`` receives the final parameters, as `run --save` does."""
     folder = Path(data_dir) / TINY_DATASET
     tr = sorted(folder.glob("*_train_*.bin"))
     va = sorted(folder.glob("*_val_*.bin"))
     t = cfg.train
     val = loader.val_batches(va, t.val_tokens, t.val_batch_size, cfg.model.seq_len)
     batches = loader.TrainLoader(tr, t.batch_size, cfg.model.seq_len, seed)
-    return train_mod.train(cfg, seed, tricks.build_hooks(cfg), batches, val, log=lambda _: None)
+    return train_mod.train(cfg, seed, tricks.build_hooks(cfg), batches, val, log=lambda _: None,
+                           finished=finished)
 
 
 def run_cli(tmp_path, *extra):
@@ -288,3 +298,57 @@ def tiny_model(names: str, seed: int = 0, jitter: float = 0.3, vocab: int = GEN_
     leaves = [x + jitter * jax.random.normal(k, x.shape) * (1 if x.ndim else 0.3)
               for x, k in zip(leaves, keys)]
     return G.Model(jax.tree_util.tree_unflatten(tree, leaves), cfg, hooks, tokenizer)
+
+
+# ----------------------------------------------------------------------------------------------
+# child processes: several simulated CPU devices, or the joined processes of a multi-process run
+# ----------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child_env(**changes) -> dict:
+    """This environment for a child process that imports this checkout's harness and the test
+    helpers (``python -m tiny_cli`` is `python -m speedrun` with the tiny track)."""
+    path = os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, **changes}
+
+
+def last_json(out: str):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def python_on_devices(script: str, devices: int, timeout: float = 600):
+    """Run ``script`` in a process with ``devices`` simulated CPU devices: the JSON of the last
+    line it prints."""
+    env = child_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                    JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return last_json(done.stdout)
+
+
+def python_on_processes(script: str, processes: int, devices: int, timeout: float = 600):
+    """Run ``script`` as ``processes`` processes joined through jax.distributed with the
+    environment `launch` gives them (``devices`` CPU devices each): the JSON of each one's last
+    line."""
+    address = f"{launch.HOST}:{launch.free_port()}"
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [(Path(tmp) / f"{i}.out").open("w+") for i in range(processes)]
+        procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, text=True,
+                                  env=launch.child_env(child_env(), i, processes, devices, address),
+                                  stdout=out, stderr=subprocess.STDOUT)
+                 for i, out in enumerate(outs)]
+        try:
+            codes = [p.wait(timeout=timeout) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        texts = []
+        for out in outs:
+            out.seek(0)
+            texts.append(out.read())
+            out.close()
+    assert codes == [0] * processes, "\n".join(t[-2000:] for t in texts)
+    return [last_json(t) for t in texts]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import re
 
+import jax
+import pytest
+
+import tricks
 from speedrun import cli
+from speedrun.core import params as P
+from speedrun.training.plan import config_for
 from speedrun.training import bench
 from speedrun.training.hardware import datasheet_peak
 
@@ -15,6 +21,12 @@ def test_bench_breakdown_and_profile(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert re.search(r"MFU: \d+\.\d%", out), out
+    # float32 parameters and Adam's two moments, all on the one device
+    state = re.search(r"parameters \+ optimizer state: ([\d.]+) MiB per device "
+                      r"\(train.sharding=dp over 1 device\)", out)
+    cfg = config_for("unit", "", ["model.vocab_size=256"])
+    expected = 3 * 4 * P.count(tricks.build_hooks(cfg).init(jax.random.PRNGKey(0), cfg.model))
+    assert state and float(state.group(1)) * 2**20 == pytest.approx(expected, rel=0.03), out
     rows = dict(re.findall(r"^(attention|head \+ loss|rest of fwd/bwd|optimizer|batch to device"
                            r"|host \(sync per step\)|step)\s+(\d+\.\d)\s", out, re.M))
     assert len(rows) == 7, out

@@ -18,7 +18,8 @@ BAD = {
               "weight_decay": float("inf"), "grad_clip": -1.0, "warmup_steps": -1,
               "decay": "exp", "min_lr_frac": 1.5},
     "train": {"batch_size": 0, "steps": 0, "eval_every": 0, "val_tokens": 0,
-              "val_batch_size": -1, "target": float("inf"), "loss_chunk": 0, "log_every": 0, "align_docs": "yes"},
+              "val_batch_size": -1, "target": float("inf"), "loss_chunk": 0, "log_every": 0, "align_docs": "yes",
+              "sharding": "tp"},
     "post": {"method": "dpo", "seq_len": 0, "heldout": 0, "samples": 1, "temperature": 0.0,
              "top_k": -1, "kl": -0.1, "lr_scale": float("nan")},
 }

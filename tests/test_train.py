@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import record_dirs, run_cli, tiny_config, train_tiny
+from helpers import python_on_devices, record_dirs, run_cli, tiny_config, train_tiny
 from speedrun import cli
 from speedrun.records import record, verify
 from speedrun.training import run as run_module
 from speedrun.training import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_loss_falls(tiny):
@@ -121,8 +115,7 @@ def test_unknown_trick_fails_before_training(tiny, capsys, no_training):
 
 
 DEVICE_SCRIPT = """
-import json, sys
-sys.path.insert(0, {tests!r})
+import json
 import jax
 from helpers import tiny_config, train_tiny
 out = train_tiny(tiny_config(steps=20), {data!r})
@@ -131,13 +124,7 @@ print(json.dumps({{"devices": jax.device_count(), "curve": [p[3] for p in out.cu
 
 
 def curve_on(devices: int, data_dir: Path) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
-    script = DEVICE_SCRIPT.format(tests=str(ROOT / "tests"), data=str(data_dir))
-    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return python_on_devices(DEVICE_SCRIPT.format(data=str(data_dir)), devices)
 
 
 def test_eight_devices_match_one(tiny):

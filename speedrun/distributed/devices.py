@@ -1,8 +1,9 @@
-"""Data parallelism: one mesh axis over every device, batches sharded on it, params replicated.
+"""The mesh: one data axis over every device of the run (all processes), batches split on it.
 
-Multi-host runs call ``jax.distributed.initialize()`` first (when launched with the usual
-coordinator environment, e.g. JAX_COORDINATOR_ADDRESS / SLURM / TPU pods); each process then
-feeds only its own rows of the global batch.
+A multi-process run (speedrun/distributed/launch.py on one machine; SLURM, Open MPI, Kubernetes
+or a TPU slice on a cluster) calls ``maybe_initialize`` first, which joins it through
+``jax.distributed``; from then on ``jax.devices()`` is every process's devices, each process
+feeds only its own rows of every batch, and only process 0 writes files.
 """
 
 from __future__ import annotations
@@ -11,18 +12,46 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
+from speedrun.distributed.launch import NUM_PROCESSES, PROCESS_ID
 from speedrun.errors import SpeedrunError
 
 AXIS = "data"
 
 
+
 def maybe_initialize() -> None:
-    """Join a multi-process run when the launcher set one up; a no-op on a single host."""
+    """Join a multi-process run when the environment sets one up; a no-op on a single host.
+    Set by `launch`, and by hand on hosts without a cluster manager (docs/distributed.md):
+    JAX_COORDINATOR_ADDRESS (read by JAX), SPEEDRUN_NUM_PROCESSES and SPEEDRUN_PROCESS_ID;
+    SPEEDRUN_DISTRIBUTED=1 alone lets JAX find all three in a cluster's environment (SLURM,
+    Open MPI, Kubernetes, a Cloud TPU slice)."""
     launched = any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SPEEDRUN_DISTRIBUTED"))
-    if launched and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+    if not launched or jax.distributed.is_initialized():
+        return
+    where = os.environ.get("JAX_COORDINATOR_ADDRESS", "the cluster's coordinator")
+    try:
+        count, index = (_env_int(NUM_PROCESSES, 1), _env_int(PROCESS_ID, 0))
+        jax.distributed.initialize(num_processes=count, process_id=index)
+    except (RuntimeError, ValueError) as e:
+        raise SpeedrunError(f"could not join the multi-process run at {where}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    if jax.local_device_count() * jax.process_count() != jax.device_count():
+        raise SpeedrunError(f"the {jax.process_count()} processes hold different numbers of "
+                            f"devices ({jax.device_count()} in all, {jax.local_device_count()} "
+                            f"here): give every process the same number")
+
+
+def _env_int(name: str, lo: int) -> int | None:
+    """An integer setting from the environment, or None (JAX then reads the cluster's own)."""
+    text = os.environ.get(name)
+    if text is None:
+        return None
+    if not text.strip().isdigit() or int(text) < lo:
+        raise ValueError(f"{name}={text!r} must be an integer, at least {lo}")
+    return int(text)
 
 
 def mesh() -> jax.sharding.Mesh:
@@ -41,14 +70,23 @@ def batch_sharded(m) -> NamedSharding:
 
 
 def check_batch(batch_size: int, what: str = "train.batch_size") -> None:
-    n = jax.device_count()
+    n, processes = jax.device_count(), jax.process_count()
     if batch_size % n:
-        raise SpeedrunError(f"{what}={batch_size} must be divisible by the {n} devices")
+        across = f" ({processes} processes x {n // processes})" if processes > 1 else ""
+        raise SpeedrunError(f"{what}={batch_size} must be divisible by the {n} devices{across}")
 
 
 def put_batch(local_rows: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """This process's rows of a global batch -> one global array sharded over the data axis."""
     return jax.make_array_from_process_local_data(sharding, local_rows)
+
+
+def local_rows(batch: np.ndarray) -> np.ndarray:
+    """This process's rows of a batch every process holds whole: rows index::count, the rows
+    ``TrainLoader.batch`` reads for it (the global array is the batch's rows reordered, which no
+    mean or sum over rows can see)."""
+    index, count = process_slice()
+    return batch[index::count]
 
 
 def process_slice() -> tuple[int, int]:
@@ -62,5 +100,18 @@ def device_count() -> int:
 
 
 def is_main_process() -> bool:
-    """Only process 0 writes records, checkpoints and plots."""
+    """Only process 0 writes records, checkpoints, plots and progress bars."""
     return jax.process_index() == 0
+
+
+def main_first(work):
+    """``work()`` in process 0, then in the others once it has finished (e.g. building the data
+    they all read): its result in every process."""
+    if jax.process_count() == 1:
+        return work()
+    if is_main_process():
+        out = work()
+        multihost_utils.sync_global_devices("speedrun: process 0 done")
+        return out
+    multihost_utils.sync_global_devices("speedrun: process 0 done")
+    return work()

@@ -35,6 +35,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 import tricks as trick_registry
 from speedrun.config import RunConfig, config_hash
@@ -83,10 +84,19 @@ def file_name(cfg: RunConfig, seed: int) -> str:
 
 
 def host_array(x) -> np.ndarray:
-    """A (replicated) device array as numpy, also when other hosts hold copies of it."""
+    """A device array as numpy, whole: replicated, split over this process's devices, or split
+    over other processes' too (then gathered, so every process must call this, in the same
+    order: a collective)."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        x = x.addressable_shards[0].data
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_shards[0].data)
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
+
+
+def to_host(params):
+    """The parameter tree as numpy arrays (``host_array`` of each, in one order everywhere)."""
+    return jax.tree_util.tree_map(host_array, params)
 
 
 def tensors_of(params) -> dict[str, np.ndarray]:

@@ -109,6 +109,9 @@ def post_tracks() -> list[str]:
 
 def main(args, method: str) -> int:
     devices.maybe_initialize()
+    if jax.process_count() > 1:
+        raise SpeedrunError(f"`{method}` runs in one process (on all of its devices); `launch` "
+                            f"joins processes for pretraining only")
     cfg, ck, track = resolve(args, method)
     seeds = plans.parse_seeds(args.seed, args.seeds)
     records_dir = None if track is None or args.no_record else args.records_dir

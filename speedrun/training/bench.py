@@ -29,11 +29,11 @@ import numpy as np
 
 import tricks as trick_registry
 from speedrun import tracks
-from speedrun.config import RunConfig
+from speedrun.config import RunConfig, validate
 from speedrun.core import model
 from speedrun.core import params as P
 from speedrun.core.hooks import Ctx
-from speedrun.distributed import devices
+from speedrun.distributed import devices, sharding
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
 from speedrun.inference import generate as G
@@ -76,25 +76,28 @@ def _setup(cfg: RunConfig):
     hooks = trick_registry.build_hooks(cfg)
     m = devices.mesh()
     shard = devices.batch_sharded(m)
+    devices.check_batch(cfg.train.batch_size)
     state = init_state(cfg, hooks, 0, m)
     rng = np.random.default_rng(0)
     shape = (cfg.train.batch_size, cfg.model.seq_len)
     ids = min(50257, cfg.model.vocab_size)
     x, y = (rng.integers(0, ids, shape, dtype=np.int32) for _ in range(2))
-    return hooks, state.tx, state.params, state.opt_state, (x, y), shard
+    return hooks, state, (x, y), shard
 
 
 def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
                  profile_dir: Path | None = None) -> dict:
     """Median wall time of the compiled train step on random tokens (state donated as in a run);
-    with ``profile_dir``, a jax.profiler trace of ``steps`` more steps is written there."""
-    hooks, tx, params, opt_state, (x, y), shard = _setup(cfg)
+    with ``profile_dir``, a jax.profiler trace of ``steps`` more steps is written there. Also
+    the bytes of parameters and optimizer state one device holds (``train.sharding``)."""
+    hooks, start, (x, y), shard = _setup(cfg)
+    state_bytes = sharding.bytes_per_device((start.params, start.opt_state))
     x, y = devices.put_batch(x, shard), devices.put_batch(y, shard)
-    step = jax.jit(train.make_step(cfg, hooks, tx), donate_argnums=(0, 1))
+    step = jax.jit(train.make_step(cfg, hooks, start.tx, start.layout), donate_argnums=(0, 1))
     t0 = time.perf_counter()
-    step = step.lower(params, opt_state, x, y).compile()
+    step = step.lower(start.params, start.opt_state, x, y).compile()
     compile_s = time.perf_counter() - t0
-    state = [params, opt_state]
+    state = [start.params, start.opt_state]
 
     def one():
         state[0], state[1], loss = step(state[0], state[1], x, y)
@@ -123,6 +126,7 @@ def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
         "achieved_flops": fpt * tokens / step_s,
         "compile_s": compile_s,
         "params": P.count(state[0]),
+        "state_bytes_per_device": state_bytes,
         "peak_memory_bytes": peak_memory(),
     }
 
@@ -138,13 +142,15 @@ def peak_memory() -> int | None:
 
 def breakdown(cfg: RunConfig, steps: int = 10) -> dict:
     """Seconds per train step spent in each piece (see the module docstring for what each is)."""
-    hooks, tx, params, opt_state, (x, y), _ = _setup(cfg)
+    hooks, state, (x, y), _ = _setup(cfg)
+    tx, params, opt_state = state.tx, state.params, state.opt_state
     m, chunk = cfg.model, cfg.train.loss_chunk
     B, T = x.shape
     x, y = jnp.asarray(x), jnp.asarray(y)
-    grad_fn = jax.jit(jax.value_and_grad(lambda p, x, y: model.loss(p, x, y, m, hooks, chunk)))
+    grad_fn = jax.jit(jax.value_and_grad(
+        lambda p, x, y: model.loss(state.layout.gather(p), x, y, m, hooks, chunk)))
     grad_s = median_time(grad_fn, params, x, y, steps=steps)
-    step_fn = jax.jit(train.make_step(cfg, hooks, tx))
+    step_fn = jax.jit(train.make_step(cfg, hooks, tx, state.layout))
     step_s = median_time(step_fn, params, opt_state, x, y, steps=steps)
 
     keys = jax.random.split(jax.random.PRNGKey(1), 5)
@@ -217,6 +223,7 @@ def main(args) -> int:
         raise SpeedrunError("--checkpoint goes with --decode (the train step benchmark uses the "
                             "track's config)")
     cfg = config_for(args.track, args.tricks, args.overrides)
+    validate(cfg, trick_registry.setting_problems(cfg))  # e.g. a train.sharding that is none
     dev = jax.devices()[0]
     peak, peak_label = mfu_peak(dev, cfg.model.compute_dtype)
     profile = Path(args.profile) if args.profile else None
@@ -232,6 +239,9 @@ def main(args) -> int:
     print(f"throughput: {r['tokens_per_s']:,.0f} tokens/s, "
           f"{r['flops_per_token'] / 1e6:.1f} MFLOP/token")
     print(f"MFU: {r['achieved_flops'] / peak:.1%} ({r['achieved_flops'] / 1e9:.1f} GFLOP/s)")
+    n = jax.device_count()
+    print(f"parameters + optimizer state: {r['state_bytes_per_device'] / 2**20:,.2f} MiB per "
+          f"device (train.sharding={cfg.train.sharding} over {n} device{'s' * (n > 1)})")
     if r["peak_memory_bytes"]:
         where = "device" if jax.devices()[0].platform != "cpu" else "process RSS"
         print(f"peak memory ({where}): {r['peak_memory_bytes'] / 2**20:,.0f} MiB")

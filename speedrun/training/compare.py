@@ -9,6 +9,7 @@ same interleaving against the track's current #1 and links the two records.
 
 from __future__ import annotations
 
+from speedrun.distributed import devices
 from speedrun.records import stats
 from speedrun.records.record import build_record, claim_line
 from speedrun.training.plan import Plan, command_line, config_for, label, parse_seeds, prepare
@@ -40,17 +41,19 @@ def ratio_line(b: list, a: list, what: str = "B/A") -> str:
 
 
 def main(args) -> int:
+    devices.maybe_initialize()
+    writes = not args.no_record and devices.is_main_process()
     seeds = parse_seeds(None, args.seeds)
     sides = {}
     for side in ("a", "b"):
         cfg = config_for(args.track, getattr(args, side), getattr(args, f"set_{side}"),
                          getattr(args, f"steps_{side}"))
         sides[side] = prepare(cfg, args.data_dir, command_line(),
-                              None if args.no_record else args.records_dir)
+                              args.records_dir if writes else None)
     results = interleave(sides, seeds, args.quiet)
     for side, plan in sides.items():
         name = getattr(args, f"name_{side}")
-        if args.no_record:
+        if not writes:
             rec = build_record(plan.cfg, results[side], plan.env, plan.data, name)
         else:
             where, rec = save(plan, results[side], args.records_dir, name)

@@ -12,23 +12,24 @@ from speedrun import tracks
 from speedrun.config import RunConfig
 from speedrun.core import model
 from speedrun.data import bytelevel, fingerprint
-from speedrun.distributed import devices
+from speedrun.distributed import devices, sharding
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint, hellaswag
 from speedrun.training import plan
 
 
-def make_eval(cfg: RunConfig, hooks, m):
+def make_eval(cfg: RunConfig, hooks, m, layout: sharding.Layout = sharding.UNSPLIT):
     """Returns evaluate(params, batches, step=None) -> mean val loss, batches = [(inputs,
-    targets), ...]; ``step``: updates done so far, for hooks with schedules (None: the end)."""
+    targets), ...]; ``step``: updates done so far, for hooks with schedules (None: the end).
+    Every process holds the whole validation set and puts only its own rows of each batch on
+    the mesh; ``layout``: the training state's (split parameters are gathered, as in a step)."""
     chunk, steps = cfg.train.loss_chunk, cfg.train.steps
-    sharding = devices.batch_sharded(m)
-    summed = jax.jit(lambda p, x, y, i: model.loss_sum(p, x, y, cfg.model, hooks, chunk, i,
-                                                       steps))
-    index, count = devices.process_slice()
+    split_rows = devices.batch_sharded(m)
+    summed = jax.jit(lambda p, x, y, i: model.loss_sum(layout.gather(p), x, y, cfg.model, hooks,
+                                                       chunk, i, steps))
 
     def put(a):
-        return devices.put_batch(a[index::count], sharding)
+        return devices.put_batch(devices.local_rows(a), split_rows)
 
     def evaluate(params, batches, step: int | None = None) -> float:
         total = jax.numpy.float32(0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.records import stats
 from speedrun.records.record import claim_line, run_dict
@@ -105,10 +106,11 @@ def run_command(args, steps: int, seeds: int) -> str:
 
 
 def main(args) -> int:
+    devices.maybe_initialize()
+    writes = args.record and devices.is_main_process()
     cfg = config_for(args.track, args.tricks, args.overrides)
     seeds = parse_seeds(None, args.seeds)
-    plan = prepare(cfg, args.data_dir, command_line(),
-                     args.records_dir if args.record else None)
+    plan = prepare(cfg, args.data_dir, command_line(), args.records_dir if writes else None)
     start = args.start or cfg.train.steps
     multiple = args.multiple or max(1, math.ceil(start / 50))
     target = cfg.train.target
@@ -142,7 +144,7 @@ def main(args) -> int:
         return 1
     print(f"\nfewest steps found: {best}. Make the claim with:\n  "
           f"{run_command(args, best, max(len(seeds), stats.CLAIM_SEEDS))}")
-    if args.record:
+    if writes:
         where, rec = save(*outcomes[best], args.records_dir, args.name)
         print(f"record of the {best}-step probe written: {where}\n{claim_line(rec)}")
     return 0

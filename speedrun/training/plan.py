@@ -103,9 +103,11 @@ def preflight(cfg: RunConfig, data_dir: str | None, records_dir: str | None = No
 
 
 def data_for(track: tracks.Track, data_dir: str | None) -> tuple[list[Path], list[Path]]:
-    """The track's train and val shards, built first where the track's corpus ships offline."""
+    """The track's train and val shards, built first where the track's corpus ships offline
+    (by process 0 of a multi-process run; the others then find them built)."""
     try:
-        folder = corpus.ensure_dataset(track.dataset, paths.data_dir(data_dir))
+        folder = devices.main_first(
+            lambda: corpus.ensure_dataset(track.dataset, paths.data_dir(data_dir)))
     except OSError as e:
         raise SpeedrunError(f"cannot build the {track.dataset} data in {paths.data_dir(data_dir)}: "
                             f"{e.strerror or e} ({e.filename}); pass --data-dir DIR or set "

@@ -60,7 +60,8 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | 
     ``after(seed, params)``: more work on the final parameters, also after the clock."""
     cfg = plan.cfg
     gflops = hardware.machine_gflops()
-    console = Console(cfg.train.steps, quiet, f"{tag}seed {seed}")
+    # One progress bar: the other processes of a multi-process run show only validations.
+    console = Console(cfg.train.steps, quiet or not devices.is_main_process(), f"{tag}seed {seed}")
     console.lines += logs.header(cfg, seed, plan.env)
     console.log(logs.machine_line(gflops))
     tokenizer = plan.data["tokenizer"] or "gpt2"
@@ -72,7 +73,10 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | 
     saved: list[str] = []
 
     def finished(params):
-        if save_dir is not None and devices.is_main_process():
+        if save_dir is None:
+            return
+        params = checkpoint.to_host(params)  # in every process: gathering split ones is collective
+        if devices.is_main_process():
             ok, line = save_checkpoint(plan, params, seed, save_dir)
             saved.append(line)
             if not ok and save_failures is not None:
@@ -197,7 +201,7 @@ def main(args) -> int:
     cfg, seeds, name = resolve(args)
     writes = not args.no_record and devices.is_main_process()
     save_dir = getattr(args, "save", None)
-    if save_dir is not None:  # before anything slow
+    if save_dir is not None and devices.is_main_process():  # before anything slow
         check_save_dir(save_dir, args.records_dir)
     plan = prepare(cfg, args.data_dir, command_line(), args.records_dir if writes else None)
     print(f"track {cfg.track}: {cfg.train.steps} steps, target val loss {cfg.train.target}, "

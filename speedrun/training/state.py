@@ -12,7 +12,7 @@ import jax
 import optax
 
 from speedrun.config import RunConfig
-from speedrun.distributed import devices
+from speedrun.distributed import devices, sharding
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,16 @@ class State:
     params: Any
     opt_state: Any
     tx: optax.GradientTransformation
+    layout: sharding.Layout  # where params and opt_state live (train.sharding)
 
 
 def init_state(cfg: RunConfig, hooks, seed: int, mesh=None) -> State:
     """Parameters from ``hooks.init`` (seeded), the optimizer ``hooks.optimizer`` builds for
-    them and its state, both replicated over the mesh (every device by default)."""
-    rep = devices.replicated(devices.mesh() if mesh is None else mesh)
-    params = jax.device_put(hooks.init(jax.random.PRNGKey(seed), cfg.model), rep)
+    them and its state, placed over the mesh (every device by default) as ``train.sharding``
+    says: replicated (dp) or split (fsdp)."""
+    mesh = devices.mesh() if mesh is None else mesh
+    params = hooks.init(jax.random.PRNGKey(seed), cfg.model)
     tx = hooks.optimizer(params, cfg, hooks)
-    return State(params, jax.device_put(tx.init(params), rep), tx)
+    layout = sharding.layout(params, jax.eval_shape(tx.init, params), mesh, cfg.train.sharding)
+    params = jax.device_put(params, layout.params)
+    return State(params, jax.device_put(tx.init(params), layout.opt_state), tx, layout)

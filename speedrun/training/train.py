@@ -26,7 +26,7 @@ import optax
 from speedrun.config import RunConfig
 from speedrun.core import model
 from speedrun.core.batches import batch_sizes, tokens_seen
-from speedrun.distributed import devices
+from speedrun.distributed import devices, sharding
 from speedrun.errors import SpeedrunError
 from speedrun.records.logs import val_line
 from speedrun.records.record import first_crossing
@@ -61,15 +61,22 @@ class RunResult(Outcome):
     log: str
 
 
-def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation):
+def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation,
+              layout: sharding.Layout = sharding.UNSPLIT):
+    """One update. With a split ``layout`` (fsdp) the forward and backward pass see the whole
+    parameters (XLA all-gathers them), the gradients come back split (summed, each device
+    keeping its slice) and the optimizer updates each device's slice; replicated (dp), none of
+    that is in the step."""
     chunk, steps = cfg.train.loss_chunk, cfg.train.steps
 
     def step(params, opt_state, x, y, i=None):
         # i: this update's index (traced), for hooks with schedules in the forward pass
-        loss, grads = jax.value_and_grad(model.loss)(params, x, y, cfg.model, hooks, chunk,
-                                                     i, steps)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        loss, grads = jax.value_and_grad(
+            lambda p: model.loss(layout.gather(p), x, y, cfg.model, hooks, chunk, i, steps)
+        )(params)
+        updates, opt_state = tx.update(layout.split_params(grads), opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return layout.split_params(params), layout.split_state(opt_state), loss
 
     return step
 
@@ -95,7 +102,7 @@ def _copy(tree):
 def compile_steps(cfg: RunConfig, hooks, state: State, sizes: list[int], feed: Feed) -> dict:
     """{batch size: compiled step}, each AOT-compiled and run once on dummy data and copies of
     the state, so the timed loop starts with everything built and the real state untouched."""
-    jitted = jax.jit(make_step(cfg, hooks, state.tx), donate_argnums=(0, 1))
+    jitted = jax.jit(make_step(cfg, hooks, state.tx, state.layout), donate_argnums=(0, 1))
     compiled = {}
     for size in sorted(set(sizes)):
         dummy = feed.batch(np.zeros((size // feed.count, cfg.model.seq_len), np.int32))
@@ -131,7 +138,7 @@ def train(
                             else "a scheduled batch size")
     feed = Feed(mesh)
     state = init_state(cfg, hooks, seed, mesh)
-    evaluate_fn = evaluate.make_eval(cfg, hooks, mesh)
+    evaluate_fn = evaluate.make_eval(cfg, hooks, mesh, state.layout)
 
     t0 = time.perf_counter()  # --- untimed: compile and warm up
     step_fns = compile_steps(cfg, hooks, state, sizes, feed)

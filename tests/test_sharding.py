@@ -1,0 +1,186 @@
+"""train.sharding: fsdp splits parameters and optimizer state over 8 simulated devices, trains
+as dp does (Muon's orthogonalisations included), holds about an eighth of dp's bytes per
+device, and places every trick's parameters from the one table; on one device it is dp."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec
+
+import tricks
+from helpers import python_on_devices, setup, tokens
+from speedrun import cli
+from speedrun.distributed import sharding
+from speedrun.training import train
+from speedrun.training.state import init_state
+
+DEVICES = 8
+
+# Everything that needs 8 devices, in one child process (JAX fixes the device count at start).
+SCRIPT = """
+import json
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+import tricks
+from helpers import BATCH, SEQ, flat, normal, setup, tokens
+from speedrun.distributed import devices, sharding
+from speedrun.errors import SpeedrunError
+from speedrun.training import train
+from speedrun.training.state import init_state
+from tricks import muon, polar_express
+
+mesh = devices.mesh()
+out = {{"devices": jax.device_count()}}
+
+def split_dims(spec):  # ('data', None) and ('data',) split alike: the trailing Nones go
+    dims = tuple(spec)
+    while dims and dims[-1] is None:
+        dims = dims[:-1]
+    return str(dims)
+
+def steps(names, strategy, k):
+    # k updates of the harness's step on one fixed batch: losses, final params, their specs,
+    # and whether the step returned every array on its split
+    cfg, hooks, _ = setup(names, [f"train.sharding={{strategy}}", f"train.batch_size={{BATCH * 2}}"])
+    state = init_state(cfg, hooks, 0, mesh)
+    feed = train.Feed(mesh)
+    x, y = (np.asarray(tokens(s, (BATCH * 2, SEQ))) for s in (0, 1))
+    step = jax.jit(train.make_step(cfg, hooks, state.tx, state.layout))
+    params, opt_state, losses = state.params, state.opt_state, []
+    for i in range(k):
+        params, opt_state, loss = step(params, opt_state, feed.batch(x), feed.batch(y),
+                                       feed.step(i))
+        losses.append(float(loss))
+    placed = [x.sharding.is_equivalent_to(w, x.ndim) for x, w in zip(
+        jax.tree_util.tree_leaves((params, opt_state)),
+        jax.tree_util.tree_leaves((state.layout.params, state.layout.opt_state)))]
+    return (losses, {{k: np.asarray(v).tolist() for k, v in flat(params).items()}},
+            {{k: split_dims(v.sharding.spec) for k, v in flat(params).items()}}, all(placed))
+
+# Muon (Newton-Schulz) with NorMuon, Adam on the rest: 20 updates replicated and split
+out["muon"] = {{s: steps(["muon", "normuon"], s, 20)[:2] for s in ("dp", "fsdp")}}
+
+# each orthogonalisation of a tall and a wide matrix split by rows, as fsdp splits one
+out["ortho"] = {{}}
+for f in (muon.orthogonalize, polar_express.polar_express):
+    for shape in ((64, 32), (32, 64)):
+        whole = normal(0, shape)
+        split = jax.device_put(whole, NamedSharding(mesh, PartitionSpec("data", None)))
+        diff = np.asarray(jax.jit(f)(split)) - np.asarray(jax.jit(f)(whole))
+        out["ortho"][f"{{f.__name__}} {{shape}}"] = float(np.max(np.abs(diff)))
+
+# parameter + optimizer-state bytes a device holds (what bench reports), at d_model 128
+out["bytes"] = {{}}
+for names in ([], ["muon", "normuon"]):
+    for strategy in ("dp", "fsdp"):
+        cfg, hooks, _ = setup(names, [f"train.sharding={{strategy}}"], d_model=128)
+        state = init_state(cfg, hooks, 0, mesh)
+        out["bytes"]["+".join(names) + " " + strategy] = sharding.bytes_per_device(
+            (state.params, state.opt_state))
+
+# every trick, in as few valid sets as the registry allows, one split step each
+registry = tricks.available()
+groups = []
+for name in sorted(registry):
+    want = {{name, *registry[name].requires}}
+    for g in groups:
+        try:
+            tricks.resolve(sorted(g | want))
+        except SpeedrunError:
+            continue
+        g |= want
+        break
+    else:
+        groups.append(want)
+out["groups"] = []
+for g in groups:
+    losses, _, specs, placed = steps(sorted(g), "fsdp", 1)
+    _, _, params = setup(sorted(g))
+    table = {{k: split_dims(sharding.spec_for(k, v, "fsdp", {devices}))
+             for k, v in flat(params).items()}}
+    out["groups"].append({{"tricks": sorted(g), "loss": losses[0], "specs": specs,
+                          "table": table, "placed": placed}})
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def split():
+    """What the 8-device process found."""
+    out = python_on_devices(SCRIPT.format(devices=DEVICES), DEVICES)
+    assert out["devices"] == DEVICES
+    return out
+
+
+def test_fsdp_trains_as_dp_does(split):
+    (dp_losses, dp_params), (fsdp_losses, fsdp_params) = (split["muon"][s]
+                                                           for s in ("dp", "fsdp"))
+    assert len(dp_losses) == 20 and dp_losses[-1] < dp_losses[0] - 0.5, dp_losses  # it trained
+    assert fsdp_losses == pytest.approx(dp_losses, abs=1e-5)
+    # Key biases are left out: adding one to every key of a query leaves its softmax as it was,
+    # so their gradient is rounding noise, which Adam scales up to steps of its learning rate.
+    diffs = {name: float(np.max(np.abs(np.subtract(fsdp_params[name], value))))
+             for name, value in dp_params.items() if not name.endswith("attn.bk")}
+    assert len(diffs) > 10 and max(diffs.values()) < 1e-5, diffs
+
+
+def test_muon_and_polar_express_orthogonalize_split_matrices_as_whole_ones(split):
+    assert len(split["ortho"]) == 4
+    assert max(split["ortho"].values()) < 1e-5, split["ortho"]
+
+
+def test_fsdp_holds_about_an_eighth_of_the_state_per_device(split):
+    got = split["bytes"]
+    for names in ("", "muon+normuon"):
+        dp, fsdp = got[f"{names} dp"], got[f"{names} fsdp"]
+        assert dp > 2 * 400_000 * 4  # ~430K float32 parameters, and the optimizer's state
+        # Vectors (gains, biases: ~1% of the parameters here) stay whole on every device.
+        assert dp / DEVICES <= fsdp < dp / DEVICES * 1.1, (names, dp, fsdp)
+
+
+def test_every_trick_gets_a_sharding_from_the_table_and_runs(split):
+    groups = split["groups"]
+    assert set().union(*(g["tricks"] for g in groups)) == set(tricks.available())
+    for g in groups:
+        assert math.isfinite(g["loss"]) and 0 < g["loss"] < 20, g["tricks"]
+        assert g["placed"], g["tricks"]  # the step returns every array on its split
+        assert g["specs"] == g["table"], g["tricks"]  # placed where the one table says
+    specs = {k: v for g in groups for k, v in g["specs"].items()}
+    assert specs["bigram_embed"] == "('data',)"  # a trick's own table, split by token
+    assert specs["lm_head"] == "(None, 'data')"
+    assert specs["blocks.0.mlp.experts.0.wfc"] == "('data',)"  # a trick's own matrices
+    assert specs["blocks.0.attn.gate"] == "()"  # 12 rows do not split in 8ths
+    assert specs["blocks.0.attn.bq"] == "()"  # vectors stay whole
+
+
+def test_the_table_keeps_what_does_not_divide_whole():
+    _, _, params = setup(["untie-head"])
+    n = DEVICES
+    assert sharding.spec_for("wte", params["wte"], "fsdp", n) == PartitionSpec("data", None)
+    assert sharding.spec_for("lm_head", params["lm_head"], "fsdp", n) == \
+        PartitionSpec(None, "data")
+    assert sharding.spec_for("wte", params["wte"][:7], "fsdp", n) == PartitionSpec(None, None)
+    assert sharding.spec_for("wte", params["wte"], "dp", n) == PartitionSpec()
+
+
+def test_fsdp_on_one_device_is_dp():
+    """Allowed, and the very same program: nothing divides over one device."""
+    programs = []
+    for strategy in ("dp", "fsdp"):
+        cfg, hooks, _ = setup(["muon"], [f"train.sharding={strategy}"])
+        state = init_state(cfg, hooks, 0)
+        assert not state.layout.sharded
+        step = jax.jit(train.make_step(cfg, hooks, state.tx, state.layout))
+        x = tokens(0)
+        programs.append(step.lower(state.params, state.opt_state, x, x).as_text())
+    assert programs[0] == programs[1]
+
+
+def test_an_unknown_sharding_is_one_clear_error(tiny, capsys):
+    assert cli.main(["run", "--track", "tiny", "--set", "train.sharding=tp", "--no-record"]) == 1
+    assert "train.sharding must be one of dp, fsdp, got 'tp'" in capsys.readouterr().err
