@@ -37,12 +37,19 @@ def test_every_field_is_validated():
 @pytest.mark.parametrize("section, name, value",
                          [(s, n, v) for s, fields in BAD.items() for n, v in fields.items()])
 def test_each_out_of_range_field_is_rejected_by_name(section, name, value):
-    cfg = RunConfig(post=PostConfig(method="rl", samples=2))
+    cfg = RunConfig(post=PostConfig(method="rl", samples=2) if section == "post" else None)
     cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section),
                                                                    **{name: value})})
     with pytest.raises(SpeedrunError, match=rf"\b{section}\.{name}\b"):
         config.validate(cfg)
     assert len(config.problems(cfg)) == 1, config.problems(cfg)
+
+
+def test_post_training_keeps_whole_models():
+    cfg = RunConfig(train=TrainConfig(sharding="fsdp"), post=PostConfig())
+    assert [p for p in config.problems(cfg) if "sharding" in p] == [
+        "train.sharding=fsdp is for pretraining: sft and rl keep a whole copy of the model on "
+        "every device (dp)"]
 
 
 def test_shapes_must_divide():
