@@ -39,6 +39,7 @@ from speedrun.data import loader
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
 from speedrun.training import train
+from speedrun.distributed import devices
 
 devices.maybe_initialize()
 index, count = devices.process_slice()

@@ -73,10 +73,10 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | 
     saved: list[str] = []
 
     def finished(params):
-        if save_dir is None:
+        if save_dir is None and after is None:
             return
         params = checkpoint.to_host(params)  # in every process: gathering split ones is collective
-        if devices.is_main_process():
+        if save_dir is not None and devices.is_main_process():
             ok, line = save_checkpoint(plan, params, seed, save_dir)
             saved.append(line)
             if not ok and save_failures is not None:
