@@ -1,10 +1,12 @@
 """Shared fixtures: the unit track (whose rules the records of unit tests follow) registered for
-every test, no persistent compilation cache, and on request the tiny dataset and track, and a
-train() that fails the test if anything reaches it."""
+every test, one compilation cache for the session, and on request the tiny dataset and track,
+and a train() that fails the test if anything reaches it."""
 
 from __future__ import annotations
 
+import jax
 import pytest
+from jax._src import compilation_cache
 
 from helpers import TINY, UNIT, write_dataset
 from speedrun import tracks
@@ -16,10 +18,22 @@ def unit_track(monkeypatch):
     monkeypatch.setitem(tracks.TRACKS, "unit", UNIT)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_compilation_cache(tmp_path_factory):
+    """Programs compiled once are loaded, not compiled again, for the rest of the session (most
+    tests train the same tiny configurations). The cache is the session's own folder, empty at
+    its start, so tests stay hermetic; a compiled program is the one a compile would give."""
+    path = tmp_path_factory.mktemp("jax-compilation-cache")
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compilation_cache.reset_cache()
+    return path
+
+
 @pytest.fixture(autouse=True)
-def no_compilation_cache(monkeypatch):
-    """Tests stay hermetic: no persistent compilation cache (tests/test_compile_cache.py turns
-    it on where it is the subject)."""
+def no_data_dir_compilation_cache(monkeypatch):
+    """Runs leave the session's cache in place of one under their data dir
+    (tests/test_compile_cache.py turns that on where it is the subject)."""
     monkeypatch.setenv("SPEEDRUN_NO_COMPILATION_CACHE", "1")
 
 

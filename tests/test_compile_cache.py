@@ -14,10 +14,11 @@ from speedrun.training import compile_cache
 
 
 @pytest.fixture
-def cache_on(monkeypatch):
+def cache_on(monkeypatch, session_compilation_cache):
     monkeypatch.delenv("SPEEDRUN_NO_COMPILATION_CACHE")
     yield
-    jax.config.update("jax_compilation_cache_dir", None)  # later tests: no cache again
+    # later tests: the session's cache again
+    jax.config.update("jax_compilation_cache_dir", str(session_compilation_cache))
     compilation_cache.reset_cache()
 
 

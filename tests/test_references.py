@@ -4,6 +4,8 @@ same-sitting reference, and `submit` makes that reference end to end."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import re
@@ -12,7 +14,8 @@ import shutil
 import pytest
 import yaml
 
-from helpers import ENV, UNIT_DATA, config, record_dirs, result, run_cli, write
+from helpers import (ENV, TINY, UNIT_DATA, config, record_dirs, result, run_cli, write,
+                     write_dataset)
 from speedrun import cli, tracks
 from speedrun.config import RunConfig, config_hash
 from speedrun.records import leaderboard, provenance, record, references, stats, verify
@@ -240,24 +243,48 @@ def test_one_entry_per_configuration(tmp_path):
 # --- submit -------------------------------------------------------------------------------------
 
 
-def test_submit_times_a_claim_against_the_number_one_and_links_both(tiny, capsys):
-    assert run_cli(tiny, "--steps", "80", "--seeds", "3", "--name", "first") == 0
-    (first,) = record_dirs(tiny)
-    assert cli.main(["submit", "--track", "tiny", "--tricks", "softcap", "--steps", "80",
-                     "--seeds", "3", "--quiet", "--records-dir", str(tiny / "records")]) == 0
-    out = capsys.readouterr().out
+SUBMIT = ["submit", "--track", "tiny", "--tricks", "softcap", "--steps", "60", "--seeds", "3",
+          "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def submitted(tmp_path_factory):
+    """One real `submit` on the tiny track, run once for the module: its #1 (60 steps, 3 seeds)
+    is trained first. The records folder, what the command printed, and the interleaved results
+    it timed (the tests of what happens after training reuse them)."""
+    root = tmp_path_factory.mktemp("submitted")
+    timed = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(tracks.TRACKS, "tiny", TINY)
+        write_dataset(root / "data")
+        mp.setenv("SPEEDRUN_DATA_DIR", str(root / "data"))
+        mp.setenv("SPEEDRUN_NO_COMPILATION_CACHE", "1")
+        assert run_cli(root, "--steps", "60", "--seeds", "3", "--name", "first") == 0
+        real = submit_mod.interleave
+        mp.setattr(submit_mod, "interleave", lambda *a: timed.append(real(*a)) or timed[-1])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = cli.main([*SUBMIT, "--records-dir", str(root / "records")])
+    assert code == 0, out.getvalue()
+    return root, out.getvalue(), timed[0]
+
+
+def test_submit_times_a_claim_against_the_number_one_and_links_both(submitted, monkeypatch):
+    root, out, _ = submitted
+    monkeypatch.setitem(tracks.TRACKS, "tiny", TINY)  # the records verify against their track
     assert re.search(r"time ratio B/A: [\d.]+x \(95% CI [\d.]+-[\d.]+\); on the leaderboard's "
                      r"time scale: [\d.]+ x [\d.]+ s = [\d.]+ s \(scaled\)", out), out
-    folders = record_dirs(tiny)
+    folders = record_dirs(root)
     assert len(folders) == 3 and all(verify.verify(f) == [] for f in folders)
     recs = {f.name: record.load_record(f) for f in folders}
+    first = next(f for f in folders if f.name.endswith("_first"))
     rerun = next(r for r in recs.values() if r.get("rerun_of"))
     cand = next(r for r in recs.values() if r.get("reference"))
     assert rerun["rerun_of"] == references.record_id(first)
     assert cand["reference"]["record"] == references.record_id(first)
     assert cand["description"] == "softcap" and rerun["config_hash"] == recs[first.name]["config_hash"]
     assert "sources" in cand["environment"] and "packages" in cand["environment"]
-    df = leaderboard.load_all(tiny / "records")
+    df = leaderboard.load_all(root / "records")
     row = df[df["description"] == "softcap"].iloc[0]
     assert row["entry"] == cand["summary"]["claim"] and row["scaled"]
     assert not df[df["rerun_of"].notna()].iloc[0]["entry"]
@@ -283,9 +310,14 @@ def test_submit_refuses_a_bad_reference_before_training(tiny, capsys, monkeypatc
     assert err.startswith("error: ") and message in err, err
 
 
-def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, capsys, monkeypatch):
-    assert run_cli(tiny, "--steps", "80", "--seeds", "3") == 0
+def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, submitted,
+                                                                      monkeypatch):
+    """Ctrl-C between the two records' writes: neither is left, both results files are."""
+    root, _, timed = submitted
+    first = next(f for f in record_dirs(root) if f.name.endswith("_first"))
+    shutil.copytree(first, tiny / "records" / "tiny" / first.name)
     before = record_dirs(tiny)
+    monkeypatch.setattr(submit_mod, "interleave", lambda *a: timed)  # trained by the fixture
     real, calls = submit_mod.write_record, []
 
     def second_fails(*a, **k):
@@ -296,8 +328,7 @@ def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, caps
 
     monkeypatch.setattr(submit_mod, "write_record", second_fails)
     monkeypatch.chdir(tiny)
-    assert cli.main(["submit", "--track", "tiny", "--tricks", "softcap", "--steps", "80",
-                     "--seeds", "3", "--quiet", "--records-dir", str(tiny / "records")]) == 130
+    assert cli.main([*SUBMIT, "--records-dir", str(tiny / "records")]) == 130
     assert record_dirs(tiny) == before
     saved = sorted((tiny / "records").glob("speedrun-results-*.json"))
     assert len(saved) == 2 and all(json.loads(f.read_text())["results"] for f in saved)

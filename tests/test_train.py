@@ -81,7 +81,7 @@ def test_too_short_a_run_is_recorded_but_not_a_claim(tiny):
 
 
 def test_three_seeds_below_the_target_make_a_claim(tiny):
-    assert run_cli(tiny, "--steps", "80", "--seeds", "3") == 0
+    assert run_cli(tiny, "--steps", "60", "--seeds", "3") == 0
     (folder,) = record_dirs(tiny)
     rec = record.load_record(folder)
     assert verify.verify(folder) == [] and rec["summary"]["claim"], rec["summary"]

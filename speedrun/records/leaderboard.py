@@ -317,7 +317,10 @@ def render(records_dir: Path, df: pd.DataFrame) -> str:
         if _is_post(track):
             out.append(f"\n## `{track}` on {hw} (target held-out error {target}: pass@1 above "
                        f"{1 - target:.2f})\n\nA post-training track: *final val loss* is the "
-                       f"held-out error, 1 - greedy pass@1 on the task's held-out examples.\n\n")
+                       f"held-out error, 1 - greedy pass@1 on the task's held-out examples. "
+                       f"Re-run a row with `python -m speedrun "
+                       f"{tracks.TRACKS[track].config.post.method} --track {track}` and the "
+                       f"record's seeds and `--set` settings.\n\n")
         else:
             out.append(f"\n## `{track}` on {hw} (target val loss {target})\n\n")
         speed = tracks.reference_speed(track, hw)
