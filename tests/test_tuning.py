@@ -255,3 +255,11 @@ def test_a_record_made_before_tuning_verifies_and_reruns_its_own_values(tiny, mo
     a, b = record.load_record(before), record.load_record(again)
     assert b["tricks"] == {"softcap": {"cap": 15.0}} and b["config_hash"] == a["config_hash"]
     assert b["runs"][0]["final_val_loss"] == a["runs"][0]["final_val_loss"]
+
+
+def test_a_long_record_name_keeps_every_value():
+    """Folder names stop at 60 characters: where full keys would cut a value off, the keys are
+    named by their last part, so two points never share a name up to a suffix."""
+    point = sw.Point(4, (("untie-head.embed_std", 0.0), ("untie-head.head_std", 0.02)), None)
+    assert record.slugify(point.name("sweep-untie-head")) == "sweep-untie-head-embed-std-0-head-std-0-02"
+    assert sw.Point(1, (("softcap.cap", 10.0),), None).name("sweep") == "sweep-softcap.cap=10"

@@ -12,7 +12,7 @@ The pair is stored per block as ``blocks.i.x0_lambdas`` (shape (2,), optimizer k
 
 import jax.numpy as jnp
 
-from tricks import ANY, Trick
+from tricks import ANY, Trick, Tuned
 from tricks.rmsnorm import rms_norm
 
 
@@ -47,6 +47,10 @@ TRICK = Trick(
     changes=("model",),
     params={"norm_x0": True},
     limits={"norm_x0": ANY},
+    # The byte model's blocks, initialised at std 0.02, are ~50x weaker against a stream that
+    # starts at rms 1: unnormalised, the trick no longer hurts on muon,rotary (150 steps).
+    tuned={"wiki-bytes": {"norm_x0": Tuned(
+        False, "wiki-bytes/2026-11-27_sweep-embed-skip-embed-skip-norm-x0-false")}},
     apply=apply,
     after=("smear",),  # the record normalises the smeared embedding: x = x0 = norm(smear(e))
     source="modded-nanogpt record 9 (11/06/24, ShortcutsTweaks, @Grad62304977); "

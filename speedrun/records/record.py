@@ -92,8 +92,11 @@ DATA_FIELDS = {"dataset": str, "tokenizer": (str, type(None)), "train_sha256": s
                "val_tokens": int, "val_sha256": str}
 
 
-def slugify(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "run"
+SLUG_CHARS = 60
+
+
+def slugify(text: str, limit: int | None = SLUG_CHARS) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "run"
 
 
 def content_hash(record: dict) -> str:

@@ -37,7 +37,7 @@ from speedrun.config import RunConfig, apply_overrides, config_hash, split_overr
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.records import stats
-from speedrun.records.record import load_record, run_dict
+from speedrun.records.record import SLUG_CHARS, load_record, run_dict, slugify
 from speedrun.records.references import record_id
 from speedrun.records.verify import find_records, verify
 from speedrun.training import hardware, train
@@ -60,8 +60,16 @@ class Point:
         return ", ".join(f"{k}={show(v)}" for k, v in self.settings)
 
     def name(self, prefix: str) -> str:
-        """The record's name: its folder is <date>_<prefix>-<key>-<value>-... (slugified)."""
-        return "-".join([prefix, *(f"{k}={show(v)}" for k, v in self.settings)])
+        """The record's name: its folder is <date>_<prefix>-<key>-<value>-... (slugified, at
+        most 60 characters). Where that would cut a value off, a key is named by its last part
+        (``embed_std`` for ``untie-head.embed_std``) if no other key ends alike."""
+        def joined(keys):
+            return "-".join([prefix, *(f"{k}={show(v)}" for k, (_, v) in zip(keys, self.settings))])
+
+        full = joined([k for k, _ in self.settings])
+        last = [k.rsplit(".", 1)[-1] for k, _ in self.settings]
+        fits = len(slugify(full, limit=None)) <= SLUG_CHARS
+        return full if fits or len(set(last)) < len(last) else joined(last)
 
 
 @dataclass(frozen=True)
