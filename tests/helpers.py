@@ -210,8 +210,11 @@ def tiny_cfg(n_layer=2, n_head=4, d_model=32, steps=8) -> RunConfig:
 
 
 def setup(names=(), overrides=(), **cfg_kw):
-    """(cfg, hooks, params) the way the harness builds them."""
+    """(cfg, hooks, params) the way the harness builds them, every trick at its record's
+    constants (a trick's tests check those; tiny_cfg's track may tune some, see test_tuning)."""
     cfg = tricks.with_tricks(tiny_cfg(**cfg_kw), list(names))
+    registry = tricks.available()
+    cfg = dataclasses.replace(cfg, tricks={n: dict(registry[n].params) for n in cfg.tricks})
     cfg = apply_overrides(cfg, list(overrides))
     cfg = tricks.configure(cfg)
     hooks = tricks.build_hooks(cfg)
