@@ -55,6 +55,13 @@ def seeds_flag(p: argparse.ArgumentParser, default: str | None, what: str) -> No
     p.add_argument("--seeds", default=default, metavar="N|A,B,...", help=what)
 
 
+def seed_or_seeds(p: argparse.ArgumentParser, what: str) -> None:
+    """--seed S or --seeds N|A,B,... (not both); neither means seed 0."""
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=None, help="single seed (default 0)")
+    seeds_flag(seeds, None, what)
+
+
 def records_dir_flag(p: argparse.ArgumentParser, where: str) -> None:
     p.add_argument("--records-dir", default="records", metavar="DIR",
                    help=f"{where} (default: ./records)")
@@ -143,9 +150,7 @@ def run_parser(sub) -> None:
         "records/<track>/<date>_<slug>/.")
     config_flags(run)
     steps_flag(run)
-    seeds = run.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=None, help="single seed (default 0)")
-    seeds_flag(seeds, None, "run several seeds: a count (3 -> 0,1,2) or a list (1,5,9)")
+    seed_or_seeds(run, "run several seeds: a count (3 -> 0,1,2) or a list (1,5,9)")
     run.add_argument("--from-record", metavar="PATH", default=None,
                      help="re-run the exact configuration (and seeds) of an existing record")
     run.add_argument("--name", default=None, help="short name for the record folder slug")
@@ -373,9 +378,7 @@ def post_parser(sub, method: str) -> None:
                     help="override a setting, e.g. --set post.lr_scale=0.5, --set "
                     "train.batch_size=32 (repeatable)")
     steps_flag(pp)
-    seeds = pp.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=None, help="single seed (default 0)")
-    seeds_flag(seeds, None, "several seeds: a count (3 -> 0,1,2) or a list (1,5,9)")
+    seed_or_seeds(pp, "several seeds: a count (3 -> 0,1,2) or a list (1,5,9)")
     pp.add_argument("--save", metavar="DIR", default=None,
                     help="write each seed's final model to DIR (after the clock)")
     pp.add_argument("--name", default=None, help="short name for the record folder slug")
