@@ -30,7 +30,7 @@ import numpy as np
 import tricks as trick_registry
 from speedrun import tracks
 from speedrun.config import RunConfig, validate
-from speedrun.core import model
+from speedrun.core import attention, model
 from speedrun.core import params as P
 from speedrun.core.hooks import Ctx
 from speedrun.distributed import devices, sharding
@@ -234,6 +234,8 @@ def main(args) -> int:
           f"{r['params'] / 1e6:.2f}M params, batch {cfg.train.batch_size}, tricks: "
           f"{','.join(cfg.trick_names) or 'baseline'}")
     print(f"matmul peak ({peak_label}): {peak / 1e9:,.1f} GFLOP/s")
+    print(f"attention: {attention.implementation_name()} ({m.compute_dtype}, head size "
+          f"{m.head_dim})")
     print(f"step time: {r['step_s'] * 1e3:.1f} ms (median of {args.steps}), "
           f"compile {r['compile_s']:.1f}s")
     print(f"throughput: {r['tokens_per_s']:,.0f} tokens/s, "

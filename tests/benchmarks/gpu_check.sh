@@ -2,7 +2,7 @@
 # The GPU half of the performance issue as one short script for a lent GPU (about 5 minutes on
 # one H100, compilation included):
 #   1. `bench --track fineweb10b` (GPT-2 small, bf16 compute over f32 master weights) for the
-#      baseline, `muon,rotary,wsd-schedule`, and the CPU track's fastest stack: tokens/s, MFU
+#      baseline (with `--breakdown`: where its step goes), `muon,rotary,wsd-schedule`, and the CPU track's fastest stack: tokens/s, MFU
 #      against the device's dense bf16 datasheet peak (the measured bf16 matmul printed beside
 #      it), peak memory. Batch: 64 sequences of 1024, the per-GPU share of the track's 512 on 8
 #      GPUs (override with BATCH=N).
@@ -34,9 +34,9 @@ SECOND_WAVE=muon,rotary,wsd-schedule,batch-schedule,polar-express,normuon,window
 for tricks in "" muon,rotary,wsd-schedule "$SECOND_WAVE"; do
   name=${tricks:-baseline}
   echo "=== bench fineweb10b ${name}"
-  $PY -m speedrun bench --track fineweb10b ${tricks:+--tricks "$tricks"} \
+  $PY -m speedrun bench --track fineweb10b ${tricks:+--tricks "$tricks"} ${tricks:---breakdown} \
       --set train.batch_size="$BATCH" --steps "$BENCH_STEPS" 2>&1 \
-    | tee "$out/bench-${name//,/+}.txt"
+    | tee "$out/bench-${name//,/_}.txt"
 done
 
 # GPT-2 small (fineweb10b's model and optimizer) on wiki's GPT-2 tokens, no record (not a track)
