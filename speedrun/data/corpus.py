@@ -396,17 +396,25 @@ def build_wiki_bytes(data_dir: Path, force: bool = False,
 def _build_wiki(dataset: str, kind: str, data_dir: Path, force: bool,
                 val_fraction: float) -> BuildReport:
     _check_fraction(val_fraction)
-    source = wiki_source()
+    directory = Path(data_dir) / dataset
     expect = {"dataset": dataset, "source": f"{WIKI_PACKAGE}:{WIKI_FILE}",
-              "source_sha256": _fingerprint([source]), "val_fraction": val_fraction,
-              "tokenizer": kind}
+              "val_fraction": val_fraction, "tokenizer": kind}
+    try:
+        source = wiki_source()
+    except SpeedrunError:
+        # Shards copied to a machine without the package (a GPU host with no internet) still
+        # serve when complete and intact; the track's fingerprints then vouch for their tokens.
+        manifest = None if force else check_build(directory, dataset, expect)[0]
+        if manifest is None:
+            raise
+        return _report(dataset, directory, manifest, skipped=True)
+    expect["source_sha256"] = _fingerprint([source])
 
     def write():
         docs = wiki_documents(source)
         return write_corpus(docs, directory, dataset, val_fraction, expect, total=len(docs),
                             kind=kind)
 
-    directory = Path(data_dir) / dataset
     return _reuse_or_build(directory, dataset, expect, force, write)
 
 

@@ -154,8 +154,9 @@ def breakdown(cfg: RunConfig, steps: int = 10) -> dict:
     step_s = median_time(step_fn, params, opt_state, x, y, steps=steps)
 
     keys = jax.random.split(jax.random.PRNGKey(1), 5)
-    q = jax.random.normal(keys[0], (B, T, m.n_head, m.head_dim), jnp.float32)
-    k, v = (jax.random.normal(kk, (B, T, m.kv_heads, m.head_dim), jnp.float32) for kk in keys[1:3])
+    dtype = jnp.dtype(m.compute_dtype)  # what the real step feeds attention and the head
+    q = jax.random.normal(keys[0], (B, T, m.n_head, m.head_dim), dtype)
+    k, v = (jax.random.normal(kk, (B, T, m.kv_heads, m.head_dim), dtype) for kk in keys[1:3])
 
     def attend_sum(q, k, v):
         ctx = Ctx(params=params, tokens=x, cfg=m, layer=0)
@@ -164,7 +165,7 @@ def breakdown(cfg: RunConfig, steps: int = 10) -> dict:
     attn = jax.jit(jax.value_and_grad(attend_sum, argnums=(0, 1, 2)))
     attn_s = median_time(attn, q, k, v, steps=steps) * m.n_layer
 
-    h = jax.random.normal(keys[3], (B, T, m.d_model), jnp.float32)
+    h = jax.random.normal(keys[3], (B, T, m.d_model), dtype)
     w = hooks.head(hooks.cast(params))
     head = jax.jit(jax.value_and_grad(
         lambda h, w: model.head_loss_sum(h, w, y, hooks.logits, chunk), argnums=(0, 1)))

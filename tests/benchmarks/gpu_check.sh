@@ -33,8 +33,9 @@ SECOND_WAVE=muon,rotary,wsd-schedule,batch-schedule,polar-express,normuon,window
 
 for tricks in "" muon,rotary,wsd-schedule "$SECOND_WAVE"; do
   name=${tricks:-baseline}
+  breakdown=; [ -z "$tricks" ] && breakdown=--breakdown  # where the baseline's step goes
   echo "=== bench fineweb10b ${name}"
-  $PY -m speedrun bench --track fineweb10b ${tricks:+--tricks "$tricks"} ${tricks:---breakdown} \
+  $PY -m speedrun bench --track fineweb10b ${tricks:+--tricks "$tricks"} $breakdown \
       --set train.batch_size="$BATCH" --steps "$BENCH_STEPS" 2>&1 \
     | tee "$out/bench-${name//,/_}.txt"
 done
