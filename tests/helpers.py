@@ -38,6 +38,7 @@ from speedrun.inference import generate as G
 from speedrun.records import logs, record
 from speedrun.records.record import first_crossing
 from speedrun.training import train as train_mod
+from speedrun.training.state import init_state
 
 # ----------------------------------------------------------------------------------------------
 # the tiny dataset and track: small, learnable tokens (no network, seconds to train)
@@ -266,6 +267,26 @@ def ctx(cfg, hooks, params, layer=0, toks=None):
                cfg=cfg.model, layer=layer)
 
 
+def mesh_steps(names, strategy: str, k: int, mesh):
+    """k updates of the harness's step (train.sharding ``strategy`` over ``mesh``) on one fixed
+    batch of 2 x BATCH rows: the losses, the final params, and whether the step returned every
+    array on the split its layout declares."""
+    cfg, hooks, _ = setup(names, [f"train.sharding={strategy}", f"train.batch_size={BATCH * 2}"])
+    state = init_state(cfg, hooks, 0, mesh)
+    feed = train_mod.Feed(mesh)
+    x, y = (np.asarray(tokens(s, (BATCH * 2, SEQ))) for s in (0, 1))
+    step = jax.jit(train_mod.make_step(cfg, hooks, state.tx, state.layout))
+    params, opt_state, losses = state.params, state.opt_state, []
+    for i in range(k):
+        params, opt_state, loss = step(params, opt_state, feed.batch(x), feed.batch(y),
+                                       feed.step(i))
+        losses.append(float(loss))
+    placed = [a.sharding.is_equivalent_to(want, a.ndim) for a, want in zip(
+        jax.tree_util.tree_leaves((params, opt_state)),
+        jax.tree_util.tree_leaves((state.layout.params, state.layout.opt_state)))]
+    return losses, params, all(placed)
+
+
 def normal(seed, shape):
     return jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
 
@@ -332,26 +353,36 @@ def python_on_devices(script: str, devices: int, timeout: float = 600):
     return last_json(done.stdout)
 
 
-def python_on_processes(script: str, processes: int, devices: int, timeout: float = 600):
-    """Run ``script`` as ``processes`` processes joined through jax.distributed with the
-    environment `launch` gives them (``devices`` CPU devices each): the JSON of each one's last
-    line."""
-    address = f"{launch.HOST}:{launch.free_port()}"
-    with tempfile.TemporaryDirectory() as tmp:
-        outs = [(Path(tmp) / f"{i}.out").open("w+") for i in range(processes)]
-        procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, text=True,
-                                  env=launch.child_env(child_env(), i, processes, devices, address),
-                                  stdout=out, stderr=subprocess.STDOUT)
-                 for i, out in enumerate(outs)]
-        try:
-            codes = [p.wait(timeout=timeout) for p in procs]
-        finally:
-            for p in procs:
-                p.kill()
-        texts = []
-        for out in outs:
-            out.seek(0)
-            texts.append(out.read())
-            out.close()
-    assert codes == [0] * processes, "\n".join(t[-2000:] for t in texts)
-    return [last_json(t) for t in texts]
+class Joined:
+    """``script`` run as ``processes`` processes joined through jax.distributed with the
+    environment `launch` gives them (``devices`` CPU devices each), started and not yet waited
+    for, so other work can run beside them: ``wait()`` gives each one's last JSON line;
+    ``stop()`` ends them."""
+
+    def __init__(self, script: str, processes: int, devices: int):
+        address = f"{launch.HOST}:{launch.free_port()}"
+        self.outs = [tempfile.TemporaryFile("w+") for _ in range(processes)]
+        self.procs = [subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, text=True, stdout=out,
+            stderr=subprocess.STDOUT,
+            env=launch.child_env(child_env(), i, processes, devices, address))
+            for i, out in enumerate(self.outs)]
+        self.result = None
+
+    def wait(self, timeout: float = 600) -> list:
+        if self.result is None:
+            try:
+                codes = [p.wait(timeout=timeout) for p in self.procs]
+            finally:
+                self.stop()
+            texts = []
+            for out in self.outs:
+                out.seek(0)
+                texts.append(out.read())
+            assert codes == [0] * len(codes), "\n".join(t[-2000:] for t in texts)
+            self.result = [last_json(t) for t in texts]
+        return self.result
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
-import jax
 import pytest
 import yaml
 
-from helpers import python_on_devices, record_dirs, run_cli, tiny_config, train_tiny
+from helpers import record_dirs, run_cli, tiny_config, train_tiny
 from speedrun import cli
 from speedrun.records import record, verify
 from speedrun.training import run as run_module
@@ -113,27 +111,6 @@ def test_unknown_setting_is_a_clear_error(tiny, capsys):
 def test_unknown_trick_fails_before_training(tiny, capsys, no_training):
     assert run_cli(tiny, "--tricks", "nosuchtrick") == 1
     assert "unknown trick 'nosuchtrick'" in capsys.readouterr().err
-
-
-DEVICE_SCRIPT = """
-import json
-import jax
-from helpers import tiny_config, train_tiny
-out = train_tiny(tiny_config(steps=20), {data!r})
-print(json.dumps({{"devices": jax.device_count(), "curve": [p[3] for p in out.curve]}}))
-"""
-
-
-def curve_on(devices: int, data_dir: Path) -> dict:
-    return python_on_devices(DEVICE_SCRIPT.format(data=str(data_dir)), devices)
-
-
-def test_eight_devices_match_one(tiny):
-    one = [p[3] for p in train_tiny(tiny_config(steps=20), str(tiny / "data")).curve]
-    eight = curve_on(8, tiny / "data")  # JAX fixes the device count when a process starts
-    assert (jax.device_count(), eight["devices"]) == (1, 8)
-    assert eight["curve"] == pytest.approx(one, abs=2e-3)
-    assert one[-1] < one[0] - 1.0
 
 
 def test_from_record_reproduces_config_and_curve(tiny):

@@ -7,7 +7,13 @@ import math
 import statistics
 from typing import Mapping
 
-from scipy import stats as _scipy
+
+def _scipy():
+    """scipy.stats, imported on first use: it takes ~1 s, which every process that only trains
+    (each of a launch's processes, say) would otherwise pay at start."""
+    from scipy import stats
+
+    return stats
 
 
 def ttest_less(losses, target: float) -> float | None:
@@ -18,13 +24,13 @@ def ttest_less(losses, target: float) -> float | None:
     values = [float(x) for x in losses]
     if len(values) < 2 or statistics.stdev(values) == 0:
         return None
-    return float(_scipy.ttest_1samp(values, target, alternative="less").pvalue)
+    return float(_scipy().ttest_1samp(values, target, alternative="less").pvalue)
 
 
 def t_pvalue_from_summary(mean: float, std: float, n: int, target: float) -> float:
     """The same test from published summary figures (mean, sample std, count)."""
     t = (mean - target) / (std / math.sqrt(n))
-    return float(_scipy.t.cdf(t, df=n - 1))
+    return float(_scipy().t.cdf(t, df=n - 1))
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -44,7 +50,7 @@ def binomial_greater(errors, target: float, n: int) -> float | None:
     accuracies, common on a small discrete held-out set, are evidence like any other)."""
     if not errors or n < 1:
         return None
-    ps = [_scipy.binomtest(round((1 - float(e)) * n), n, 1 - target,
+    ps = [_scipy().binomtest(round((1 - float(e)) * n), n, 1 - target,
                            alternative="greater").pvalue for e in errors]
     return float(max(ps))
 
@@ -103,5 +109,5 @@ def time_ratio(a: list[float], b: list[float], level: float = 0.95) -> tuple[flo
     if se == 0:
         return r, r, r
     dof = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
-    t = float(_scipy.t.ppf(0.5 + level / 2, dof))
+    t = float(_scipy().t.ppf(0.5 + level / 2, dof))
     return r, r - t * se, r + t * se

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from speedrun.errors import SpeedrunError
 
@@ -65,7 +66,20 @@ def machine_gflops(probe=None) -> float:
     2048^3 matmul GFLOP/s, best of 5. On a shared machine the speed drifts between days; this
     figure, shown next to a record's times, makes that drift visible, and the leaderboard ranks
     a claim without a same-sitting reference only when it is near its track's reference
-    machine's. A probe that fails or measures nothing usable stops the run before it trains."""
+    machine's. A probe that fails or measures nothing usable stops the run before it trains.
+
+    In a multi-process run only process 0 probes, and every process reports its figure: the
+    processes of one host share its cores, and probed side by side each would read a fraction
+    of the machine (a third, for 2 processes on 2 cores)."""
+    flops = _probe(probe) if jax.process_index() == 0 else 0.0
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        flops = float(multihost_utils.broadcast_one_to_all(np.float32(flops)))
+    return round(flops / 1e9, 1)
+
+
+def _probe(probe=None) -> float:
     try:
         flops = (probe or (lambda: matmul_peak(2048, jnp.float32, repeats=5)))()
     except Exception as e:  # noqa: BLE001 - any failure of the device here is the user's to see
@@ -74,7 +88,7 @@ def machine_gflops(probe=None) -> float:
     if not (isinstance(flops, (int, float)) and math.isfinite(flops) and flops > 0):
         raise SpeedrunError(f"the machine-speed probe measured {flops!r} FLOP/s: the device's "
                             f"timer or matmul is broken; no run is timed without it")
-    return round(flops / 1e9, 1)
+    return flops
 
 
 def _cpu_name() -> str:
