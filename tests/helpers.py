@@ -342,31 +342,16 @@ def last_json(out: str):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def python_on_devices(script: str, devices: int, timeout: float = 600):
-    """Run ``script`` in a process with ``devices`` simulated CPU devices: the JSON of the last
-    line it prints."""
-    env = child_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                    JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return last_json(done.stdout)
+class Started:
+    """Python scripts started in child processes and not yet waited for, so that other work can
+    run beside them (much of a small JAX program's time is one core compiling): ``wait()`` gives
+    each one's last printed line as JSON; ``stop()`` ends them."""
 
-
-class Joined:
-    """``script`` run as ``processes`` processes joined through jax.distributed with the
-    environment `launch` gives them (``devices`` CPU devices each), started and not yet waited
-    for, so other work can run beside them: ``wait()`` gives each one's last JSON line;
-    ``stop()`` ends them."""
-
-    def __init__(self, script: str, processes: int, devices: int):
-        address = f"{launch.HOST}:{launch.free_port()}"
-        self.outs = [tempfile.TemporaryFile("w+") for _ in range(processes)]
-        self.procs = [subprocess.Popen(
-            [sys.executable, "-c", script], cwd=ROOT, text=True, stdout=out,
-            stderr=subprocess.STDOUT,
-            env=launch.child_env(child_env(), i, processes, devices, address))
-            for i, out in enumerate(self.outs)]
+    def __init__(self, runs: list[tuple[str, dict]]):
+        self.files = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in runs]
+        self.procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, text=True,
+                                       env=env, stdout=out, stderr=err)
+                      for (script, env), (out, err) in zip(runs, self.files)]
         self.result = None
 
     def wait(self, timeout: float = 600) -> list:
@@ -376,13 +361,29 @@ class Joined:
             finally:
                 self.stop()
             texts = []
-            for out in self.outs:
-                out.seek(0)
-                texts.append(out.read())
-            assert codes == [0] * len(codes), "\n".join(t[-2000:] for t in texts)
-            self.result = [last_json(t) for t in texts]
+            for files in self.files:
+                for f in files:
+                    f.seek(0)
+                texts.append(tuple(f.read() for f in files))
+            assert codes == [0] * len(codes), "\n".join((o + e)[-2000:] for o, e in texts)
+            self.result = [last_json(out) for out, _ in texts]
         return self.result
 
     def stop(self) -> None:
         for p in self.procs:
             p.kill()
+
+
+def on_devices(script: str, devices: int) -> Started:
+    """``script`` started in a process with ``devices`` simulated CPU devices."""
+    return Started([(script, child_env(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu"))])
+
+
+def on_processes(script: str, processes: int, devices: int) -> Started:
+    """``script`` started as ``processes`` processes joined through jax.distributed with the
+    environment `launch` gives them (``devices`` CPU devices each)."""
+    address = f"{launch.HOST}:{launch.free_port()}"
+    return Started([(script, launch.child_env(child_env(), i, processes, devices, address))
+                    for i in range(processes)])
+

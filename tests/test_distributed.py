@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import Joined, chain_tokens, child_env, record_dirs
+from helpers import chain_tokens, child_env, on_processes, record_dirs
 from speedrun import cli
 from speedrun.data import shards
 from speedrun.inference import checkpoint
@@ -90,7 +90,7 @@ def started(tmp_path_factory):
     folder = tmp_path_factory.mktemp("joined")
     shards.write_shard(folder / "train.bin", chain_tokens(20_000, 1) % 256)  # byte ids
     shards.write_shard(folder / "val.bin", chain_tokens(4_000, 2) % 256)
-    processes = Joined(PROCESS_SCRIPT.format(folder=str(folder)), PROCESSES, DEVICES)
+    processes = on_processes(PROCESS_SCRIPT.format(folder=str(folder)), PROCESSES, DEVICES)
     yield processes, folder
     processes.stop()
 

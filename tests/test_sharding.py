@@ -13,7 +13,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 import tricks
-from helpers import mesh_steps, python_on_devices, setup, tokens
+from helpers import mesh_steps, on_devices, setup, tokens
 from speedrun import cli
 from speedrun.distributed import devices, sharding
 from speedrun.training import train
@@ -98,7 +98,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def split():
     """What the 8-device process found."""
-    out = python_on_devices(SCRIPT.format(devices=DEVICES), DEVICES)
+    out = on_devices(SCRIPT.format(devices=DEVICES), DEVICES).wait()[0]
     assert out["devices"] == DEVICES
     return out
 

@@ -168,18 +168,7 @@ def causal(q, k, v, scale=None):
             f"causal self-attention needs as many keys as queries, got {q.shape[1]} queries and "
             f"{k.shape[1]} keys: with a KV cache (ctx.cache) use attention.cached(q, k, v, "
             f"ctx.positions)")
-    name = choose(_platform(q), q.dtype, q.shape[-1])
-    if name == "cudnn" and not (k.dtype == q.dtype == v.dtype):
-        name = "xla"
-    if name == "cudnn":
-        try:
-            y = cudnn(q, k, v, scale)
-        except (ValueError, NotImplementedError, RuntimeError):  # e.g. no cuDNN attention here
-            name, y = "xla", reference(q, k, v, scale)
-    else:
-        y = _IMPLS[name](q, k, v, scale)
-    _last.update(name=name, platform=_platform(q), dtype=str(q.dtype), head_dim=q.shape[-1])
-    return y
+    return _dispatch(q, k, v, lambda name: _IMPLS[name](q, k, v, scale))
 
 
 def masked(q, k, v, allowed, scale=None):
@@ -187,29 +176,36 @@ def masked(q, k, v, allowed, scale=None):
     windows; each row keeps its diagonal), with the implementation ``causal`` would choose:
     ``blocked`` with the mask on CPU, cuDNN's fused kernel with the mask as a bias on GPU (a
     dynamic mask rules out its static ``local_window_size``), else XLA with the mask."""
+    def run(name):
+        if name == "blocked":
+            return blocked(q, k, v, scale, allowed=allowed)
+        return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], is_causal=True,
+                                            scale=scale, implementation=name)
+
+    return _dispatch(q, k, v, run)
+
+
+def _dispatch(q, k, v, run):
+    """``run(name)`` with the implementation chosen for q's platform, dtype and head size
+    (cuDNN falls back to XLA where it refuses the inputs), remembered for
+    ``implementation_name``."""
     name = choose(_platform(q), q.dtype, q.shape[-1])
     if name == "cudnn" and not (k.dtype == q.dtype == v.dtype):
         name = "xla"
-    y = None
-    if name == "blocked":
-        y = blocked(q, k, v, scale, allowed=allowed)
-    elif name == "cudnn":
-        try:
-            y = jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], is_causal=True,
-                                             scale=scale, implementation="cudnn")
-        except (ValueError, NotImplementedError, RuntimeError):  # no masked cuDNN kernel here
-            name = "xla"
-    if y is None:
-        y = jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], is_causal=True,
-                                         scale=scale, implementation="xla")
+    try:
+        y = run(name)
+    except (ValueError, NotImplementedError, RuntimeError):  # e.g. no cuDNN attention here
+        if name != "cudnn":
+            raise
+        name, y = "xla", run("xla")
     _last.update(name=name, platform=_platform(q), dtype=str(q.dtype), head_dim=q.shape[-1])
     return y
 
 
 def implementation_name(dtype=None, head_dim: int | None = None, platform: str | None = None):
     """Which implementation a run uses: with no arguments, what the most recent trace of
-    `causal` chose (else the choice for float32 on the default backend); with arguments, the
-    choice for that dtype / head_dim / platform."""
+    `causal` or `masked` chose (else the choice for float32 on the default backend); with
+    arguments, the choice for that dtype / head_dim / platform."""
     if dtype is None and head_dim is None and platform is None and _last:
         return _last["name"]
     return choose(platform or jax.default_backend(),
