@@ -327,8 +327,8 @@ DEFAULT = "wiki-bytes"  # what `run` trains without --track
 # machine's own probe wanders ~7% over a day, and under deliberate slowdowns the probe missed
 # the time by -22% to +16% where a same-sitting ratio missed by -2% to +4% (docs/records.md).
 REFERENCE_SPEEDS = {("wiki-bytes", "cpu-2core"): 485.0, ("wiki", "cpu-2core"): 490.0,
-                    # the sft-addition baseline's mean probe; rl-addition has no claim yet
-                    ("sft-addition", "cpu-2core"): 193.4}
+                    # the post-training baselines' mean probes
+                    ("sft-addition", "cpu-2core"): 193.4, ("rl-addition", "cpu-2core"): 206.1}
 SPEED_TOLERANCE = 0.10
 
 
