@@ -365,6 +365,8 @@ class Started:
                 for f in files:
                     f.seek(0)
                 texts.append(tuple(f.read() for f in files))
+                for f in files:
+                    f.close()
             assert codes == [0] * len(codes), "\n".join((o + e)[-2000:] for o, e in texts)
             self.result = [last_json(out) for out, _ in texts]
         return self.result
@@ -386,4 +388,3 @@ def on_processes(script: str, processes: int, devices: int) -> Started:
     address = f"{launch.HOST}:{launch.free_port()}"
     return Started([(script, launch.child_env(child_env(), i, processes, devices, address))
                     for i in range(processes)])
-

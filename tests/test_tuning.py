@@ -261,5 +261,6 @@ def test_a_long_record_name_keeps_every_value():
     """Folder names stop at 60 characters: where full keys would cut a value off, the keys are
     named by their last part, so two points never share a name up to a suffix."""
     point = sw.Point(4, (("untie-head.embed_std", 0.0), ("untie-head.head_std", 0.02)), None)
-    assert record.slugify(point.name("sweep-untie-head")) == "sweep-untie-head-embed-std-0-head-std-0-02"
+    assert record.slugify(point.name("sweep-untie-head")) == \
+        "sweep-untie-head-embed-std-0-head-std-0-02"
     assert sw.Point(1, (("softcap.cap", 10.0),), None).name("sweep") == "sweep-softcap.cap=10"

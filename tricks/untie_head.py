@@ -14,6 +14,8 @@ from tricks import Trick, Tuned, at_least
 
 # fold_in constants: new randomness that leaves the baseline's parameters identical
 _HEAD_KEY, _EMBED_KEY = 0x4EAD, 0xE3BED
+# the record of the sweep point whose pair is tuned on wiki-bytes
+_SWEPT = "wiki-bytes/2026-11-27_sweep-untie-head-embed-std-0-head-std-0-02"
 
 
 def apply(hooks, hp):
@@ -47,8 +49,7 @@ TRICK = Trick(
     limits={"head_std": at_least(0.0), "embed_std": at_least(0.0)},
     # On the byte model the record's N(0, 1) embedding and zero head cost 0.36 nats at 150
     # steps on muon,rotary; the baseline's embedding and a N(0, 0.02) head cost 0.10.
-    tuned={"wiki-bytes": {"embed_std": Tuned(0.0, "wiki-bytes/2026-11-27_sweep-untie-head-embed-std-0-head-std-0-02"),
-                          "head_std": Tuned(0.02, "wiki-bytes/2026-11-27_sweep-untie-head-embed-std-0-head-std-0-02")}},
+    tuned={"wiki-bytes": {"embed_std": Tuned(0.0, _SWEPT), "head_std": Tuned(0.02, _SWEPT)}},
     apply=apply,
     replaces=("head",),
     source="modded-nanogpt record 8 (11/03/24, UntieEmbed), zero-init head as record 9 (11/06/24)",
