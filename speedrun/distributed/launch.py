@@ -68,11 +68,15 @@ def check_command(command: list[str]) -> list[str]:
 
 
 def child_env(base: dict, index: int, count: int, devices: int, address: str) -> dict:
-    """Process ``index``'s environment: the coordinator, its place, its CPU devices."""
+    """Process ``index``'s environment: the coordinator, its place, its CPU devices.
+
+    JAX's preemption service is off: it takes SIGTERM as a cluster's notice of preemption and
+    keeps running, so a process the launcher stops would go on until killed after GRACE_S."""
     flags = [f for f in base.get("XLA_FLAGS", "").split() if not f.startswith(DEVICE_FLAG)]
     return {**base, "JAX_COORDINATOR_ADDRESS": address, NUM_PROCESSES: str(count),
             PROCESS_ID: str(index), "JAX_PLATFORMS": "cpu",
             "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+            "JAX_ENABLE_PREEMPTION_SERVICE": "false",
             "XLA_FLAGS": " ".join([*flags, f"{DEVICE_FLAG}={devices}"]),
             "PYTHONUNBUFFERED": "1"}  # lines arrive as they are printed
 
