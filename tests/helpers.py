@@ -62,11 +62,16 @@ def chain_tokens(n: int, seed: int, doc_len: int = 200) -> np.ndarray:
     return out
 
 
-def write_dataset(data_dir: Path, train_tokens: int = 60_000, val_tokens: int = 4_096) -> Path:
+def write_dataset(data_dir: Path, train_tokens: int = 60_000, val_tokens: int = 4_096,
+                  vocab: int | None = None) -> Path:
+    """The tiny dataset under ``data_dir``; with ``vocab``, its ids taken modulo ``vocab`` (256:
+    byte ids for the tiny trick models, where EOT becomes a plain byte)."""
     folder = Path(data_dir) / TINY_DATASET
     folder.mkdir(parents=True, exist_ok=True)
-    shards.write_shard(folder / f"{TINY_DATASET}_train_000000.bin", chain_tokens(train_tokens, 1))
-    shards.write_shard(folder / f"{TINY_DATASET}_val_000000.bin", chain_tokens(val_tokens, 2))
+    for split, n, seed in (("train", train_tokens, 1), ("val", val_tokens, 2)):
+        ids = chain_tokens(n, seed)
+        shards.write_shard(folder / f"{TINY_DATASET}_{split}_000000.bin",
+                           ids if vocab is None else ids % vocab)
     (folder / "manifest.json").write_text('{"tokenizer": "gpt2"}\n')  # what the rules check
     return folder
 
@@ -210,6 +215,15 @@ def tiny_cfg(n_layer=2, n_head=4, d_model=32, steps=8) -> RunConfig:
     )
 
 
+def short_cfg(sharding: str = "dp") -> RunConfig:
+    """tiny_cfg trained for 6 steps of 8 rows under train.sharding ``sharding``, validated every
+    3 on 32 rows (``train_tiny`` trains it on a tiny dataset of byte ids)."""
+    cfg = tiny_cfg()
+    return dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, batch_size=8, steps=6, eval_every=3, val_tokens=512, val_batch_size=8,
+        log_every=3, sharding=sharding))
+
+
 def setup(names=(), overrides=(), **cfg_kw):
     """(cfg, hooks, params) the way the harness builds them, every trick at its record's
     constants (a trick's tests check those; tiny_cfg's track may tune some, see test_tuning)."""
@@ -285,6 +299,14 @@ def mesh_steps(names, strategy: str, k: int, mesh):
         jax.tree_util.tree_leaves((params, opt_state)),
         jax.tree_util.tree_leaves((state.layout.params, state.layout.opt_state)))]
     return losses, params, all(placed)
+
+
+def param_gaps(a: dict, b: dict) -> dict:
+    """The largest |a - b| of each parameter two runs share by name, key biases left out: adding
+    one number to every key of a query leaves its softmax as it was, so their gradient is
+    rounding noise, which Adam scales up to steps of its learning rate."""
+    return {name: float(np.max(np.abs(np.subtract(b[name], value))))
+            for name, value in a.items() if not name.endswith("attn.bk")}
 
 
 def normal(seed, shape):
@@ -376,15 +398,24 @@ class Started:
             p.kill()
 
 
-def on_devices(script: str, devices: int) -> Started:
-    """``script`` started in a process with ``devices`` simulated CPU devices."""
-    return Started([(script, child_env(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu"))])
+# The scripts below compile programs that then run for milliseconds, so they skip XLA's
+# backend (LLVM) optimisation: that takes ~40% off their compile time. The HLO passes (sharding
+# propagation, SPMD partitioning, collectives) run as in any run.
+QUICK_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def on_devices(scripts: list[str], devices: int) -> Started:
+    """Each of ``scripts`` started in a process of its own with ``devices`` simulated CPU
+    devices."""
+    env = child_env(XLA_FLAGS=f"{QUICK_COMPILE} --xla_force_host_platform_device_count={devices}",
+                    JAX_PLATFORMS="cpu")
+    return Started([(script, env) for script in scripts])
 
 
 def on_processes(script: str, processes: int, devices: int) -> Started:
     """``script`` started as ``processes`` processes joined through jax.distributed with the
     environment `launch` gives them (``devices`` CPU devices each)."""
     address = f"{launch.HOST}:{launch.free_port()}"
-    return Started([(script, launch.child_env(child_env(), i, processes, devices, address))
+    env = child_env(XLA_FLAGS=QUICK_COMPILE)
+    return Started([(script, launch.child_env(env, i, processes, devices, address))
                     for i in range(processes)])
