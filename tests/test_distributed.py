@@ -196,6 +196,20 @@ RUN = ("run", "--track", "tiny", "--steps", "10", "--set", "train.eval_every=5",
        "--save", "models")
 
 
+def stop(child: subprocess.Popen) -> None:
+    """SIGTERM first: a launcher stops its processes on it (SIGKILL would leave them running)."""
+    child.terminate()
+    try:
+        child.wait(timeout=2 * launch.GRACE_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+
+
+def finished(child: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = child.communicate(timeout=600)
+    return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+
 @pytest.fixture(scope="module")
 def two_runs(cli_folder):
     """The same 10 steps as 1 process x 4 devices ("one") and as 2 launched processes x 2
@@ -204,12 +218,7 @@ def two_runs(cli_folder):
             speedrun_in(cli_folder, "two", *launch_argv(*RUN)))
     yield runs
     for child in runs:
-        child.kill()
-
-
-def finished(child: subprocess.Popen) -> subprocess.CompletedProcess:
-    out, err = child.communicate(timeout=600)
-    return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+        stop(child)
 
 
 def kill_second_once_joined(launcher: subprocess.Popen) -> dict:
@@ -241,7 +250,7 @@ def killing(cli_folder):
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     watcher = ThreadPoolExecutor(1)
     yield watcher.submit(kill_second_once_joined, launcher)
-    launcher.kill()
+    stop(launcher)
     watcher.shutdown()
 
 
