@@ -312,8 +312,9 @@ RL_ADDITION = post_track(
     "rl-addition", "rl", start="addition-sft.safetensors", start_sha256=SFT_START_SHA256,
     steps=240, batch_size=512, eval_every=60, target=0.55, seq_len=48, samples=8, lr_scale=0.05,
     adv_norm=True, heldout=1000,
-    summary="improve the sft model's addition by policy gradient on its verifiable reward", **{**ADDITION, "heldout_sha256":
-                            "03ac2fa68c97885a80d374514f5cd2bd406f43884d9d325d88aff7e0e6811075"})
+    summary="improve the sft model's addition by policy gradient on its verifiable reward",
+    **{**ADDITION,
+       "heldout_sha256": "03ac2fa68c97885a80d374514f5cd2bd406f43884d9d325d88aff7e0e6811075"})
 
 TRACKS = {t.name: t for t in (WIKI_BYTES, WIKI, FINEWEB10B, FINEWEB10B_MEDIUM, SFT_ADDITION,
                               RL_ADDITION)}

