@@ -14,6 +14,7 @@ import re
 import zipfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
@@ -22,6 +23,7 @@ from helpers import (TINY, one_line_error, record_dirs, result, run_cli, tiny_ch
                      tiny_model, write)
 from speedrun import cli, tracks
 from speedrun.data import hellaswag as data
+from speedrun.core import model as M
 from speedrun.data import tokenizer
 from speedrun.errors import SpeedrunError
 from speedrun.inference import generate as G
@@ -191,6 +193,107 @@ def test_scores_match_a_numpy_computation_from_the_logits(tok, examples):
     assert s.acc_norm == np.mean((summed / counts).argmin(1) == labels)
     assert s.se(0.5) == pytest.approx(np.sqrt(0.25 / len(examples)))
     assert s.truncated == cut and 0 < cut < len(examples)
+
+
+def reference_score(m: G.Model, examples) -> hellaswag.Score:
+    """The scorer as it was before it did only the rule's work, kept as the reference: every
+    row right-padded to the longest row of the whole set (a multiple of 16), batches of 64 rows,
+    the head and the loss at every position, the ending's positions picked afterwards."""
+    rows = hellaswag.render(examples, m.tokenizer, m.seq_len)
+    R, V = 64, m.cfg.model.vocab_size
+    L = min(m.seq_len, -(-int(rows.lengths.max()) // 16) * 16)
+    total = -(-len(rows.tokens) // R) * R
+    inputs, targets = np.zeros((total, L), np.int32), np.zeros((total, L), np.int32)
+    mask = np.zeros((total, L))
+    for r, (t, s) in enumerate(zip(rows.tokens, rows.scored)):
+        n = len(t) - 1
+        inputs[r, :n], targets[r, :n], mask[r, n - s:n] = t[:-1], t[1:], 1.0
+    group = max(g for g in range(1, R + 1) if R % g == 0 and (g == 1 or g * L * V <= 1 << 25))
+
+    @jax.jit
+    def losses(params, x, y):
+        h, p = M.forward(params, x, m.cfg.model, m.hooks)
+
+        def one(hy):
+            z = M.output_logits(hy[0], p, m.hooks)
+            return jax.nn.logsumexp(z, -1) - jnp.take_along_axis(z, hy[1][..., None], -1)[..., 0]
+
+        hs = h.reshape(R // group, group, L, h.shape[-1])
+        return jax.lax.map(one, (hs, y.reshape(R // group, group, L))).reshape(R, L)
+
+    per_token = np.concatenate([np.asarray(losses(m.params, inputs[i:i + R], targets[i:i + R]),
+                                           np.float64) for i in range(0, total, R)])
+    shape = (len(examples), 4)
+    summed = (per_token * mask).sum(axis=1)[:len(rows.tokens)].reshape(shape)
+    return hellaswag.Score(summed, mask.sum(axis=1)[:len(rows.tokens)].reshape(shape),
+                           rows.labels, rows.truncated)
+
+
+# Small batches, and logits a few positions at a time, so that a handful of examples spans
+# several batches, padded lengths and logits chunks.
+SMALL = hellaswag.Batching(rows=8, align=32, logits=40 * 50304)
+# The tricks that change the head or the logits, and forward passes that read positions or
+# neighbouring tokens. Not moe: its expert capacity couples the tokens of a batch, so its
+# scores depend on which rows share one, with either scorer.
+SAME_AS_BEFORE = [("bytes", ""), ("gpt2", ""), ("gpt2", "softcap"), ("gpt2", "untie-head"),
+                  ("gpt2", "mtp"), ("bytes", "bigram-hash,rotary,window-attention,smear"),
+                  ("bytes", "untie-late,qknorm,rmsnorm,softcap,embed-skip,value-embeds,"
+                            "unet-skips,gqa")]
+
+
+@pytest.mark.parametrize("tok, names", SAME_AS_BEFORE,
+                         ids=[f"{t}-{n or 'baseline'}" for t, n in SAME_AS_BEFORE])
+def test_scores_and_choices_are_those_of_the_whole_set_padded_scorer(tok, names):
+    """Per-batch padding and the head at the scored positions only change no choice: each
+    ending's summed loss within float32 rounding of the reference's, every argmin the same."""
+    examples = EXAMPLES * 4
+    m = tiny_model(names, vocab=256 if tok == "bytes" else 50304, tokenizer=tok,
+                   seq_len=96 if tok == "bytes" else 40)
+    want = reference_score(m, examples)
+    got = hellaswag.score(m, examples, quiet=True, batching=SMALL)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_allclose(got.summed, want.summed, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got.summed.argmin(1), want.summed.argmin(1))
+    np.testing.assert_array_equal(got.mean.argmin(1), want.mean.argmin(1))
+    assert got.summary() == want.summary()
+    assert got.truncated == want.truncated > 0
+
+
+def test_batches_pad_to_their_own_rows_and_gather_only_the_endings():
+    """Each slot is one scored position: its target is the row's next token there, and the
+    slots of a row are its last ``scored`` targets. Short rows share a short batch; one shape
+    per padded length."""
+    rows = hellaswag.render(EXAMPLES * 4, "bytes", 96)
+    got = hellaswag.batches(rows, SMALL, 96, 256)
+    assert sum(len(b.owner) for b in got) == rows.scored.sum()
+    lengths = [b.inputs.shape[1] for b in got]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1] == 96
+    assert all(L % SMALL.align == 0 for L in lengths)
+    for L in set(lengths):
+        assert len({(b.at.shape, b.inputs.shape) for b in got if b.inputs.shape[1] == L}) == 1
+    seen = []
+    for b in got:
+        assert b.inputs.shape[0] == SMALL.rows
+        L = b.inputs.shape[1]
+        at = b.at.reshape(-1)[:len(b.owner)]
+        targets = b.targets.reshape(-1)[:len(b.owner)]
+        for r in np.unique(b.owner):
+            t, s = rows.tokens[r], rows.scored[r]
+            where = at[b.owner == r]
+            i = where[0] // L  # the batch row that holds row r
+            np.testing.assert_array_equal(b.inputs[i, :len(t) - 1], t[:-1])
+            np.testing.assert_array_equal(where - i * L, np.arange(len(t) - 1 - s, len(t) - 1))
+            np.testing.assert_array_equal(targets[b.owner == r], t[len(t) - s:])
+            seen.append(r)
+    assert sorted(seen) == list(range(len(rows.tokens)))
+
+
+def test_slots_hold_the_need_in_chunks_of_at_most_about_the_limit():
+    assert hellaswag.slots(5, 664) == (1, 8)
+    assert hellaswag.slots(664, 664) == (1, 664)
+    assert hellaswag.slots(1900, 664) == (3, 640)  # 1920 slots, not 3 x 664
+    n, c = hellaswag.slots(1, 1)
+    assert (n, c) == (1, 8)
 
 
 def test_eval_hellaswag_from_a_checkpoint(tmp_path, capsys):

@@ -13,9 +13,14 @@ ending's tokens only. Two accuracies, both llm.c's:
 
 Each comes with its binomial standard error sqrt(p (1 - p) / n); chance is 0.25. A row longer
 than the model's context (``model.seq_len`` + 1 tokens) keeps its last tokens: the context is
-cut on the left, and the count of such examples is reported. Rows are right-padded to one
-length and scored in batches of fixed shape, so the scorer compiles once; the logits are
-formed a few rows at a time, never for the whole batch (a 50K vocabulary would not fit).
+cut on the left, and the count of such examples is reported. The work is only what the rule
+reads: rows are sorted by length and batched (``Batching``), each batch right-padded to its
+own longest row (rounded up, so few shapes compile), and the output head (with the logits
+hook) is applied only at the positions whose targets are an ending's tokens, their hidden
+states gathered first, a few hundred at a time (a 50K vocabulary's logits for a whole batch
+would not fit). The forward pass, head and logits are the model's own (``model.forward`` and
+``model.output_logits``, every hook), read as the validation loss reads them: the plain
+next-token loss, whatever the ``loss`` hook trains on (e.g. multi-token prediction).
 GPT-2 tokens and bytes (a text's UTF-8 bytes) alike: the checkpoint's tokenizer decides.
 """
 
@@ -37,9 +42,23 @@ from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
 from speedrun.inference.generate import Model
 
-EXAMPLES_PER_BATCH = 16  # 64 rows of one example's four endings each
-LOGITS_PER_CHUNK = 1 << 25  # float32 logits formed at once (128 MB)
-ALIGN = 16  # row length rounded up to a multiple of this (within the model's context)
+@dataclass(frozen=True)
+class Batching:
+    """How rows are grouped into compiled shapes. Rows are sorted by length and taken ``rows``
+    at a time (a fixed count, so memory is bounded whatever the lengths); each batch is padded
+    to its longest row rounded up to a multiple of ``align``, so at most ``seq_len / align``
+    shapes compile (5 for HellaSwag's GPT-2 rows, at most 151 tokens), each wasting fewer than
+    ``align`` positions per row. The logits are formed ``logits`` float32 values at a time."""
+
+    rows: int = 64
+    align: int = 32
+    logits: int = 1 << 25  # 128 MB: about 660 positions of a 50K vocabulary
+
+    def positions_per_chunk(self, vocab: int) -> int:
+        return max(1, self.logits // vocab)
+
+
+BATCHING = Batching()
 
 
 def encode_texts(texts: Sequence[str], tokenizer: str) -> list[list[int]]:
@@ -56,55 +75,105 @@ def encode_texts(texts: Sequence[str], tokenizer: str) -> list[list[int]]:
 
 @dataclass(frozen=True)
 class Rows:
-    """Every ending of every example as one row: inputs, targets and the ending's mask."""
+    """Every ending of every example as one row: its tokens and how many of its last targets
+    are the ending's (the positions scored)."""
 
-    inputs: np.ndarray  # (4 N, L) int32
-    targets: np.ndarray  # (4 N, L) int32
-    mask: np.ndarray  # (4 N, L) float32: 1 where the target is one of the ending's tokens
+    tokens: tuple[np.ndarray, ...]  # row 4 i + j: example i's context + ending j, int32
+    scored: np.ndarray  # (4 N,) int: the ending's tokens among the row's targets
     labels: np.ndarray  # (N,)
     truncated: int  # examples with a row cut on the left to fit the model's context
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """(4 N,) each row's input positions (its tokens but the last)."""
+        return np.array([len(t) - 1 for t in self.tokens])
+
 
 def render(examples: Sequence[data.Example], tokenizer: str, seq_len: int) -> Rows:
-    """The rows of ``examples`` (see the module docstring), right-padded with zeros."""
+    """The rows of ``examples`` (see the module docstring), each at most ``seq_len`` + 1 tokens."""
     contexts = encode_texts([e.ctx for e in examples], tokenizer)
     endings = encode_texts([" " + end for e in examples for end in e.endings], tokenizer)
-    rows, cut = [], set()
+    rows, scored, cut = [], [], set()
     for i, ctx in enumerate(contexts):
         for j in range(data.ENDINGS):
             end = endings[data.ENDINGS * i + j]
             full = ctx + end
             if len(full) > seq_len + 1:
                 full, cut = full[-(seq_len + 1):], cut | {i}
-            rows.append((full, min(len(end), len(full) - 1)))
-    longest = max(len(full) - 1 for full, _ in rows)
-    L = min(seq_len, -(-longest // ALIGN) * ALIGN)
-    inputs = np.zeros((len(rows), L), np.int32)
-    targets = np.zeros((len(rows), L), np.int32)
-    mask = np.zeros((len(rows), L), np.float32)
-    for r, (full, scored) in enumerate(rows):
-        n = len(full) - 1
-        inputs[r, :n], targets[r, :n] = full[:-1], full[1:]
-        mask[r, n - scored:n] = 1.0
-    return Rows(inputs, targets, mask, np.array([e.label for e in examples]), len(cut))
+            rows.append(np.array(full, np.int32))
+            scored.append(min(len(end), len(full) - 1))
+    return Rows(tuple(rows), np.array(scored), np.array([e.label for e in examples]), len(cut))
 
 
-def make_scorer(m: Model, rows: int, length: int):
-    """jit(params, inputs, targets) -> the next-token loss at every position (rows, length),
-    the logits formed a group of rows at a time."""
+@dataclass(frozen=True)
+class Batch:
+    """Rows scored together: the inputs, and the scored positions gathered into (chunks,
+    per chunk) slots, padded with position 0 and target 0 (their losses are dropped)."""
+
+    inputs: np.ndarray  # (rows, L) int32, right-padded with zeros
+    at: np.ndarray  # (n, c) int32: flat index r * L + t of each scored position
+    targets: np.ndarray  # (n, c) int32: the token expected there
+    owner: np.ndarray  # (used slots,) the Rows index each of the first slots belongs to
+
+
+def round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def slots(need: int, per_chunk: int) -> tuple[int, int]:
+    """(chunks, positions per chunk) holding ``need`` positions, at most about ``per_chunk``
+    a chunk, padded to a multiple of 8 within a chunk (not of a whole chunk)."""
+    n = -(-need // per_chunk)
+    return n, round_up(-(-need // n), 8)
+
+
+def batches(rows: Rows, b: Batching, seq_len: int, vocab: int) -> list[Batch]:
+    """The rows, shortest first, ``b.rows`` a batch. One shape per padded length: every batch
+    of that length gets the slots the most demanding of them needs, so the scorer compiles once
+    per length."""
+    lengths = rows.lengths
+    order = np.argsort(lengths, kind="stable")
+    groups = [order[i:i + b.rows] for i in range(0, len(order), b.rows)]
+    padded = [min(seq_len, round_up(int(lengths[g].max()), b.align)) for g in groups]
+    need: dict[int, int] = {}
+    for g, L in zip(groups, padded):
+        need[L] = max(need.get(L, 0), int(rows.scored[g].sum()))
+    shape = {L: slots(n, b.positions_per_chunk(vocab)) for L, n in need.items()}
+    return [fill(rows, g, L, shape[L], b.rows) for g, L in zip(groups, padded)]
+
+
+def fill(rows: Rows, group: np.ndarray, length: int, shape: tuple[int, int],
+         count: int) -> Batch:
+    inputs = np.zeros((count, length), np.int32)
+    at = np.zeros(shape[0] * shape[1], np.int32)
+    targets = np.zeros_like(at)
+    owner, used = np.repeat(group, rows.scored[group]), 0
+    for i, r in enumerate(group):
+        t, s = rows.tokens[r], int(rows.scored[r])
+        n = len(t) - 1
+        inputs[i, :n] = t[:-1]
+        at[used:used + s] = i * length + np.arange(n - s, n)
+        targets[used:used + s] = t[n - s + 1:]
+        used += s
+    return Batch(inputs, at.reshape(shape), targets.reshape(shape), owner)
+
+
+def make_scorer(m: Model):
+    """jit(params, inputs (rows, L), at (n, c), targets (n, c)) -> the next-token loss at each
+    scored position (n, c). The forward pass runs over every row; the head (and the logits
+    hook, e.g. a softcap) only at the gathered positions, c of them at a time, exactly as
+    ``model.output_logits`` forms them at every position."""
     cfg = m.cfg.model
-    group = max(g for g in range(1, rows + 1)
-                if rows % g == 0 and (g == 1 or g * length * cfg.vocab_size <= LOGITS_PER_CHUNK))
 
-    def losses(params, x, y):
+    def losses(params, x, at, y):
         h, p = M.forward(params, x, cfg, m.hooks)
+        flat = h.reshape(-1, h.shape[-1])
 
-        def one(hy):
-            z = M.output_logits(hy[0], p, m.hooks)
-            return jax.nn.logsumexp(z, -1) - jnp.take_along_axis(z, hy[1][..., None], -1)[..., 0]
+        def one(ay):
+            z = M.output_logits(flat[ay[0]][None], p, m.hooks)[0]  # (c, V)
+            return jax.nn.logsumexp(z, -1) - jnp.take_along_axis(z, ay[1][:, None], -1)[:, 0]
 
-        hs = h.reshape(rows // group, group, length, h.shape[-1])
-        return jax.lax.map(one, (hs, y.reshape(rows // group, group, length))).reshape(rows, length)
+        return jax.lax.map(one, (at, y))
 
     return jax.jit(losses)
 
@@ -148,28 +217,34 @@ class Score:
                 f"loss) over {self.n:,} examples; chance 0.25{cut}")
 
 
-def score(m: Model, examples: Sequence[data.Example], quiet: bool = False) -> Score:
-    """Score every example with ``m`` (its params on a device), in batches of fixed shape."""
+def score(m: Model, examples: Sequence[data.Example], quiet: bool = False,
+          batching: Batching = BATCHING) -> Score:
+    """Score every example with ``m`` (its params on a device), batched as ``batching`` says.
+    Each batch is read back after the next one is dispatched, so the device never waits on
+    the host."""
     from tqdm import tqdm
 
     if not examples:
         raise SpeedrunError("no HellaSwag example to score")
     rows = render(examples, m.tokenizer, m.seq_len)
-    R = data.ENDINGS * EXAMPLES_PER_BATCH
-    total, length = rows.inputs.shape
-    fn = make_scorer(m, R, length)
-    summed = np.zeros(total, np.float64)
-    for start in tqdm(range(0, total, R), desc="hellaswag", unit="batch", disable=quiet or None,
-                      file=sys.stderr):
-        stop = min(start + R, total)
-        x = np.zeros((R, length), np.int32)
-        y = np.zeros((R, length), np.int32)
-        x[: stop - start], y[: stop - start] = rows.inputs[start:stop], rows.targets[start:stop]
-        per_token = np.asarray(fn(m.params, x, y), np.float64)[: stop - start]
-        summed[start:stop] = (per_token * rows.mask[start:stop]).sum(axis=1)
+    fn = make_scorer(m)
+    summed = np.zeros(len(rows.scored), np.float64)
+
+    def read(batch: Batch, out) -> None:
+        got = np.asarray(out, np.float64).reshape(-1)[: len(batch.owner)]
+        np.add.at(summed, batch.owner, got)
+
+    pending = None
+    for batch in tqdm(batches(rows, batching, m.seq_len, m.cfg.model.vocab_size),
+                      desc="hellaswag", unit="batch", disable=quiet or None, file=sys.stderr):
+        out = fn(m.params, batch.inputs, batch.at, batch.targets)
+        if pending:
+            read(*pending)
+        pending = (batch, out)
+    read(*pending)
     shape = (len(examples), data.ENDINGS)
-    return Score(summed.reshape(shape), rows.mask.sum(axis=1).reshape(shape), rows.labels,
-                 rows.truncated)
+    return Score(summed.reshape(shape), rows.scored.astype(np.float64).reshape(shape),
+                 rows.labels, rows.truncated)
 
 
 def on_device(m: Model) -> Model:
