@@ -274,6 +274,7 @@ def test_batches_pad_to_their_own_rows_and_gather_only_the_endings():
     seen = []
     for b in got:
         assert b.inputs.shape[0] == SMALL.rows
+        assert (b.chunks - 1) * b.at.shape[1] < len(b.owner) <= b.chunks * b.at.shape[1]
         L = b.inputs.shape[1]
         at = b.at.reshape(-1)[:len(b.owner)]
         targets = b.targets.reshape(-1)[:len(b.owner)]
@@ -286,14 +287,17 @@ def test_batches_pad_to_their_own_rows_and_gather_only_the_endings():
             np.testing.assert_array_equal(targets[b.owner == r], t[len(t) - s:])
             seen.append(r)
     assert sorted(seen) == list(range(len(rows.tokens)))
+    # with a 50K vocabulary's chunks, a batch computes fewer chunks than its shape holds
+    wide = hellaswag.batches(rows, SMALL, 96, 50304)
+    assert any(b.chunks < b.at.shape[0] for b in wide)
+    assert [len(b.owner) for b in wide] == [len(b.owner) for b in got]
 
 
-def test_slots_hold_the_need_in_chunks_of_at_most_about_the_limit():
-    assert hellaswag.slots(5, 664) == (1, 8)
-    assert hellaswag.slots(664, 664) == (1, 664)
-    assert hellaswag.slots(1900, 664) == (3, 640)  # 1920 slots, not 3 x 664
-    n, c = hellaswag.slots(1, 1)
-    assert (n, c) == (1, 8)
+def test_slots_are_chunks_of_the_limit_or_one_smaller_chunk():
+    assert hellaswag.slots(5, 166) == (1, 8)
+    assert hellaswag.slots(160, 166) == (1, 160)
+    assert hellaswag.slots(1900, 166) == (12, 160)
+    assert hellaswag.slots(1, 1) == (1, 8)
 
 
 def test_eval_hellaswag_from_a_checkpoint(tmp_path, capsys):

@@ -17,8 +17,8 @@ cut on the left, and the count of such examples is reported. The work is only wh
 reads: rows are sorted by length and batched (``Batching``), each batch right-padded to its
 own longest row (rounded up, so few shapes compile), and the output head (with the logits
 hook) is applied only at the positions whose targets are an ending's tokens, their hidden
-states gathered first, a few hundred at a time (a 50K vocabulary's logits for a whole batch
-would not fit). The forward pass, head and logits are the model's own (``model.forward`` and
+states gathered first, about 170 at a time at a 50K vocabulary (whose logits for a whole
+batch would not fit). The forward pass, head and logits are the model's own (``model.forward`` and
 ``model.output_logits``, every hook), read as the validation loss reads them: the plain
 next-token loss, whatever the ``loss`` hook trains on (e.g. multi-token prediction).
 GPT-2 tokens and bytes (a text's UTF-8 bytes) alike: the checkpoint's tokenizer decides.
@@ -48,11 +48,15 @@ class Batching:
     at a time (a fixed count, so memory is bounded whatever the lengths); each batch is padded
     to its longest row rounded up to a multiple of ``align``, so at most ``seq_len / align``
     shapes compile (5 for HellaSwag's GPT-2 rows, at most 151 tokens), each wasting fewer than
-    ``align`` positions per row. The logits are formed ``logits`` float32 values at a time."""
+    ``align`` positions per row; powers of two would save a compile or two but pad the common
+    rows (median 86 tokens) up to 128. The logits are formed ``logits`` float32 values at a
+    time."""
 
     rows: int = 64
     align: int = 32
-    logits: int = 1 << 25  # 128 MB: about 660 positions of a 50K vocabulary
+    # 32 MB: about 170 positions of a 50K vocabulary. On a 2-core CPU, 128 MB chunks scored
+    # measurably slower (each written out and read back far beyond the caches); 8 MB no faster.
+    logits: int = 1 << 23
 
     def positions_per_chunk(self, vocab: int) -> int:
         return max(1, self.logits // vocab)
@@ -108,12 +112,17 @@ def render(examples: Sequence[data.Example], tokenizer: str, seq_len: int) -> Ro
 @dataclass(frozen=True)
 class Batch:
     """Rows scored together: the inputs, and the scored positions gathered into (chunks,
-    per chunk) slots, padded with position 0 and target 0 (their losses are dropped)."""
+    per chunk) slots, padded with position 0 and target 0 (their losses are dropped). Only
+    the first ``chunks`` chunks hold scored positions: the others are not computed."""
 
     inputs: np.ndarray  # (rows, L) int32, right-padded with zeros
     at: np.ndarray  # (n, c) int32: flat index r * L + t of each scored position
     targets: np.ndarray  # (n, c) int32: the token expected there
     owner: np.ndarray  # (used slots,) the Rows index each of the first slots belongs to
+
+    @property
+    def chunks(self) -> int:
+        return -(-len(self.owner) // self.at.shape[1])
 
 
 def round_up(n: int, k: int) -> int:
@@ -121,16 +130,16 @@ def round_up(n: int, k: int) -> int:
 
 
 def slots(need: int, per_chunk: int) -> tuple[int, int]:
-    """(chunks, positions per chunk) holding ``need`` positions, at most about ``per_chunk``
-    a chunk, padded to a multiple of 8 within a chunk (not of a whole chunk)."""
-    n = -(-need // per_chunk)
-    return n, round_up(-(-need // n), 8)
+    """(chunks, positions per chunk) holding ``need`` positions: chunks of ``per_chunk``
+    (rounded down to a multiple of 8), or one chunk of ``need`` rounded up to 8 if smaller."""
+    c = min(round_up(need, 8), max(8, per_chunk // 8 * 8))
+    return -(-need // c), c
 
 
 def batches(rows: Rows, b: Batching, seq_len: int, vocab: int) -> list[Batch]:
     """The rows, shortest first, ``b.rows`` a batch. One shape per padded length: every batch
-    of that length gets the slots the most demanding of them needs, so the scorer compiles once
-    per length."""
+    of that length gets the slots the most demanding of them needs (so the scorer compiles once
+    per length), and computes only the chunks its own positions fill."""
     lengths = rows.lengths
     order = np.argsort(lengths, kind="stable")
     groups = [order[i:i + b.rows] for i in range(0, len(order), b.rows)]
@@ -159,21 +168,23 @@ def fill(rows: Rows, group: np.ndarray, length: int, shape: tuple[int, int],
 
 
 def make_scorer(m: Model):
-    """jit(params, inputs (rows, L), at (n, c), targets (n, c)) -> the next-token loss at each
-    scored position (n, c). The forward pass runs over every row; the head (and the logits
-    hook, e.g. a softcap) only at the gathered positions, c of them at a time, exactly as
-    ``model.output_logits`` forms them at every position."""
+    """jit(params, inputs (rows, L), at (n, c), targets (n, c), chunks) -> the next-token loss
+    at each scored position (n, c), in the first ``chunks`` chunks (zero after). The forward
+    pass runs over every row; the head (and the logits hook, e.g. a softcap) only at the
+    gathered positions, c of them at a time, exactly as ``model.output_logits`` forms them at
+    every position. ``chunks`` is traced: batches of one shape differ in it without a compile."""
     cfg = m.cfg.model
 
-    def losses(params, x, at, y):
+    def losses(params, x, at, y, chunks):
         h, p = M.forward(params, x, cfg, m.hooks)
         flat = h.reshape(-1, h.shape[-1])
 
-        def one(ay):
-            z = M.output_logits(flat[ay[0]][None], p, m.hooks)[0]  # (c, V)
-            return jax.nn.logsumexp(z, -1) - jnp.take_along_axis(z, ay[1][:, None], -1)[:, 0]
+        def one(i, out):
+            z = M.output_logits(flat[at[i]][None], p, m.hooks)[0]  # (c, V)
+            picked = jnp.take_along_axis(z, y[i][:, None], -1)[:, 0]
+            return out.at[i].set(jax.nn.logsumexp(z, -1) - picked)
 
-        return jax.lax.map(one, (at, y))
+        return jax.lax.fori_loop(0, chunks, one, jnp.zeros(at.shape, jnp.float32))
 
     return jax.jit(losses)
 
@@ -237,7 +248,7 @@ def score(m: Model, examples: Sequence[data.Example], quiet: bool = False,
     pending = None
     for batch in tqdm(batches(rows, batching, m.seq_len, m.cfg.model.vocab_size),
                       desc="hellaswag", unit="batch", disable=quiet or None, file=sys.stderr):
-        out = fn(m.params, batch.inputs, batch.at, batch.targets)
+        out = fn(m.params, batch.inputs, batch.at, batch.targets, np.int32(batch.chunks))
         if pending:
             read(*pending)
         pending = (batch, out)
