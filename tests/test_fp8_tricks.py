@@ -255,5 +255,5 @@ def test_tricks_command_says_the_speed_gain_needs_an_fp8_gpu(name, capsys):
     assert cli.main(["tricks", name]) == 0
     out = capsys.readouterr().out
     assert "FP8 GPUs (H100/H200 class) only" in out  # the summary
-    # this machine's line: the CPU emulates float8, slower; the gain needs an FP8-capable GPU
+    # this machine's line: the CPU emulates float8; the gain needs an FP8-capable GPU
     assert "no FP8 matmul, so XLA emulates" in out and "needs an FP8-capable GPU" in out

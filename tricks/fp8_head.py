@@ -38,7 +38,8 @@ in the compute dtype, so KV-cache decoding is the full forward pass's, exactly.
 **Where it is faster:** on GPUs with FP8 tensor cores (compute capability 8.9+: H100/H200
 class, L4/L40, Ada), where XLA turns each product (float8 operands dequantised right before the
 dot, ``scaled_dot``) into one cuBLASLt FP8 matmul. Elsewhere (CPU, older GPUs) XLA converts the
-operands and multiplies in the compute dtype: the same numbers, emulated, slower than no trick.
+operands and multiplies in the compute dtype: the same numbers, emulated, with the conversions
+on top of the baseline's matmuls, so no faster.
 
 **Offset logits** (record #19 also replaced ``15 tanh(z/15)`` with ``30 sigmoid(z/7.5)``) are not
 part of this trick, nor a setting: ``30 sigmoid(z/7.5) = 15 tanh(z/15) + 15``, and a constant
@@ -134,7 +135,7 @@ def fp8_device_note(cfg=None, hp=None) -> str:
     if d.platform == "gpu" and cc and tuple(map(int, str(cc).split(".")[:2])) >= (8, 9):
         return f"this device ({d.device_kind}) has FP8 tensor cores: the float8 matmuls use them"
     return (f"this device ({d.device_kind}) has no FP8 matmul, so XLA emulates the float8 "
-            f"matmuls: the same numbers, slower than without the trick; the speed gain needs an "
+            f"matmuls (the same numbers, the conversions on top): the speed gain needs an "
             f"FP8-capable GPU (H100/H200 class)")
 
 
