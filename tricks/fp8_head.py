@@ -35,11 +35,11 @@ Adapted:
 ``ctx.training`` is False. Validation, ``eval``, sampling and post-training compute the head
 in the compute dtype, so KV-cache decoding is the full forward pass's, exactly.
 
-**Where it is faster:** on GPUs with FP8 tensor cores (compute capability 8.9+: H100/H200
-class, L4/L40, Ada), where XLA turns each product (float8 operands dequantised right before the
-dot, ``scaled_dot``) into one cuBLASLt FP8 matmul. Elsewhere (CPU, older GPUs) XLA converts the
-operands and multiplies in the compute dtype: the same numbers, emulated, with the conversions
-on top of the baseline's matmuls, so no faster.
+**Where it is faster:** on GPUs with FP8 tensor cores (H100/H200 class: compute capability
+8.9 and up), where XLA turns each product (float8 operands dequantised right before the dot,
+``scaled_dot``) into one cuBLASLt FP8 matmul; `gpu_check.sh` measures whether it does.
+Elsewhere (CPU, older GPUs) XLA converts the operands and multiplies in the compute dtype: the
+same numbers, emulated, with the conversions on top of the baseline's matmuls, so no faster.
 
 **Offset logits** (record #19 also replaced ``15 tanh(z/15)`` with ``30 sigmoid(z/7.5)``) are not
 part of this trick, nor a setting: ``30 sigmoid(z/7.5) = 15 tanh(z/15) + 15``, and a constant
