@@ -28,7 +28,7 @@ from speedrun import cli
 from speedrun.core import model
 from speedrun.core.hooks import Ctx
 from speedrun.errors import SpeedrunError
-from tricks.fp8_head import fp8_product
+from tricks.fp8_head import fp8_product, quantize
 from tricks.fp8_mlp import amax_scale, fp8_linear
 
 E4M3 = (ml_dtypes.float8_e4m3fn, 2.0 ** -4, 2.0 ** -10)  # (dtype, relative u, subnormal half-step)
@@ -75,7 +75,6 @@ def inputs(m=64, d=32, v=256):
 
 
 def test_float8_rounding_clips_instead_of_overflowing_to_nan():
-    from tricks.fp8_head import quantize
     x = jnp.asarray([1e4, -1e4, 1.0, 0.3])
     q = np.asarray(quantize(x, 1.0, jnp.float8_e4m3fn), np.float32)
     assert list(q[:2]) == [448.0, -448.0] and q[2] == 1.0  # a plain cast would give NaN
