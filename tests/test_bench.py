@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+from pathlib import Path
 
 import jax
 import pytest
@@ -66,3 +69,44 @@ def test_mfu_peak_uses_datasheet_bf16_on_accelerators(monkeypatch):
     assert bench.mfu_peak(Dev("gpu", "Some Future GPU"), "bfloat16")[1] == \
         "measured, bfloat16 8192^3"
     assert bench.mfu_peak(Dev("cpu", "cpu"), "float32")[1] == "measured, float32 2048^3"
+
+
+def trick_costs():
+    """tests/benchmarks/trick_costs.py (a script, not a package module)."""
+    path = Path(__file__).parent / "benchmarks" / "trick_costs.py"
+    spec = importlib.util.spec_from_file_location("trick_costs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trick_costs_table_gives_each_trick_as_ratios_to_the_baseline(tmp_path, capsys):
+    costs = trick_costs()
+    order = [label for label, _ in costs.configurations()]
+    assert order[:3] == ["baseline", "fp8-head", "fp8-mlp"] and order[-1] == "baseline, again"
+    assert len(order) == len(tricks.available()) + 2
+    assert "momentum-warmup (+muon)" in order  # a trick alone comes with what it requires
+    code = costs.main(["--track", "unit", "--set", "model.vocab_size=256", "--steps", "1",
+                       "--out", str(tmp_path), "--only", "fp8-head,momentum-warmup"])
+    assert code == 0
+    text = (tmp_path / "trick-costs.md").read_text()
+    rows = re.findall(r"^\| (.+?) \| ([\d.]+) ms \| ([\d.]+)x \| ([\d,]+) MiB \| ([\d.]+)x \|",
+                      text, re.M)
+    assert [r[0] for r in rows] == ["baseline", "fp8-head", "momentum-warmup (+muon)",
+                                    "baseline, again"], text
+    assert rows[0][2] == rows[0][4] == "1.00"  # the baseline against itself
+    data = json.loads((tmp_path / "trick-costs.json").read_text())
+    base, head = data["rows"][0], data["rows"][1]
+    assert float(rows[1][2]) == pytest.approx(head["step_ms"] / base["step_ms"], abs=0.006)
+    assert head["tricks"] == ["fp8-head"] and base["peak_mib"] > 0 and not data["skipped"]
+
+
+def test_trick_costs_stops_at_its_time_budget_and_lists_the_rest(tmp_path):
+    costs = trick_costs()
+    costs.main(["--track", "unit", "--steps", "1", "--out", str(tmp_path), "--budget-s", "0.01",
+                "--only", "softcap,relu2"])
+    data = json.loads((tmp_path / "trick-costs.json").read_text())
+    assert [r["label"] for r in data["rows"]] == ["baseline"]  # the first always runs
+    assert data["skipped"] == ["softcap", "relu2", "baseline, again"]
+    assert "Skipped (the time budget was spent): softcap, relu2, baseline, again." in \
+        (tmp_path / "trick-costs.md").read_text()

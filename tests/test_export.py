@@ -26,7 +26,7 @@ from speedrun.inference import generate as G
 # Tricks that change only how the model is trained (optimizer, schedule, data, initialisation,
 # training loss, compute dtype): GPT-2 as it is. Every other registered trick must be refused.
 TRAINING_ONLY = {"muon", "wsd-schedule", "momentum-warmup", "normuon", "polar-express",
-                 "cautious-wd", "batch-schedule", "zero-init", "bf16", "mtp"}
+                 "cautious-wd", "batch-schedule", "zero-init", "bf16", "mtp", "fp8-head"}
 
 
 def hf_gpt2_logits(folder, ids) -> np.ndarray:

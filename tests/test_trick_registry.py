@@ -30,11 +30,12 @@ from tricks.rotary import rotate
 FIRST_WAVE = {
     "rotary", "muon", "momentum-warmup", "relu2", "qknorm", "rmsnorm", "zero-init", "untie-head",
     "softcap", "embed-skip", "value-residual", "unet-skips", "value-embeds", "wsd-schedule",
-    "bf16", "gqa",
+    "bf16", "gqa", "fp8-head",
 }
 SECOND_WAVE = {
     "window-attention", "polar-express", "normuon", "cautious-wd", "smear", "attn-gate",
     "bigram-hash", "untie-late", "mtp", "backout", "key-offset", "moe", "batch-schedule",
+    "fp8-mlp",
 }
 EVERY = FIRST_WAVE | SECOND_WAVE
 
@@ -250,16 +251,19 @@ def random_subsets(seed=3, count=10):
     return out
 
 
-# value-embeds replaces value-residual, untie-late untie-head
-ALL = tuple(sorted(EVERY - {"value-residual", "untie-head"}))
-COMBOS = random_subsets() + [ALL]
+# value-embeds replaces value-residual, untie-late untie-head; fp8-head replaces the loss hook
+# as mtp does, fp8-mlp the mlp hook as moe does: the second set holds the FP8 tricks
+ALL = tuple(sorted(EVERY - {"value-residual", "untie-head", "fp8-head", "fp8-mlp"}))
+ALL_FP8 = tuple(sorted(set(ALL) - {"mtp", "moe"} | {"fp8-head", "fp8-mlp"}))
+COMBOS = random_subsets() + [ALL, ALL_FP8]
 
 
 def test_combinations_cover_every_trick():
     assert set().union(*COMBOS) == EVERY
 
 
-@pytest.mark.parametrize("names", COMBOS, ids=lambda n: "+".join(n) if len(n) < 16 else "all")
+@pytest.mark.parametrize("names", COMBOS, ids=lambda n: "+".join(n) if len(n) < 16 else
+                         "all-fp8" if "fp8-head" in n else "all")
 def test_trick_combinations_train(names):
     cfg, hooks, params = setup(names)
     losses = train(cfg, hooks, params)

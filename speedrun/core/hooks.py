@@ -54,6 +54,10 @@ class Ctx:
     # model, inference): schedules then read the end of the run (see ``progress``).
     step: Any = None
     steps: int | None = None
+    # True only in the training loss's forward pass (``model.loss``). Validation passes ``step``
+    # too (for schedules) but not this: tricks that compute differently while training (e.g. in
+    # float8, as the speedrun's records do) read this flag, never ``step``.
+    training: bool = False
     # Terms added to the mean training loss (e.g. a load-balancing loss); validation ignores them.
     aux_loss: list = field(default_factory=list)
 

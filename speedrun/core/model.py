@@ -37,12 +37,13 @@ def forward(params, tokens, cfg: ModelConfig, hooks: Hooks, step=None, steps=Non
 
 
 def forward_ctx(params, tokens, cfg: ModelConfig, hooks: Hooks, step=None, steps=None,
-                positions=None, cache=None):
+                positions=None, cache=None, training: bool = False):
     """``forward`` that also returns its Ctx (for what hooks left there, e.g. aux losses).
-    ``step`` (traced) of ``steps``: where training stands, for hooks with schedules."""
+    ``step`` (traced) of ``steps``: where training stands, for hooks with schedules;
+    ``training``: the training loss's pass (``ctx.training``), not validation's or inference's."""
     p = hooks.cast(params)  # hook: e.g. bfloat16 copies of the float32 master weights
     ctx = Ctx(params=p, tokens=tokens, cfg=cfg, step=step, steps=steps, positions=positions,
-              cache=cache)
+              cache=cache, training=training)
     x = hooks.embed(p, tokens, ctx)  # hook: token (+ position) embedding
     ctx.x0 = x
 
@@ -97,9 +98,9 @@ def loss(params, inputs, targets, cfg: ModelConfig, hooks: Hooks, chunk_tokens: 
          step=None, steps=None):
     """The training loss: mean next-token cross-entropy (the ``loss`` hook's sum over the
     batch, divided by the number of targets) plus any auxiliary terms hooks added to
-    ``ctx.aux_loss``. The logits are never materialised for the whole batch: see
+    ``ctx.aux_loss``; its forward pass is the one with ``ctx.training`` set. The logits are never materialised for the whole batch: see
     ``head_loss_sum``."""
-    h, p, ctx = forward_ctx(params, inputs, cfg, hooks, step, steps)
+    h, p, ctx = forward_ctx(params, inputs, cfg, hooks, step, steps, training=True)
     w = hooks.head(p)  # hook: output projection (tied or untied)
     total = hooks.loss(h, w, targets, hooks.logits, chunk_tokens, ctx)  # hook: e.g. MTP
     return total / targets.size + sum(ctx.aux_loss, jnp.float32(0))
@@ -142,10 +143,14 @@ def _unsplit(a):  # (n, B, T/n, ...) -> (B, T, ...)
     return jnp.moveaxis(a, 0, 1).reshape(B, n * c, *a.shape[3:])
 
 
-def _chunk_loss(logits_fn, h, w, y):
-    z = logits_fn((h @ w).astype(jnp.float32))
+def token_ce_sum(z, y):
+    """Summed cross-entropy of float32 logits z (..., V) against target ids y (...)."""
     picked = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0]
     return jnp.sum(jax.nn.logsumexp(z, axis=-1) - picked)
+
+
+def _chunk_loss(logits_fn, h, w, y):
+    return token_ce_sum(logits_fn((h @ w).astype(jnp.float32)), y)
 
 
 def _chunked_sum(h, w, y, logits_fn, n, chunk_loss=_chunk_loss):

@@ -9,11 +9,12 @@ figure the speedrun and llm.c quote), with the measured bf16 matmul printed besi
 
 The breakdown times pieces of the step compiled on their own, on the run's shapes: the
 attention kernel (forward + backward, x layers), the output head + cross-entropy (forward +
-backward), the rest of the forward/backward pass (matmuls, norms, MLP, embeddings: the whole
-gradient minus those two), the optimizer update (the step minus the gradient: for Muon, its
-Newton-Schulz iterations), moving a batch to the device, and the host's share (a step waited on
-one by one minus the same steps dispatched back to back). XLA fuses across these boundaries in
-the real step, so the pieces need not sum exactly to it; the table says by how much they differ.
+backward, through the training loss's hook), the rest of the forward/backward pass (matmuls,
+norms, MLP, embeddings: the whole gradient minus those two), the optimizer update (the step
+minus the gradient: for Muon, its Newton-Schulz iterations), moving a batch to the device, and
+the host's share (a step waited on one by one minus the same steps dispatched back to back).
+XLA fuses across these boundaries in the real step, so the pieces need not sum exactly to it;
+the table says by how much they differ.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
     t0 = time.perf_counter()
     step = step.lower(start.params, start.opt_state, x, y).compile()
     compile_s = time.perf_counter() - t0
+    step_peak = program_peak_bytes(step)
     state = [start.params, start.opt_state]
 
     def one():
@@ -128,7 +130,20 @@ def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
         "params": P.count(state[0]),
         "state_bytes_per_device": state_bytes,
         "peak_memory_bytes": peak_memory(),
+        "step_peak_bytes": step_peak,
     }
+
+
+def program_peak_bytes(compiled) -> int | None:
+    """The peak bytes a compiled program holds at once as XLA planned its buffers (arguments,
+    temporaries and outputs): the step's own figure, whatever ran before in the process (a
+    process's peak only grows, so it cannot compare configurations measured one after another)."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    peak = getattr(stats, "peak_memory_in_bytes", 0)
+    return int(peak) if peak > 0 else int(stats.argument_size_in_bytes + stats.temp_size_in_bytes
+                                          + stats.output_size_in_bytes - stats.alias_size_in_bytes)
 
 
 def peak_memory() -> int | None:
@@ -167,8 +182,12 @@ def breakdown(cfg: RunConfig, steps: int = 10) -> dict:
 
     h = jax.random.normal(keys[3], (B, T, m.d_model), dtype)
     w = hooks.head(hooks.cast(params))
-    head = jax.jit(jax.value_and_grad(
-        lambda h, w: model.head_loss_sum(h, w, y, hooks.logits, chunk), argnums=(0, 1)))
+
+    def head_loss(h, w):  # the training loss's head: the loss hook (e.g. fp8-head, mtp)
+        ctx = Ctx(params=params, tokens=x, cfg=m, training=True)
+        return hooks.loss(h, w, y, hooks.logits, chunk, ctx)
+
+    head = jax.jit(jax.value_and_grad(head_loss, argnums=(0, 1)))
     head_s = median_time(head, h, w, steps=steps)
 
     shard = devices.batch_sharded(devices.mesh())
@@ -248,6 +267,8 @@ def main(args) -> int:
     if r["peak_memory_bytes"]:
         where = "device" if jax.devices()[0].platform != "cpu" else "process RSS"
         print(f"peak memory ({where}): {r['peak_memory_bytes'] / 2**20:,.0f} MiB")
+    if r["step_peak_bytes"]:
+        print(f"step program's peak (XLA's buffer plan): {r['step_peak_bytes'] / 2**20:,.0f} MiB")
     if args.breakdown:
         print("\nwhere the step goes (each piece compiled on its own, median of "
               f"{args.steps}):")

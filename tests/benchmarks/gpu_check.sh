@@ -1,55 +1,121 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/performance.md as one short script (about 5 minutes on one H100,
-# compilation included):
-#   0. the window-attention trick's masked attention through cuDNN against XLA (loss and
-#      gradients, tests/benchmarks/gpu_masked_attention.py);
-#   1. `bench --track fineweb10b` (GPT-2 small, bf16 compute over f32 master weights) for the
-#      baseline (with `--breakdown`: where its step goes), `muon,rotary,wsd-schedule`, and the
-#      CPU track's fastest stack: tokens/s, MFU against the device's dense bf16 datasheet peak
-#      (the measured bf16 matmul printed beside it), peak memory, the attention kernel. Batch:
-#      64 sequences of 1024, the per-GPU share of the track's 512 on 8 GPUs (BATCH=N);
-#   2. STEPS (300) real steps of the same GPT-2 small configuration on the `wiki` track's shards
-#      (~1M GPT-2 tokens: the GPU machine has no internet, so no FineWeb; at 32 x 1024 tokens a
-#      step the run sees the shards ~9 times, so its loss falls lower than unseen FineWeb would
-#      give): the loss falling at that speed.
+# The GPU figures of docs/performance.md as one prepared call on one GPU. Nothing starts, and
+# nothing keeps running, past BUDGET_S seconds (default 480: the call ends within ~8 minutes
+# whatever the machine's compile times); what did not fit says "skipped". In order:
+#   1. `bench --track fineweb10b` of the FP8 tricks (GPT-2 small, bf16 compute over f32 master
+#      weights, BATCH=64 sequences of 1024: one GPU's share of the track's 512 on 8 GPUs):
+#      fp8-head with --breakdown (the head was 26% of the baseline's step), then fp8-mlp;
+#      ~1.5 minutes on an H100 (two processes, each ~15 s of compilation, the breakdown ~40 s);
+#   2. every trick alone against the baseline, in one process (tests/benchmarks/trick_costs.py):
+#      step time and the step program's peak memory as ratios to the baseline's, the FP8 tricks
+#      first; it stops starting configurations ~TAIL_S (default 20) seconds before the budget.
+#      ~10-15 s a configuration (compilation; XLA reuses its autotuning within the process);
+#   3. side-by-side seeds throughput: an empty slot (SEEDS_CMD, below) until `bench` can
+#      measure several seeds trained in one program;
+#   4. the figures measured before, if time is left (PARTS may ask for them alone, with the
+#      budget raised): the window-attention trick's masked attention through cuDNN against XLA
+#      (gpu_masked_attention.py), `bench` of the baseline (--breakdown), `muon,rotary,
+#      wsd-schedule` and the CPU track's fastest stack, and STEPS (300) real steps of GPT-2
+#      small on the `wiki` track's shards (~1M GPT-2 tokens: the GPU machine has no internet,
+#      so no FineWeb; the run sees the shards ~9 times).
 #
 # Usage, from the repo root, with the wiki data made here (`python -m speedrun data wiki`) and
-# copied into a folder that travels with the tree (SPEEDRUN_DATA_DIR, default .gpudata):
+# copied into a folder that travels with the tree (SPEEDRUN_DATA_DIR, default .gpudata; only
+# part 4's run reads it):
 #   bash tests/benchmarks/gpu_check.sh OUTDIR
-# Everything printed is also written under OUTDIR (default gpu-check).
-# Smaller settings for a smoke test anywhere: BATCH, BENCH_STEPS, STEPS, RUN_BATCH (the run's
-# sequences per step, default 32), e.g. BATCH=1 BENCH_STEPS=1 STEPS=2 RUN_BATCH=2 on a CPU.
+# Everything printed is also written under OUTDIR (default gpu-check), one file per command.
+# PARTS (default "fp8 tricks seeds attention stacks run") picks parts, e.g. PARTS="attention
+# stacks run" BUDGET_S=420 for the earlier figures alone. Smaller settings for a smoke test
+# anywhere: TRACK, BATCH, BENCH_STEPS, STEPS, RUN_BATCH (the run's sequences per step, default
+# 32), e.g. TRACK=wiki-bytes BATCH=4 BENCH_STEPS=1 PARTS="fp8 tricks seeds" on a CPU.
 set -uo pipefail
 out=${1:-gpu-check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export SPEEDRUN_DATA_DIR=${SPEEDRUN_DATA_DIR:-$PWD/.gpudata}
 PY=${PY:-python3}
+TRACK=${TRACK:-fineweb10b}
 BATCH=${BATCH:-64}
 STEPS=${STEPS:-300}
 BENCH_STEPS=${BENCH_STEPS:-10}
+BUDGET_S=${BUDGET_S:-480}
+TAIL_S=${TAIL_S:-20}
+PARTS=${PARTS:-fp8 tricks seeds attention stacks run}
+# Side-by-side seeds throughput: the command that measures it (run as is from the repo root,
+# its output saved as side-by-side-seeds.txt) once `bench` has the flag for it. Empty: skipped.
+SEEDS_CMD=${SEEDS_CMD:-}
 SECOND_WAVE=muon,rotary,wsd-schedule,batch-schedule,polar-express,normuon,window-attention,key-offset
+
+want() { [[ " $PARTS " == *" $1 "* ]]; }
+
+# timed NAME FILE CMD...: run CMD, printing and saving its output, within what is left of the
+# budget (killed at the budget; not started with under 30 s left)
+timed() {
+  local name=$1 file=$2; shift 2
+  local left=$((BUDGET_S - SECONDS))
+  if [ "$left" -lt 30 ]; then
+    echo "=== skipped ${name}: ${left}s of the ${BUDGET_S}s budget left" | tee -a "$out/skipped.txt"
+    return 0
+  fi
+  echo "=== ${name} (at ${SECONDS}s of ${BUDGET_S}s)"
+  timeout -k 10 "$left" "$@" 2>&1 | tee "$out/$file"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "=== ${name}: stopped at the ${BUDGET_S}s budget" | tee -a "$out/$file" "$out/skipped.txt"
+  fi
+  return 0
+}
+
+bench() {  # bench FILE TRICKS [FLAGS...]: one `bench` process of TRACK at BATCH
+  local file=$1 tricks=$2; shift 2
+  timed "bench ${TRACK} ${tricks:-baseline} $*" "$file" \
+    $PY -m speedrun bench --track "$TRACK" ${tricks:+--tricks "$tricks"} "$@" \
+    --set train.batch_size="$BATCH" --steps "$BENCH_STEPS"
+}
 
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
   $PY -c "import jax; print('jax', jax.__version__, jax.devices())"; } | tee "$out/device.txt"
 
-echo "=== masked attention (window-attention's kernel): cuDNN against XLA"
-$PY tests/benchmarks/gpu_masked_attention.py 2>&1 | tee "$out/masked-attention.txt"
+# 1. the FP8 tricks, each as `bench` prints it
+if want fp8; then
+  bench bench-fp8-head.txt fp8-head --breakdown
+  bench bench-fp8-mlp.txt fp8-mlp
+fi
 
-for tricks in "" muon,rotary,wsd-schedule "$SECOND_WAVE"; do
-  name=${tricks:-baseline}
-  breakdown=; [ -z "$tricks" ] && breakdown=--breakdown  # where the baseline's step goes
-  echo "=== bench fineweb10b ${name}"
-  $PY -m speedrun bench --track fineweb10b ${tricks:+--tricks "$tricks"} $breakdown \
-      --set train.batch_size="$BATCH" --steps "$BENCH_STEPS" 2>&1 \
-    | tee "$out/bench-${name//,/_}.txt"
-done
+# 2. every trick alone: step time and peak memory as ratios to the baseline, one process
+if want tricks; then
+  timed "every trick alone against the baseline" trick-costs.txt \
+    $PY tests/benchmarks/trick_costs.py --track "$TRACK" --set train.batch_size="$BATCH" \
+    --steps 5 --out "$out" --budget-s $((BUDGET_S - SECONDS - TAIL_S))
+fi
 
-# GPT-2 small (fineweb10b's model and optimizer) on wiki's GPT-2 tokens, no record (not a track)
-echo "=== run: GPT-2 small, ${STEPS} steps on the wiki shards"
-$PY -m speedrun run --track wiki --seed 0 --no-record --steps "$STEPS" \
+# 3. side-by-side seeds throughput: empty until SEEDS_CMD is set
+if want seeds; then
+  if [ -n "$SEEDS_CMD" ]; then
+    timed "side-by-side seeds throughput" side-by-side-seeds.txt bash -c "$SEEDS_CMD"
+  else
+    echo "=== side-by-side seeds throughput: not measured (SEEDS_CMD is empty)"
+  fi
+fi
+
+# 4. the figures measured before, as time allows
+if want attention; then
+  timed "masked attention (window-attention's kernel): cuDNN against XLA" masked-attention.txt \
+    $PY tests/benchmarks/gpu_masked_attention.py
+fi
+if want stacks; then
+  bench bench-baseline.txt "" --breakdown  # where the baseline's step goes
+  bench bench-muon_rotary_wsd-schedule.txt muon,rotary,wsd-schedule
+  bench "bench-${SECOND_WAVE//,/_}.txt" "$SECOND_WAVE"
+fi
+if want run; then
+  # GPT-2 small (fineweb10b's model and optimizer) on wiki's GPT-2 tokens, no record (not a track)
+  timed "run: GPT-2 small, ${STEPS} steps on the wiki shards" run-gpt2-small-wiki.txt \
+    $PY -m speedrun run --track wiki --seed 0 --no-record --steps "$STEPS" \
     --set model.n_layer=12 --set model.n_head=12 --set model.d_model=768 \
     --set model.seq_len=1024 --set model.compute_dtype=bfloat16 \
     --set optim.lr=6e-4 --set optim.warmup_steps=30 --set optim.min_lr_frac=0 \
-    --set train.batch_size="${RUN_BATCH:-32}" --set train.eval_every=50 --set train.loss_chunk=8192 \
-    --set train.val_batch_size=16 --set train.log_every=25 2>&1 | tee "$out/run-gpt2-small-wiki.txt"
+    --set train.batch_size="${RUN_BATCH:-32}" --set train.eval_every=50 \
+    --set train.loss_chunk=8192 --set train.val_batch_size=16 --set train.log_every=25
+fi
+echo "=== done at ${SECONDS}s (budget ${BUDGET_S}s); files under $out"
