@@ -287,6 +287,9 @@ def leaderboard_parser(sub) -> None:
                     help="the file to write (default: ./leaderboard.md)")
     lb.add_argument("--check", action="store_true",
                     help="do not write; exit non-zero if the file on disk is stale")
+    lb.add_argument("--force", action="store_true",
+                    help="write even if the file lists records, still on disk, that the new one "
+                    "would drop")
 
 
 def verify_parser(sub) -> None:

@@ -361,6 +361,10 @@ def main(args) -> int:
     """`python -m speedrun tracks`: each track, its rules, baseline and reference losses."""
     from tabulate import tabulate
 
+    root = paths.data_dir(getattr(args, "data_dir", None))
+    if root.exists() and not root.is_dir():
+        raise SpeedrunError(f"data dir {root} is not a folder; pass --data-dir DIR or set "
+                            f"SPEEDRUN_DATA_DIR to the folder that holds the data")
     rows, post = [], []
     for t in TRACKS.values():
         m, tr, r = t.config.model, t.config.train, t.rules

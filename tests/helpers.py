@@ -353,6 +353,39 @@ def tiny_model(names: str, seed: int = 0, jitter: float = 0.3, vocab: int = GEN_
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# ----------------------------------------------------------------------------------------------
+# the repository's own files: what git tracks, never a virtual environment or a build inside it
+# ----------------------------------------------------------------------------------------------
+
+# Folders that are never the project's, where git cannot say (an unpacked release): caches,
+# builds, and any virtual environment (a folder holding pyvenv.cfg, whatever its name).
+NOT_THE_PROJECTS = {".git", "__pycache__", ".pytest_cache", ".benchmarks", "build", "dist"}
+
+
+def tracked_files(*under: str, root: Path = ROOT) -> list[Path]:
+    """The files git tracks (under ``under``, else all), that exist in the working tree. Without
+    git (not a checkout), every file there but in caches, builds and virtual environments."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--", *under], cwd=root, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return sorted(walk(root, under))
+    return sorted(p for p in (root / f for f in listed.split("\0") if f) if p.is_file())
+
+
+def walk(root: Path, under=()) -> list[Path]:
+    out = []
+    for top in [root / u for u in under] or [root]:
+        if top.is_file():
+            out.append(top)
+            continue
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if d not in NOT_THE_PROJECTS and not d.endswith(
+                ".egg-info") and not (Path(folder) / d / "pyvenv.cfg").exists()]
+            out += [Path(folder) / f for f in files]
+    return out
+
+
 def child_env(**changes) -> dict:
     """This environment for a child process that imports this checkout's harness and the test
     helpers (``python -m tiny_cli`` is `python -m speedrun` with the tiny track)."""

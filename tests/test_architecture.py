@@ -9,9 +9,8 @@ import importlib
 import re
 from pathlib import Path
 
+from helpers import ROOT, tracked_files, walk
 from speedrun import cli
-
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("speedrun", "tricks")
 
 
@@ -132,8 +131,23 @@ OUTSIDE = ("../" + "shared", "the issue" + "'s", "this " + "task", "device " + "
 
 
 def test_no_file_speaks_of_what_is_outside_the_repository():
-    files = [p for p in ROOT.rglob("*") if p.suffix in (".py", ".md", ".sh", ".yml", ".toml")
-             and not {".git", "records"} & set(p.relative_to(ROOT).parts)]
+    """Read in the files git tracks: a virtual environment, a build or data inside the checkout
+    (a newcomer's .venv) is not the project's."""
+    files = [p for p in tracked_files() if p.suffix in (".py", ".md", ".sh", ".yml", ".toml")
+             and "records" not in p.relative_to(ROOT).parts[:1]]
     found = [f"{p.relative_to(ROOT)}: {w!r}" for p in files for w in OUTSIDE
              if w in p.read_text()]
     assert found == []
+
+
+def test_the_files_read_are_the_projects_own(tmp_path):
+    """Without git (an unpacked release), the walk skips caches and any virtual environment,
+    whatever its name."""
+    for f in ("speedrun/x.py", "env/lib/site.py", "env/pyvenv.cfg", "a/__pycache__/c.py",
+              "README.md"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("")
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(walk(tmp_path))] == [
+        "README.md", "speedrun/x.py"]
+    assert any(p.parts[-2:] == (".ci", "run") for p in tracked_files())
+    assert not any(".venv" in p.parts or "pyvenv.cfg" == p.name for p in tracked_files())

@@ -123,6 +123,9 @@ def test_byte_level_with_gpt2_tokenizer_and_an_existing_folder_are_refused(tmp_p
     (tmp_path / "file").write_text("x")
     assert cli.main(["export", str(byte), str(tmp_path / "file")]) == 1
     one_line_error(capsys, "is a file")
+    assert cli.main(["export", str(byte), str(tmp_path / "file" / "out")]) == 1  # a file above
+    one_line_error(capsys, f"export folder {tmp_path / 'file' / 'out'} cannot be used: "
+                   f"{tmp_path / 'file'} is not a folder")
 
 
 def configured(names):

@@ -14,7 +14,7 @@ import shutil
 import pytest
 import yaml
 
-from helpers import (ENV, TINY, UNIT_DATA, config, record_dirs, result, run_cli, write,
+from helpers import (ENV, TINY, one_line_error, record_dirs, result, run_cli, write,
                      write_dataset)
 from speedrun import cli, tracks
 from speedrun.config import RunConfig, config_hash
@@ -290,24 +290,32 @@ def test_submit_times_a_claim_against_the_number_one_and_links_both(submitted, m
     assert not df[df["rerun_of"].notna()].iloc[0]["entry"]
 
 
-@pytest.mark.parametrize("against, message", [
-    ("records/tiny/nothing-here", "no such record"),
-    ("other-track", "on track wiki-bytes"),
-    ("not-a-claim", "is not a claim"),
+@pytest.mark.parametrize("against, message, at_once", [
+    ("records/tiny/nothing-here", "no such record", True),
+    ("other-track", "on track wiki-bytes", True),
+    ("other-machine", "was made on gpu-h100x8, this machine is cpu-2core", True),
+    ("not-a-claim", "is not a claim", False),
+    ("not-a-claim --set optim.lr=-1", "optim.lr must be", True),
 ])
 def test_submit_refuses_a_bad_reference_before_training(tiny, capsys, monkeypatch, against,
-                                                        message):
+                                                        message, at_once):
+    """What the named record or the settings alone show is said at once, before every record is
+    verified for the ranking (seconds on the committed records)."""
     monkeypatch.setattr(submit_mod, "interleave", lambda *a: pytest.fail("trained anyway"))
-    folder = write(tiny, [result(0, 2.9)], name="not-a-claim")
-    other = write(tiny, [result(s, v) for s, v in enumerate(CLAIM)], name="other-track")
-    forge(other, lambda r: r.update(track="wiki-bytes", target=1.85))
-    target = {"not-a-claim": str(folder), "other-track": str(other)}.get(
-        against, str(tiny / against))
+    if at_once:
+        monkeypatch.setattr(submit_mod.leaderboard, "load_all",
+                            lambda *a: pytest.fail("verified every record first"))
+    folders = {"not-a-claim": write(tiny, [result(0, 2.9)], name="not-a-claim")}
+    for name, change in (("other-track", dict(track="wiki-bytes", target=1.85)),
+                         ("other-machine", dict(hardware_class="gpu-h100x8"))):
+        folders[name] = write(tiny, [result(s, v) for s, v in enumerate(CLAIM)], name=name)
+        forge(folders[name], lambda r: r.update(change))
+    name, *extra = against.split()
+    target = str(folders.get(name, tiny / name))
     monkeypatch.setattr(hardware, "describe", lambda: {"hardware_class": "cpu-2core"})
     assert cli.main(["submit", "--track", "unit", "--against", target, "--quiet",
-                     "--records-dir", str(tiny / "records")]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err, err
+                     "--records-dir", str(tiny / "records"), *extra]) == 1
+    one_line_error(capsys, message)
 
 
 def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, submitted,

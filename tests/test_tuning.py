@@ -176,7 +176,7 @@ def test_a_diverging_point_is_a_row_of_the_table_and_the_sweep_goes_on(tiny, cap
     (("--tricks", "softcap", "--sweep", "softcap.cap=10,abc"),
      ("softcap.cap must be a number, got 'abc'",)),
     (("--tricks", "softcap", "--sweep", "softcap.cap=10,-1"),
-     ("softcap.cap must be above 0, got -1.0",)),
+     ("softcap.cap must be above 0, got -1.0", "(change it with --sweep or --set)")),
     (("--sweep", "model.d_model=64,65"), ("model.d_model=65 must be divisible",)),
     (("--sweep", "optim.lr="), ("--sweep optim.lr= names no value",)),
     (("--sweep", "optim.lr=0.1,,0.2"), ("has an empty entry",)),
@@ -197,6 +197,21 @@ def test_bad_input_is_one_line_before_anything_trains(tiny, capsys, no_training,
     assert sweep(tiny, *extra) == 1
     one_line_error(capsys, *needles)
     assert record_dirs(tiny) == []
+
+
+def test_a_point_record_that_cannot_be_read_back_is_named_before_anything_runs(tiny, capsys,
+                                                                             no_training):
+    """Rather than run the point again and write a -2 sibling beside its unreadable record."""
+    broken = tiny / "records" / "tiny" / "2026-12-01_sweep-optim-lr-0-2"
+    broken.mkdir(parents=True)
+    (broken / "record.yaml").write_text("runs: [\n")
+    other = tiny / "records" / "tiny" / "2026-12-01_something-else"  # not this sweep's: ignored
+    other.mkdir()
+    (other / "record.yaml").write_text("runs: [\n")
+    assert sweep(tiny, "--sweep", "optim.lr=0.1,0.2") == 1
+    one_line_error(capsys, "tiny/2026-12-01_sweep-optim-lr-0-2, the record of point 2 "
+                   "(optim.lr=0.2) by its name, cannot be read back", "move it out of")
+    assert sorted((tiny / "records" / "tiny").iterdir()) == sorted([broken, other])
 
 
 # --- tuned constants ----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ import tricks as trick_registry
 from speedrun.config import RunConfig
 from speedrun.core import params as P
 from speedrun.core.model import baseline_hooks
-from speedrun.data import bytelevel, corpus, tokenizer
+from speedrun.data import bytelevel, corpus, paths, tokenizer
 from speedrun.data.shards import atomic_write
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
@@ -178,6 +178,7 @@ def check_folder(out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not force:
         raise SpeedrunError(f"export folder {out} already exists and is not empty; pass --force "
                             f"to write over its files, or name a new folder")
+    paths.probe_writable(out, "export folder", "name a folder in a writable place")
 
 
 def write(out: Path, blobs: dict[str, bytes]) -> None:

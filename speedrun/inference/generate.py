@@ -75,6 +75,15 @@ class Sampling:
         return self.temperature <= 0
 
 
+def sampling(temperature: float, top_k: int) -> Sampling:
+    """``--temperature`` and ``--top-k`` as given on the command line, checked."""
+    if temperature < 0 or not math.isfinite(temperature):
+        raise SpeedrunError(f"--temperature must be 0 (greedy) or more, got {temperature}")
+    if top_k < 0:
+        raise SpeedrunError(f"--top-k must be 0 (all) or more, got {top_k}")
+    return Sampling(temperature, top_k)
+
+
 # ----------------------------------------------------------------------------------------------
 # Forward passes
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ exactly one. `sample` and `eval` take float and int8 checkpoints alike.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,9 @@ def prompts_of(args) -> list[str]:
         except OSError as e:
             raise SpeedrunError(f"cannot read --prompt-file {args.prompt_file}: "
                                 f"{e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise SpeedrunError(f"--prompt-file {args.prompt_file} is not UTF-8 text ({e.reason} "
+                                f"at byte {e.start})") from None
         lines = [line.rstrip("\r") for line in text.split("\n")]
         lines = [line for line in lines if line.strip()]
         if not lines:
@@ -49,14 +51,10 @@ def load_model(path: str) -> tuple[checkpoint.Checkpoint, G.Model]:
 
 
 def sample_main(args) -> int:
-    if args.temperature < 0 or not math.isfinite(args.temperature):
-        raise SpeedrunError(f"--temperature must be 0 (greedy) or more, got {args.temperature}")
-    if args.top_k < 0:
-        raise SpeedrunError(f"--top-k must be 0 (all) or more, got {args.top_k}")
+    s = G.sampling(args.temperature, args.top_k)
     texts = prompts_of(args)
     ck, m = load_model(args.checkpoint)
     print(ck.describe(), file=sys.stderr)
-    s = G.Sampling(args.temperature, args.top_k)
     ids = [G.encode(t, m.tokenizer) for t in texts]
     if not args.no_check:
         G.check_cache(m)
@@ -97,6 +95,8 @@ def quantize_main(args) -> int:
     out = Path(args.output) if args.output else quantized_path(ck.path)
     if out.resolve() == ck.path.resolve():
         raise SpeedrunError(f"--output {out} would overwrite the float checkpoint")
+    if out.is_dir():
+        raise SpeedrunError(f"--output {out} is a folder: name the file to write")
     paths.probe_writable(out.parent, "--output folder", "pass --output FILE in a writable folder")
     q = Q.quantize(ck.params)
     checkpoint.save(out, q, ck.cfg, ck.tokenizer, ck.seed,

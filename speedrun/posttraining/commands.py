@@ -25,7 +25,6 @@ import optax
 from speedrun import tracks
 import tricks as trick_registry
 from speedrun.config import RunConfig, apply_overrides, validate
-from speedrun.data import paths
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
@@ -45,13 +44,12 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def default_config(ck: checkpoint.Checkpoint, method: str, task: str, steps: int | None,
-                   sha: str) -> RunConfig:
+def default_config(ck: checkpoint.Checkpoint, method: str, task: str, sha: str) -> RunConfig:
     """A post-training run of a checkpoint outside any track: its model, tricks and optimizer as
     trained, the train and post settings of the post-training baselines (speedrun/tracks.py)."""
     base = tracks.get(f"{method}-addition").config
     return dataclasses.replace(
-        ck.cfg, train=dataclasses.replace(base.train, steps=steps or base.train.steps),
+        ck.cfg, train=base.train,
         post=dataclasses.replace(base.post, method=method, task=task, start_sha256=sha,
                                  seq_len=min(ck.cfg.model.seq_len, base.post.seq_len)))
 
@@ -86,7 +84,7 @@ def resolve(args, method: str) -> tuple[RunConfig, checkpoint.Checkpoint, tracks
             cfg = plans.with_steps(cfg, args.steps)
     else:
         task_registry.get(args.task)  # an unknown task fails here, naming the tasks
-        cfg = default_config(ck, method, args.task, args.steps, sha)
+        cfg = plans.with_steps(default_config(ck, method, args.task, sha), args.steps)
     cfg = apply_overrides(cfg, args.overrides)
     if cfg.post.method != method:
         raise SpeedrunError(f"post.method is {cfg.post.method!r}; this is `{method}`")
@@ -114,16 +112,17 @@ def main(args, method: str) -> int:
                             f"joins processes for pretraining only")
     cfg, ck, track = resolve(args, method)
     seeds = plans.parse_seeds(args.seed, args.seeds)
+    plans.check_name(args.name)
     records_dir = None if track is None or args.no_record else args.records_dir
     writes = records_dir is not None and devices.is_main_process()
     if args.save:
         check_save_dir(args.save, args.records_dir)
     validate(cfg, trick_registry.setting_problems(cfg))
-    if writes:
-        paths.probe_writable(Path(records_dir) / cfg.track, "records folder",
-                             "pass --records-dir DIR (a writable folder) or --no-record")
+    if records_dir is not None:
+        plans.check_records_dir(records_dir, cfg.track)
     task = task_registry.get(cfg.post.task)
     heldout = task.examples("heldout", 0, cfg.post.heldout)
+    scoring.check_room(task, heldout, ck.tokenizer, cfg.model.vocab_size, cfg.model.seq_len)
     data = {"dataset": f"task:{task.name}", "tokenizer": ck.tokenizer,
             "train_sha256": fingerprint(task.examples("train", 0, 256)),
             "val_tokens": len(heldout), "val_sha256": fingerprint(heldout),
@@ -213,12 +212,15 @@ def eval_main(args) -> int:
 
 def eval_task(args) -> int:
     """`python -m speedrun eval CKPT --task T`: pass@1 and pass@k on the held-out examples."""
+    G.sampling(args.temperature, args.top_k)  # checked now, used when --k asks for samples
     ck = checkpoint.load(args.checkpoint)
     task = task_registry.get(args.task)
     chat.specials(ck.tokenizer, ck.cfg.model.vocab_size)
     if args.k < 1 or args.n < 1:
         raise SpeedrunError("--k and --n must be at least 1")
     examples = task.examples("heldout", 0, args.n)
+    scoring.check_room(task, examples, ck.tokenizer, ck.cfg.model.vocab_size,
+                       ck.cfg.model.seq_len)
     model = ck.model()
     model = G.Model(jax.device_put(model.params), model.cfg, model.hooks, model.tokenizer)
     print(ck.describe(), file=sys.stderr)
@@ -236,16 +238,23 @@ def eval_task(args) -> int:
 
 def chat_main(args) -> int:
     """`python -m speedrun chat CKPT`: type a message, read the answer, until Ctrl-D."""
+    sampling = G.sampling(args.temperature, args.top_k)
+    if args.max_new_tokens < 1:
+        raise SpeedrunError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     ck = checkpoint.load(args.checkpoint)
     m = ck.model()
     m = G.Model(jax.device_put(m.params), m.cfg, m.hooks, m.tokenizer)
     sp = chat.specials(m.tokenizer, m.cfg.model.vocab_size)
-    sampling = G.Sampling(args.temperature, args.top_k)
     print(f"{ck.describe()}\ntype a message and press Enter; Ctrl-D ends", file=sys.stderr)
     conversation, turn = [], 0
     for line in sys.stdin:
         text = line.rstrip("\n")
         if not text.strip():
+            continue
+        try:  # a line the chat format cannot carry (a marker byte) is refused, not the chat
+            chat.encode_text(text, m.tokenizer)
+        except SpeedrunError as e:
+            print(f"(not sent: {e})", file=sys.stderr)
             continue
         conversation.append({"role": "user", "content": text})
         ids = chat.prompt(conversation, m.tokenizer, m.cfg.model.vocab_size)

@@ -33,6 +33,7 @@ from speedrun.config import RunConfig, validate
 from speedrun.core import attention, model
 from speedrun.core import params as P
 from speedrun.core.hooks import Ctx
+from speedrun.data import paths
 from speedrun.distributed import devices, sharding
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
@@ -217,7 +218,21 @@ def mfu_peak(dev, compute_dtype: str) -> tuple[float, str]:
                           f"{measured / 1e12:,.0f} TFLOP/s")
 
 
+def check_counts(args) -> None:
+    """Counts a benchmark cannot run with, and a --profile folder it cannot write."""
+    if args.steps < 1:
+        raise SpeedrunError(f"--steps must be at least 1, got {args.steps}")
+    if min(args.batch) < 1:
+        raise SpeedrunError(f"--batch sizes must be at least 1, got {min(args.batch)}")
+    if args.prompt_len < 0 or args.new_tokens < 0:
+        raise SpeedrunError("--prompt-len and --new-tokens must be 0 (the default) or more")
+    if args.profile:
+        paths.probe_writable(Path(args.profile), "--profile folder",
+                             "pass --profile DIR in a writable place")
+
+
 def main(args) -> int:
+    check_counts(args)
     if getattr(args, "decode", False):
         return decode_main(args)
     if getattr(args, "checkpoint", None):

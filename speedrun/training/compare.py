@@ -12,7 +12,8 @@ from __future__ import annotations
 from speedrun.distributed import devices
 from speedrun.records import stats
 from speedrun.records.record import build_record, claim_line
-from speedrun.training.plan import Plan, command_line, config_for, label, parse_seeds, prepare
+from speedrun.training.plan import (Plan, check_name, command_line, config_for, label, parse_seeds,
+                                   prepare)
 from speedrun.training.run import run_seed, save
 
 
@@ -44,12 +45,14 @@ def main(args) -> int:
     devices.maybe_initialize()
     writes = not args.no_record and devices.is_main_process()
     seeds = parse_seeds(None, args.seeds)
+    for side in ("a", "b"):
+        check_name(getattr(args, f"name_{side}"), f"--name-{side}")
     sides = {}
     for side in ("a", "b"):
         cfg = config_for(args.track, getattr(args, side), getattr(args, f"set_{side}"),
                          getattr(args, f"steps_{side}"))
         sides[side] = prepare(cfg, args.data_dir, command_line(),
-                              args.records_dir if writes else None)
+                              None if args.no_record else args.records_dir)
     results = interleave(sides, seeds, args.quiet)
     for side, plan in sides.items():
         name = getattr(args, f"name_{side}")

@@ -51,6 +51,7 @@ def evaluate_checkpoint(ck: checkpoint.Checkpoint, data_dir: str | None) -> dict
         track = tracks.get(cfg.track)
     except SpeedrunError as e:
         raise SpeedrunError(f"checkpoint {ck.path}: {e}") from None
+    plan.check_data_dir(track, data_dir)
     _, val_files = plan.data_for(track, data_dir)
     tokenizer = fingerprint.tokenizer_of(val_files[0].parent, track.dataset) or ck.tokenizer
     if tokenizer != ck.tokenizer:
@@ -72,8 +73,8 @@ def main(args) -> int:
     if args.hellaswag or args.hellaswag_examples is not None:
         return hellaswag.main(args)
     ck = checkpoint.load(args.checkpoint)
-    print(ck.describe(), file=sys.stderr)
     r = evaluate_checkpoint(ck, args.data_dir)
+    print(ck.describe(), file=sys.stderr)
     bpb = "" if r["bits_per_byte"] is None else f", {r['bits_per_byte']:.4f} bits/byte"
     print(f"val loss {r['val_loss']:.6f} nats/token{bpb} over {r['val_tokens']:,} validation "
           f"tokens (track {ck.cfg.track}, target {r['target']})")

@@ -23,7 +23,8 @@ from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.records import stats
 from speedrun.records.record import claim_line, run_dict
-from speedrun.training.plan import command_line, config_for, label, parse_seeds, prepare
+from speedrun.training.plan import (check_name, command_line, config_for, label, parse_seeds,
+                                   prepare)
 from speedrun.training.run import run_seed, save
 
 
@@ -110,9 +111,13 @@ def main(args) -> int:
     writes = args.record and devices.is_main_process()
     cfg = config_for(args.track, args.tricks, args.overrides)
     seeds = parse_seeds(None, args.seeds)
-    plan = prepare(cfg, args.data_dir, command_line(), args.records_dir if writes else None)
-    start = args.start or cfg.train.steps
-    multiple = args.multiple or max(1, math.ceil(start / 50))
+    check_name(args.name)
+    start = cfg.train.steps if args.start is None else args.start
+    multiple = max(1, math.ceil(start / 50)) if args.multiple is None else args.multiple
+    if min(start, multiple, args.max_probes) < 1:  # before anything is built
+        raise SpeedrunError("find-steps needs --start, --multiple and --max-probes >= 1")
+    plan = prepare(cfg, args.data_dir, command_line(), args.records_dir if args.record else None,
+                   skippable=False)
     target = cfg.train.target
     print(f"find-steps on {cfg.track}: {label(cfg)}, target {target}, seeds {seeds}, "
           f"start {start}, multiple of {multiple}, at most {args.max_probes} probes")
@@ -140,7 +145,7 @@ def main(args) -> int:
     for steps in sorted(seen):
         print(f"  {steps:>7} steps  {'pass' if seen[steps] else 'fail'}  {probes[steps]}")
     if best is None:
-        print(f"no probe passed: try a larger --start or more --max-probes")
+        print("no probe passed: try a larger --start or more --max-probes")
         return 1
     print(f"\nfewest steps found: {best}. Make the claim with:\n  "
           f"{run_command(args, best, max(len(seeds), stats.CLAIM_SEEDS))}")

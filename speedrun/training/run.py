@@ -26,7 +26,8 @@ from speedrun.records import logs, provenance
 from speedrun.records.record import build_record, claim_line, load_record, write_record
 from speedrun.training import fallback, hardware, train
 from speedrun.training.console import Console
-from speedrun.training.plan import Plan, command_line, config_for, label, parse_seeds, prepare
+from speedrun.training.plan import (Plan, check_name, command_line, config_for, label, parse_seeds,
+                                   prepare)
 
 
 def resolve(args) -> tuple[RunConfig, list[int], str | None]:
@@ -198,12 +199,13 @@ def save(plan: Plan, results: list, records_dir: str, name: str | None,
 
 def main(args) -> int:
     devices.maybe_initialize()
+    check_name(args.name)
     cfg, seeds, name = resolve(args)
     writes = not args.no_record and devices.is_main_process()
     save_dir = getattr(args, "save", None)
-    if save_dir is not None and devices.is_main_process():  # before anything slow
-        check_save_dir(save_dir, args.records_dir)
-    plan = prepare(cfg, args.data_dir, command_line(), args.records_dir if writes else None)
+    if save_dir is not None:  # before anything slow; process 0 saves, and checks for all
+        devices.decided_by_main(lambda: check_save_dir(save_dir, args.records_dir))
+    plan = prepare(cfg, args.data_dir, command_line(), None if args.no_record else args.records_dir)
     print(f"track {cfg.track}: {cfg.train.steps} steps, target val loss {cfg.train.target}, "
           f"tricks: {label(cfg)}, seeds: {seeds}, devices: {plan.env['device_count']} x "
           f"{plan.env['device_kind']}")

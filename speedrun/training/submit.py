@@ -26,10 +26,12 @@ from speedrun.config import RunConfig, config_hash
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.records import leaderboard, references
-from speedrun.records.record import build_record, claim_line, sealed, write_record
+from speedrun.records.record import (build_record, claim_line, load_record, sealed,
+                                     write_record)
 from speedrun.training import fallback, hardware
 from speedrun.training.compare import interleave, ratio_line
-from speedrun.training.plan import command_line, config_for, label, parse_seeds, prepare
+from speedrun.training.plan import (check_name, command_line, config_for, label, parse_seeds,
+                                   preflight, prepare)
 
 
 def reference_for(records_dir: Path, track: str, hardware_class: str,
@@ -37,7 +39,9 @@ def reference_for(records_dir: Path, track: str, hardware_class: str,
     """(id, record, ranked time) of the record to time against: ``against``, else the track's
     current #1 on this hardware class. Refuses one that is not a ranked claim of the track and
     class, naming why."""
-    df = leaderboard.load_all(records_dir)
+    if against is not None:
+        check_against(records_dir, track, hardware_class, against)
+    df = leaderboard.load_all(records_dir)  # verifies every record: the ranking needs them all
     if against is None:
         entries = df[(df["track"] == track) & (df["hardware"] == hardware_class) & df["entry"]]
         if not len(entries):
@@ -47,18 +51,12 @@ def reference_for(records_dir: Path, track: str, hardware_class: str,
                 f"--against RECORD")
         best = entries.sort_values(["ranked", "date", "folder"]).iloc[0]
         return best["id"], best["record"], float(best["ranked"])
-    folder = Path(against) if (Path(against) / "record.yaml").is_file() else Path(records_dir) / against
+    folder = against_folder(records_dir, against)
     rows = df[df["id"] == references.record_id(folder.resolve())] if len(df) else df
-    if not (folder / "record.yaml").is_file() or not len(rows):
-        raise SpeedrunError(f"--against {against}: no such record in {records_dir} (give its "
-                            f"folder, e.g. {Path(records_dir) / track / 'DATE_NAME'})")
+    if not len(rows):
+        raise SpeedrunError(f"--against {against} is not under the records folder "
+                            f"{records_dir}: a reference is ranked among its records")
     row = rows.iloc[0]
-    if row["track"] != track:
-        raise SpeedrunError(f"--against {against} is on track {row['track']}, the candidate on "
-                            f"{track}: a reference must be on the same track")
-    if row["hardware"] != hardware_class:
-        raise SpeedrunError(f"--against {against} was made on {row['hardware']}, this machine is "
-                            f"{hardware_class}: a reference must be of the same hardware class")
     if row["problem"]:
         raise SpeedrunError(f"--against {against} fails verify: {row['problem']}")
     if not row["claim"]:
@@ -69,6 +67,29 @@ def reference_for(records_dir: Path, track: str, hardware_class: str,
                             f"({row['standing'] or 'it is a re-run or a repeated configuration'}):"
                             f" time against a ranked entry")
     return row["id"], row["record"], float(row["ranked"])
+
+
+def against_folder(records_dir: Path, against: str) -> Path:
+    """``--against``: a record folder, as given or under the records folder."""
+    return Path(against) if (Path(against) / "record.yaml").is_file() else \
+        Path(records_dir) / against
+
+
+def check_against(records_dir: Path, track: str, hardware_class: str, against: str) -> None:
+    """What ``--against`` names, read from its record alone (before every record is verified
+    for the ranking): a record, of this track and hardware class."""
+    folder = against_folder(records_dir, against)
+    if not (folder / "record.yaml").is_file():
+        raise SpeedrunError(f"--against {against}: no such record in {records_dir} (give its "
+                            f"folder, e.g. {Path(records_dir) / track / 'DATE_NAME'})")
+    rec = load_record(folder)
+    if rec.get("track") != track:
+        raise SpeedrunError(f"--against {against} is on track {rec.get('track')}, the candidate "
+                            f"on {track}: a reference must be on the same track")
+    if rec.get("hardware_class") != hardware_class:
+        raise SpeedrunError(f"--against {against} was made on {rec.get('hardware_class')}, this "
+                            f"machine is {hardware_class}: a reference must be of the same "
+                            f"hardware class")
 
 
 def write_linked(records_dir: str, plans: dict, results: dict, reference_id: str,
@@ -106,6 +127,8 @@ def main(args) -> int:
     devices.maybe_initialize()
     cand_cfg = config_for(args.track, args.tricks, args.overrides, args.steps)
     seeds = parse_seeds(None, args.seeds)
+    check_name(args.name)
+    preflight(cand_cfg, args.data_dir, args.records_dir, skippable=False)  # before the records
     hw = hardware.describe()["hardware_class"]
     ref_id, ref, ref_time = reference_for(Path(args.records_dir), args.track, hw, args.against)
     try:
@@ -116,7 +139,7 @@ def main(args) -> int:
         raise SpeedrunError(f"the candidate is {ref_id}'s own configuration: submit a change "
                             f"(other tricks, settings or steps)")
     writes = devices.is_main_process()
-    plans = {side: prepare(cfg, args.data_dir, command_line(), args.records_dir if writes else None)
+    plans = {side: prepare(cfg, args.data_dir, command_line(), args.records_dir, skippable=False)
              for side, cfg in (("a", ref_cfg), ("b", cand_cfg))}
     print(f"submit on {args.track} ({hw}): B = {label(cand_cfg)} timed against A = a re-run of "
           f"{ref_id} ({label(ref_cfg)}, ranked {ref_time:.1f} s)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Any
 from tabulate import tabulate
 
 import tricks as trick_registry
-from speedrun.config import RunConfig, apply_overrides, config_hash, split_override
+from speedrun.config import RunConfig, apply_overrides, config_hash, split_override, validate
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.records import stats
@@ -41,8 +42,8 @@ from speedrun.records.record import SLUG_CHARS, load_record, run_dict, slugify
 from speedrun.records.references import record_id
 from speedrun.records.verify import find_records, verify
 from speedrun.training import hardware, train
-from speedrun.training.plan import (command_line, config_for, label, parse_seeds, preflight,
-                                    prepare)
+from speedrun.training.plan import (check_name, command_line, config_for, label, parse_seeds,
+                                   preflight, prepare)
 from speedrun.training.run import run_seed, save
 
 MAX_POINTS = 50  # a larger grid needs --yes: it runs for a long time, one point after another
@@ -202,17 +203,30 @@ def reference_of(points: list[Point], base: RunConfig, grid_axes: dict, text: st
 # --- resuming: points already on record ---------------------------------------------------------
 
 
-def records_by_point(records_dir: str, track: str) -> dict[tuple, list[Path]]:
-    """The track's records under ``records_dir`` by (config hash, seeds, hardware class)."""
+def records_by_point(records_dir: str, track: str, points: list[Point], prefix: str
+                     ) -> dict[tuple, list[Path]]:
+    """The track's records under ``records_dir`` by (config hash, seeds, hardware class). A
+    record named as one of ``points`` that cannot be read is refused: the sweep could neither
+    read it back nor tell whether it ran that point."""
     folder = Path(records_dir) / track
     index: dict[tuple, list[Path]] = {}
+    names = {slugify(p.name(prefix)): p for p in points}
     for f in find_records([folder]) if folder.is_dir() else []:
         try:
             rec = load_record(f)
             key = (rec["config_hash"], tuple(sorted(int(r["seed"]) for r in rec["runs"])),
                    rec["hardware_class"])
-        except (SpeedrunError, KeyError, TypeError, ValueError):
-            continue  # unreadable: `verify` says why; a sweep cannot read it back
+        except (SpeedrunError, KeyError, TypeError, ValueError) as e:
+            name = f.name.partition("_")[2]  # <date>_<name>, or <date>_<name>-2 beside it
+            point = names.get(name) or names.get(re.sub(r"-\d+$", "", name))
+            if point is None:
+                continue  # not this sweep's: `verify` says why it is unreadable
+            raise SpeedrunError(f"{record_id(f)}, the record of point {point.number} "
+                                f"({point.label()}) by its name, cannot be read back "
+                                f"({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                                f"mend it (`python -m speedrun verify {f}` says what is "
+                                f"wrong) or move it out of {records_dir}, then run the sweep "
+                                f"again") from None
         index.setdefault(key, []).append(f)
     return index
 
@@ -300,7 +314,7 @@ def table(outcomes: list[Outcome], ref: Outcome, seeds: list[int]) -> str:
 
 def run_point(args, point: Point, n: int, seeds: list[int], writes: bool) -> Outcome:
     """Every seed of one point, then its record (written before the next point starts)."""
-    plan = prepare(point.cfg, args.data_dir, command_line(), args.records_dir if writes else None)
+    plan = prepare(point.cfg, args.data_dir, command_line(), args.records_dir, skippable=False)
     results = []
     for s in seeds:
         try:
@@ -318,6 +332,7 @@ def run_point(args, point: Point, n: int, seeds: list[int], writes: bool) -> Out
 def main(args) -> int:
     devices.maybe_initialize()
     seeds = parse_seeds(None, args.seeds)
+    check_name(args.name)
     base = config_for(args.track, args.tricks, args.overrides, args.steps)
     grid_axes = axes(base, args.sweep, args.overrides, args.steps)
     n = check_size(grid_axes, len(seeds), args.yes)
@@ -326,12 +341,13 @@ def main(args) -> int:
     writes = devices.is_main_process()
     for p in points:  # every point's settings, limits and folders, before anything runs
         try:
-            preflight(p.cfg, args.data_dir, args.records_dir if writes else None)
+            validate(p.cfg, trick_registry.setting_problems(p.cfg), "--sweep or --set")
+            preflight(p.cfg, args.data_dir, args.records_dir, skippable=False)
             trick_registry.build_hooks(p.cfg)
         except SpeedrunError as e:
             raise SpeedrunError(f"point {p.number}/{n} ({p.label()}): {e}") from None
     hw = hardware.describe()["hardware_class"]
-    index = records_by_point(args.records_dir, args.track)
+    index = records_by_point(args.records_dir, args.track, points, args.name)
     steps = ", ".join(str(s) for s in sorted({p.cfg.train.steps for p in points}))
     print(f"sweep on {args.track}: {n} point(s) x {len(seeds)} seed(s) {seeds}, {steps} steps, "
           f"one point after another; tricks: {label(base)}; reference: #{ref.number} "
