@@ -76,22 +76,23 @@ def write_dataset(data_dir: Path, train_tokens: int = 60_000, val_tokens: int = 
     return folder
 
 
-# EOT (50256) must be a valid id, so the vocabulary stays GPT-2's; the model is tiny elsewhere.
-TINY = tracks.Track(
-    name="tiny",
-    dataset=TINY_DATASET,
-    summary="synthetic chain tokens for tests",
-    where="tests",
-    data_command="(tests write it)",
-    config=RunConfig(
-        track="tiny",
-        model=ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=32),
-        optim=OptimConfig(lr=1e-2, warmup_steps=5, weight_decay=0.0, min_lr_frac=0.1),
-        train=TrainConfig(batch_size=8, steps=40, eval_every=10, val_tokens=1024,
-                          val_batch_size=8, target=3.0, loss_chunk=64, log_every=5),
-    ),
-    rules=tracks.Rules(target=3.0, val_tokens=1024, tokenizer="gpt2", vocab=50257),
-)
+def make_track(name: str, summary: str, data_command: str, optim: OptimConfig,
+               train: TrainConfig, **pinned) -> tracks.Track:
+    """A track of the tests: a 2-layer d32 model, target 3.0 on 1,024 validation tokens. EOT
+    (50256) must be a valid id, so the vocabulary stays GPT-2's; the model is tiny elsewhere.
+    ``pinned``: the rules' data fingerprints."""
+    return tracks.Track(
+        name=name, dataset=name, summary=summary, where="tests", data_command=data_command,
+        config=RunConfig(track=name, model=ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=32),
+                         optim=optim, train=train),
+        rules=tracks.Rules(target=3.0, val_tokens=1024, tokenizer="gpt2", vocab=50257, **pinned))
+
+
+TINY = make_track(
+    TINY_DATASET, "synthetic chain tokens for tests", "(tests write it)",
+    OptimConfig(lr=1e-2, warmup_steps=5, weight_decay=0.0, min_lr_frac=0.1),
+    TrainConfig(batch_size=8, steps=40, eval_every=10, val_tokens=1024, val_batch_size=8,
+                target=3.0, loss_chunk=64, log_every=5))
 
 
 def tiny_config(**train_changes) -> RunConfig:
@@ -137,21 +138,9 @@ def one_line_error(capsys, *needles) -> str:
 
 TRAIN_SHA = "a" * 64
 VAL_SHA = "b" * 64
-UNIT = tracks.Track(
-    name="unit",
-    dataset="unit",
-    summary="records written by unit tests (no data)",
-    where="tests",
-    data_command="(none)",
-    config=RunConfig(
-        track="unit",
-        model=ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=32),
-        optim=OptimConfig(),
-        train=TrainConfig(batch_size=8, steps=100, val_tokens=1024, target=3.0),
-    ),
-    rules=tracks.Rules(target=3.0, val_tokens=1024, tokenizer="gpt2", vocab=50257,
-                       val_sha256=VAL_SHA, train_sha256=TRAIN_SHA),
-)
+UNIT = make_track("unit", "records written by unit tests (no data)", "(none)", OptimConfig(),
+                  TrainConfig(batch_size=8, steps=100, val_tokens=1024, target=3.0),
+                  val_sha256=VAL_SHA, train_sha256=TRAIN_SHA)
 UNIT_DATA = {"dataset": "unit", "tokenizer": "gpt2", "train_sha256": TRAIN_SHA,
              "val_tokens": 1024, "val_sha256": VAL_SHA}
 

@@ -5,12 +5,14 @@ line allows, so the layers in speedrun/__init__.py hold."""
 from __future__ import annotations
 
 import ast
-import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from helpers import ROOT, tracked_files, walk
 from speedrun import cli
+from speedrun.records import provenance
 PACKAGES = ("speedrun", "tricks")
 
 
@@ -120,10 +122,32 @@ def test_every_package_imports_only_what_its_docstring_allows():
     assert wrong == []
 
 
-def test_every_command_names_a_function_that_exists():
-    for command, (_, target) in cli.COMMANDS.items():
-        module, func = target.split(":")
-        assert callable(getattr(importlib.import_module(module), func)), command
+def test_every_command_is_one_module_of_the_commands_package():
+    """cli lists every module of speedrun/commands/ (but the shared flags), each with its parser
+    and its main; its parser is the command of the module's name."""
+    found = {p.stem for p in (ROOT / "speedrun" / "commands").glob("*.py")} - {"__init__", "flags"}
+    listed = [c.__name__.rpartition(".")[2] for c in cli.COMMANDS]
+    assert sorted(listed) == sorted(found)
+    parser = cli.build_parser()
+    choices = parser._subparsers._group_actions[0].choices
+    for command in cli.COMMANDS:
+        name = command.__name__.rpartition(".")[2].replace("_", "-")
+        assert callable(command.main) and choices[name].get_default("main") is command.main
+
+
+def test_help_imports_no_jax():
+    """`--help` of every command builds its parser from argparse alone: instant."""
+    script = ("import sys; from speedrun import cli; cli.build_parser(); "
+              "print(sorted(m for m in ('jax', 'pandas', 'scipy', 'matplotlib', 'optax') "
+              "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_harness_files_a_record_hashes_exist():
+    """provenance.HARNESS names files by path: a moved file must be named where it is now."""
+    assert [f for f in provenance.HARNESS if not (ROOT / f).is_file()] == []
 
 
 # Words about how the project was made, or paths a user of the repository does not have.

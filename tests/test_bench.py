@@ -11,8 +11,8 @@ import tricks
 from speedrun import cli
 from speedrun.core import params as P
 from speedrun.training.plan import config_for
-from speedrun.training import bench
-from speedrun.training.hardware import datasheet_peak
+from speedrun.training import speed as bench
+from speedrun.training.environment import datasheet_peak
 
 
 def test_bench_breakdown_and_profile(tmp_path, capsys):

@@ -20,7 +20,8 @@ import tricks
 from helpers import one_line_error, tiny_cfg, tiny_checkpoint
 from speedrun import cli
 from speedrun.data import tokenizer
-from speedrun.inference import checkpoint, export
+from speedrun.inference import checkpoint
+from speedrun.inference import hf_gpt2 as export
 from speedrun.inference import generate as G
 
 # Tricks that change only how the model is trained (optimizer, schedule, data, initialisation,

@@ -22,7 +22,7 @@ from speedrun import cli
 from speedrun.core import attention
 from speedrun.errors import SpeedrunError
 from speedrun.inference import generate as G
-from speedrun.training import bench
+from speedrun.training import speed as bench
 from tricks import rotary
 
 FORWARD_TRICKS = sorted(n for n, t in tricks.available().items()

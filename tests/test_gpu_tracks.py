@@ -17,7 +17,7 @@ from speedrun import tracks
 from speedrun.config import PostConfig, apply_overrides
 from speedrun.core import model
 from speedrun.inference import generate as G
-from speedrun.posttraining import commands as post_commands
+from speedrun.posttraining import posttrain
 from speedrun.posttraining import loop, rl, sft
 from speedrun.posttraining import tasks as post_tasks
 from speedrun.training import plan
@@ -97,7 +97,7 @@ def test_post_training_runs_at_gpt2_small_width():
         post=dataclasses.replace(sft_cfg.post, method="rl", samples=2))
     task = post_tasks.get("addition")
     heldout = task.examples("heldout", 0, 1)
-    hooks = post_commands.post_hooks(tricks.build_hooks(sft_cfg), sft_cfg)
+    hooks = posttrain.post_hooks(tricks.build_hooks(sft_cfg), sft_cfg)
     params = hooks.init(jax.random.PRNGKey(0), sft_cfg.model)
     out = loop.run(sft_cfg, 0, hooks, params, "gpt2", task, heldout,
                    sft.batches(task, 0, "gpt2", sft_cfg.model.vocab_size, 1, 32), log=lambda s: None)

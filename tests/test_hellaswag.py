@@ -25,10 +25,10 @@ from speedrun.data import hellaswag as data
 from speedrun.data import tokenizer
 from speedrun.errors import SpeedrunError
 from speedrun.inference import generate as G
-from speedrun.inference import hellaswag
+from speedrun.inference import hellaswag_score as hellaswag
 from speedrun.records import record, verify
-from speedrun.training import plan
-from speedrun.training import run as run_module
+from speedrun.commands import run as run_module
+from speedrun.training import plan, saving
 
 EXAMPLES = [
     data.Example(24, "Roof shingle removal: A man is sitting on a roof. He",
@@ -230,7 +230,7 @@ def test_a_run_records_hellaswag_and_keeps_it_when_the_record_cannot_be_written(
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device", str(tiny / "records"))
 
-    monkeypatch.setattr(run_module, "write_record", disk_full)
+    monkeypatch.setattr(saving, "write_record", disk_full)
     monkeypatch.chdir(tiny)
     assert run_cli(tiny, "--steps", "3", "--set", "train.eval_every=3", "--seed", "4",
                    "--name", "hs") == 1
@@ -238,7 +238,7 @@ def test_a_run_records_hellaswag_and_keeps_it_when_the_record_cannot_be_written(
     assert re.findall(r"seed (\d): HellaSwag \(untimed, information\) acc_norm", captured.out) \
         == ["4"]
     saved = re.search(r"safe in (\S+):", captured.err).group(1)
-    monkeypatch.setattr(run_module, "write_record", real)
+    monkeypatch.setattr(saving, "write_record", real)
     assert cli.main(["recover", saved, "--records-dir", str(tiny / "records")]) == 0
     (folder,) = record_dirs(tiny)
     assert verify.verify(folder) == []

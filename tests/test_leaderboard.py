@@ -8,9 +8,8 @@ import re
 import shutil
 
 import tricks
-from helpers import ENV, UNIT_DATA, config, one_line_error, result, write
+from helpers import ENV, config, one_line_error, result, write
 from speedrun import cli
-from speedrun.records import record
 
 
 def claim(times, loss=2.9, steps=100):

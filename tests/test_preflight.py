@@ -18,11 +18,11 @@ import pytest
 from helpers import (ENV, TINY_DATASET, UNIT, UNIT_DATA, config, one_line_error, record_dirs,
                      result, run_cli, tiny_model, write)
 from speedrun import cli
+from speedrun.commands import verify as verify_command
 from speedrun.data import corpus, paths, shards
 from speedrun.inference import checkpoint
 from speedrun.records import record, verify
-from speedrun.training import plan
-from speedrun.training import run as run_module
+from speedrun.training import saving
 
 QUICK = ("--steps", "3", "--set", "train.eval_every=3")
 
@@ -67,14 +67,14 @@ def test_failed_record_write_goes_to_a_fallback_file_that_recover_turns_into_the
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device", str(tiny / "records"))
 
-    monkeypatch.setattr(run_module, "write_record", disk_full)
+    monkeypatch.setattr(saving, "write_record", disk_full)
     monkeypatch.chdir(tiny)
     assert run_cli(tiny, *QUICK, "--seeds", "2", "--name", "saved") == 1
     err = one_line_error(capsys, "No space left on device", "results are safe in",
                          "python -m speedrun recover")
     fallback = re.search(r"safe in (\S+):", err).group(1)
     assert os.path.isfile(fallback) and record_dirs(tiny) == []
-    monkeypatch.setattr(run_module, "write_record", real)
+    monkeypatch.setattr(saving, "write_record", real)
     old = os.umask(0o022)
     try:
         assert cli.main(["recover", fallback, "--records-dir", str(tiny / "records")]) == 0
@@ -253,7 +253,7 @@ def test_a_real_bug_is_not_hidden(monkeypatch):
     def bug(args):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(verify, "main", bug)
+    monkeypatch.setattr(verify_command, "main", bug)
     with pytest.raises(ZeroDivisionError):
         cli.main(["verify", "x"])
 

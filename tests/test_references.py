@@ -19,8 +19,7 @@ from helpers import (ENV, TINY, one_line_error, record_dirs, result, run_cli, wr
 from speedrun import cli, tracks
 from speedrun.config import RunConfig, config_hash
 from speedrun.records import leaderboard, provenance, record, references, stats, verify
-from speedrun.training import hardware
-from speedrun.training import submit as submit_mod
+from speedrun.training import environment, interleave, saving, time_reference
 
 CLAIM = (2.90, 2.91, 2.92)
 
@@ -260,8 +259,8 @@ def submitted(tmp_path_factory):
         mp.setenv("SPEEDRUN_DATA_DIR", str(root / "data"))
         mp.setenv("SPEEDRUN_NO_COMPILATION_CACHE", "1")
         assert run_cli(root, "--steps", "60", "--seeds", "3", "--name", "first") == 0
-        real = submit_mod.interleave
-        mp.setattr(submit_mod, "interleave", lambda *a: timed.append(real(*a)) or timed[-1])
+        real = interleave.interleave
+        mp.setattr(interleave, "interleave", lambda *a: timed.append(real(*a)) or timed[-1])
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             code = cli.main([*SUBMIT, "--records-dir", str(root / "records")])
@@ -301,9 +300,9 @@ def test_submit_refuses_a_bad_reference_before_training(tiny, capsys, monkeypatc
                                                         message, at_once):
     """What the named record or the settings alone show is said at once, before every record is
     verified for the ranking (seconds on the committed records)."""
-    monkeypatch.setattr(submit_mod, "interleave", lambda *a: pytest.fail("trained anyway"))
+    monkeypatch.setattr(interleave, "interleave", lambda *a: pytest.fail("trained anyway"))
     if at_once:
-        monkeypatch.setattr(submit_mod.leaderboard, "load_all",
+        monkeypatch.setattr(time_reference.leaderboard, "load_all",
                             lambda *a: pytest.fail("verified every record first"))
     folders = {"not-a-claim": write(tiny, [result(0, 2.9)], name="not-a-claim")}
     for name, change in (("other-track", dict(track="wiki-bytes", target=1.85)),
@@ -312,7 +311,7 @@ def test_submit_refuses_a_bad_reference_before_training(tiny, capsys, monkeypatc
         forge(folders[name], lambda r: r.update(change))
     name, *extra = against.split()
     target = str(folders.get(name, tiny / name))
-    monkeypatch.setattr(hardware, "describe", lambda: {"hardware_class": "cpu-2core"})
+    monkeypatch.setattr(environment, "describe", lambda: {"hardware_class": "cpu-2core"})
     assert cli.main(["submit", "--track", "unit", "--against", target, "--quiet",
                      "--records-dir", str(tiny / "records"), *extra]) == 1
     one_line_error(capsys, message)
@@ -325,8 +324,8 @@ def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, subm
     first = next(f for f in record_dirs(root) if f.name.endswith("_first"))
     shutil.copytree(first, tiny / "records" / "tiny" / first.name)
     before = record_dirs(tiny)
-    monkeypatch.setattr(submit_mod, "interleave", lambda *a: timed)  # trained by the fixture
-    real, calls = submit_mod.write_record, []
+    monkeypatch.setattr(interleave, "interleave", lambda *a: timed)  # trained by the fixture
+    real, calls = saving.write_record, []
 
     def second_fails(*a, **k):
         calls.append(1)
@@ -334,7 +333,7 @@ def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, subm
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(submit_mod, "write_record", second_fails)
+    monkeypatch.setattr(saving, "write_record", second_fails)
     monkeypatch.chdir(tiny)
     assert cli.main([*SUBMIT, "--records-dir", str(tiny / "records")]) == 130
     assert record_dirs(tiny) == before
@@ -343,7 +342,7 @@ def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, subm
 
 
 def test_a_failing_speed_probe_stops_the_run_in_one_line(tiny, capsys, monkeypatch):
-    monkeypatch.setattr(hardware, "matmul_peak", lambda *a, **k: float("nan"))
+    monkeypatch.setattr(environment, "matmul_peak", lambda *a, **k: float("nan"))
     assert run_cli(tiny, "--steps", "3") == 1
     err = capsys.readouterr().err
     assert err.startswith("error: the machine-speed probe measured nan") and err.count("\n") == 1

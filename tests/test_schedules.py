@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import SEQ, record_dirs, run_cli, setup
-from speedrun.core import batches
+from speedrun.core import batch_sizes as batches
 from speedrun.data import loader as loader_mod
 from speedrun.errors import SpeedrunError
 from speedrun.records import record, verify

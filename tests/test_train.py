@@ -11,7 +11,7 @@ import yaml
 from helpers import record_dirs, run_cli, tiny_config, train_tiny
 from speedrun import cli
 from speedrun.records import record, verify
-from speedrun.training import run as run_module
+from speedrun.commands import run as run_module
 from speedrun.training import train
 
 

@@ -20,8 +20,8 @@ from speedrun.errors import SpeedrunError
 from speedrun.records import record, verify
 from speedrun.records.references import record_id
 from speedrun.training import plan, train
-from speedrun.training import run as run_module
-from speedrun.training import sweep as sw
+from speedrun.commands import run as run_module
+from speedrun.training import grid as sw
 from tricks import softcap
 
 QUICK = ("--steps", "3", "--set", "train.eval_every=3", "--set", "model.n_layer=1", "--quiet")

@@ -1,4 +1,4 @@
-"""`python -m speedrun launch`: one training command as N processes on this machine, joined
+"""One training command as N processes on this machine (`python -m speedrun launch`), joined
 through ``jax.distributed`` the way a cluster's processes are, each with K simulated CPU devices
 (``--xla_force_host_platform_device_count``) and JAX's gloo collectives between them.
 
@@ -223,16 +223,3 @@ def _next(ended: queue.Queue) -> tuple[int, int]:
             return ended.get(timeout=0.2)
         except queue.Empty:
             pass
-
-
-def _terminated(signum, frame):
-    raise KeyboardInterrupt  # a SIGTERM stops every process, as Ctrl-C does
-
-
-def main(args) -> int:
-    """`python -m speedrun launch --processes N [--devices-per-process K] -- COMMAND ...`."""
-    signal.signal(signal.SIGTERM, _terminated)
-    command = list(args.launched)
-    if args.debug:  # the command line's --debug is meant for the processes too
-        command = [*check_command(command), "--debug"]
-    return launch(args.processes, args.devices_per_process, command, args.port, args.module)

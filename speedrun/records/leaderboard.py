@@ -1,4 +1,4 @@
-"""`python -m speedrun leaderboard`: leaderboard.md, regenerated from records/ alone.
+"""leaderboard.md, regenerated from records/ alone (`python -m speedrun leaderboard`).
 
 One section per track and hardware class, on one time scale: its reference machine's. Only
 claims are ranked: records that pass ``verify`` (track rules and references included) whose
@@ -28,7 +28,6 @@ import tricks as T
 from speedrun import tracks
 from speedrun.config import RunConfig
 from speedrun.data import paths
-from speedrun.data.shards import atomic_write
 from speedrun.errors import SpeedrunError
 from speedrun.records import plots, references, stats
 from speedrun.records.record import load_record
@@ -392,30 +391,6 @@ def dropped(old: str, new: str, bases: list[Path]) -> list[str]:
     --records-dir that names a part of the records."""
     return sorted(link for link in listed(old) - listed(new)
                   if any((base / link / RECORD_FILE).is_file() for base in bases))
-
-
-def main(args) -> int:
-    records_dir = Path(args.records_dir)
-    check_records_dir(records_dir)
-    df = load_all(records_dir)  # verifies every record: once per command
-    text = render(records_dir, df)
-    out = Path(args.output)
-    if args.check:
-        if not out.exists() or out.read_text() != text:
-            print(f"{out} is stale: run `python -m speedrun leaderboard` and commit it")
-            return 1
-        missing = [p for t, hw, ranked, _, _ in sections(df) if len(ranked)
-                   for p in plot_paths(records_dir, t, hw) if not p.exists()]
-        if missing:
-            print(f"missing plots {', '.join(map(str, missing))}: run `python -m speedrun leaderboard`")
-            return 1
-        print(f"{out} is up to date")
-        return 0
-    check_output(out, text, records_dir, args.force)
-    atomic_write(out, [text.encode()])
-    plots = write_plots(records_dir, df)
-    print(f"wrote {out} and {len(plots)} plots")
-    return 0
 
 
 def check_output(out: Path, text: str, records_dir: Path, force: bool) -> None:

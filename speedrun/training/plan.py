@@ -25,7 +25,7 @@ from speedrun.data import corpus, fingerprint, loader, paths
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.records import provenance
-from speedrun.training import compile_cache, hardware
+from speedrun.training import compile_cache, environment
 
 
 def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
@@ -208,7 +208,7 @@ def prepare(cfg: RunConfig, data_dir: str | None, command: str,
     val = validation_set(cfg, val_files)
     check_token_range(cfg, val, val_files, train_files[0].parent, track.dataset)
     data = fingerprint.describe(train_files[0].parent, track.dataset, train_files, val)
-    env = hardware.environment(command=command)
+    env = environment.environment(command=command)
     env["attention"] = attention_implementation(cfg)
     env["sources"] = provenance.sources(cfg.trick_names)  # what code and packages ran: verify
     env["packages"] = provenance.packages()  # and --from-record say when today's differ

@@ -1,11 +1,6 @@
-"""The post-training commands: `sft`, `rl`, `tasks`, `eval --task`, `chat`.
-
-    python -m speedrun sft CKPT --task addition --steps 300 --save out/     # fine-tune a model
-    python -m speedrun rl CKPT --task addition --steps 100 --save out/      # policy gradient
-    python -m speedrun sft --track sft-addition --seeds 3                   # a post-training claim
-    python -m speedrun eval CKPT --task addition --k 8                      # pass@1, pass@8
-    python -m speedrun chat CKPT                                            # talk to it
-    python -m speedrun tasks                                                # the tasks
+"""A post-training run, `sft` or `rl` alike: the start checkpoint and the configuration resolved
+(a track's, or a checkpoint's with a task), every seed timed like pretraining, and on a track
+its record.
 
 On a post-training track (``--track``) the start checkpoint, the task, the held-out set and the
 target are the track's, and every run writes a record timed like pretraining; without one, any
@@ -16,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
 from pathlib import Path
 
 import jax
 import optax
 
-from speedrun import tracks
 import tricks as trick_registry
+from speedrun import tracks
 from speedrun.config import RunConfig, apply_overrides, validate
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
@@ -34,10 +28,9 @@ from speedrun.posttraining import tasks as task_registry
 from speedrun.posttraining.tasks.base import fingerprint
 from speedrun.records import logs, provenance
 from speedrun.records.record import claim_line
-from speedrun.training import evaluate, hardware, train
+from speedrun.training import environment, saving, train
 from speedrun.training import plan as plans
 from speedrun.training.console import Console
-from speedrun.training.run import check_save_dir, save, save_checkpoint
 
 
 def file_sha256(path: Path) -> str:
@@ -105,7 +98,9 @@ def post_tracks() -> list[str]:
     return [t.name for t in tracks.TRACKS.values() if t.config.post is not None]
 
 
-def main(args, method: str) -> int:
+def posttrain(args, method: str) -> int:
+    """`sft` or `rl` (``method``) as the command line asks: every seed, then the record on a
+    track."""
     devices.maybe_initialize()
     if jax.process_count() > 1:
         raise SpeedrunError(f"`{method}` runs in one process (on all of its devices); `launch` "
@@ -116,7 +111,7 @@ def main(args, method: str) -> int:
     records_dir = None if track is None or args.no_record else args.records_dir
     writes = records_dir is not None and devices.is_main_process()
     if args.save:
-        check_save_dir(args.save, args.records_dir)
+        saving.check_save_dir(args.save, args.records_dir)
     validate(cfg, trick_registry.setting_problems(cfg))
     if records_dir is not None:
         plans.check_records_dir(records_dir, cfg.track)
@@ -127,7 +122,7 @@ def main(args, method: str) -> int:
             "train_sha256": fingerprint(task.examples("train", 0, 256)),
             "val_tokens": len(heldout), "val_sha256": fingerprint(heldout),
             "start_sha256": cfg.post.start_sha256, "val_bytes": None, "metric": "heldout_error"}
-    env = hardware.environment(command=plans.command_line())
+    env = environment.environment(command=plans.command_line())
     env["attention"] = plans.attention_implementation(cfg)
     env["sources"] = provenance.sources(cfg.trick_names)
     env["packages"] = provenance.packages()
@@ -139,7 +134,7 @@ def main(args, method: str) -> int:
     results = [seed_run(plan, ck, task, heldout, seed, args) for seed in seeds]
     if writes:
         name = args.name or f"{method}-{task.name.split('/')[-1].split('.')[0]}"
-        where, rec = save(plan, results, records_dir, name)
+        where, rec = saving.save(plan, results, records_dir, name)
         print(f"record written: {where}")
         print(claim_line(rec))
     return 0
@@ -148,7 +143,7 @@ def main(args, method: str) -> int:
 def seed_run(plan: plans.Plan, ck: checkpoint.Checkpoint, task, heldout, seed: int, args):
     """One seed: the machine probe, then the timed loop from the start checkpoint."""
     cfg = plan.cfg
-    gflops = hardware.machine_gflops()
+    gflops = environment.machine_gflops()
     console = Console(cfg.train.steps, args.quiet, f"seed {seed}")
     console.lines += logs.header(cfg, seed, plan.env)
     console.log(logs.machine_line(gflops))
@@ -163,7 +158,7 @@ def seed_run(plan: plans.Plan, ck: checkpoint.Checkpoint, task, heldout, seed: i
 
     def finished(final):
         if args.save and devices.is_main_process():
-            saved.append(save_checkpoint(plan, final, seed, args.save)[1])
+            saved.append(saving.save_checkpoint(plan, final, seed, args.save)[1])
 
     try:
         out = loop.run(cfg, seed, plan.hooks, params, ck.tokenizer, task, heldout, next_batch,
@@ -178,95 +173,3 @@ def seed_run(plan: plans.Plan, ck: checkpoint.Checkpoint, task, heldout, seed: i
     console.lines.append(line)
     print(line)
     return train.RunResult(**vars(out), log="\n".join(console.lines) + "\n")
-
-
-def sft_main(args) -> int:
-    return main(args, "sft")
-
-
-def rl_main(args) -> int:
-    return main(args, "rl")
-
-
-def tasks_main(args) -> int:
-    """`python -m speedrun tasks`."""
-    from tabulate import tabulate
-
-    rows = []
-    for t in task_registry.available().values():
-        e = t.examples("train", 0, 1)[0]
-        rows.append((t.name, t.summary, f"{e.question[-1]['content']} -> {e.answer}"))
-    print(tabulate(rows, headers=["task", "what", "an example"], tablefmt="simple"))
-    print("\nOr your own conversations: --task jsonl:PATH (one {\"messages\": [...]} a line). "
-          "Post-training tracks: " + ", ".join(post_tracks()))
-    return 0
-
-
-def eval_main(args) -> int:
-    """`python -m speedrun eval CKPT`: the track's val loss, HellaSwag (--hellaswag), or a
-    task's pass@k (--task)."""
-    if args.task and args.hellaswag:
-        raise SpeedrunError("give --task or --hellaswag, not both")
-    return eval_task(args) if args.task else evaluate.main(args)
-
-
-def eval_task(args) -> int:
-    """`python -m speedrun eval CKPT --task T`: pass@1 and pass@k on the held-out examples."""
-    G.sampling(args.temperature, args.top_k)  # checked now, used when --k asks for samples
-    ck = checkpoint.load(args.checkpoint)
-    task = task_registry.get(args.task)
-    chat.specials(ck.tokenizer, ck.cfg.model.vocab_size)
-    if args.k < 1 or args.n < 1:
-        raise SpeedrunError("--k and --n must be at least 1")
-    examples = task.examples("heldout", 0, args.n)
-    scoring.check_room(task, examples, ck.tokenizer, ck.cfg.model.vocab_size,
-                       ck.cfg.model.seq_len)
-    model = ck.model()
-    model = G.Model(jax.device_put(model.params), model.cfg, model.hooks, model.tokenizer)
-    print(ck.describe(), file=sys.stderr)
-    greedy = scoring.score(model, task, examples, k=1)
-    print(f"{task.name}: greedy pass@1 {greedy.pass1:.4f} ± {greedy.pass1_se:.4f} over "
-          f"{greedy.n} held-out examples")
-    if args.k > 1:
-        s = scoring.score(model, task, examples, k=args.k, temperature=args.temperature,
-                          top_k=args.top_k, seed=args.seed,
-                          progress=lambda j: print(f"  sample {j}/{args.k}", file=sys.stderr))
-        print(f"{task.name}: sampled (temperature {args.temperature}) pass@1 {s.pass1:.4f} ± "
-              f"{s.pass1_se:.4f}, pass@{args.k} {s.passk:.4f} ± {s.passk_se:.4f}")
-    return 0
-
-
-def chat_main(args) -> int:
-    """`python -m speedrun chat CKPT`: type a message, read the answer, until Ctrl-D."""
-    sampling = G.sampling(args.temperature, args.top_k)
-    if args.max_new_tokens < 1:
-        raise SpeedrunError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    ck = checkpoint.load(args.checkpoint)
-    m = ck.model()
-    m = G.Model(jax.device_put(m.params), m.cfg, m.hooks, m.tokenizer)
-    sp = chat.specials(m.tokenizer, m.cfg.model.vocab_size)
-    print(f"{ck.describe()}\ntype a message and press Enter; Ctrl-D ends", file=sys.stderr)
-    conversation, turn = [], 0
-    for line in sys.stdin:
-        text = line.rstrip("\n")
-        if not text.strip():
-            continue
-        try:  # a line the chat format cannot carry (a marker byte) is refused, not the chat
-            chat.encode_text(text, m.tokenizer)
-        except SpeedrunError as e:
-            print(f"(not sent: {e})", file=sys.stderr)
-            continue
-        conversation.append({"role": "user", "content": text})
-        ids = chat.prompt(conversation, m.tokenizer, m.cfg.model.vocab_size)
-        if len(ids) >= m.seq_len - 1:
-            print("(the conversation is longer than the model's context: starting a new one)",
-                  file=sys.stderr)
-            conversation = conversation[-1:]
-            ids = chat.prompt(conversation, m.tokenizer, m.cfg.model.vocab_size)[-(m.seq_len - 2):]
-        out = G.generate(m, [ids], args.max_new_tokens, sampling, args.seed + turn,
-                         stop=sp.assistant_end)[0]
-        answer = chat.completion(out, m.tokenizer, m.cfg.model.vocab_size)
-        print(answer, flush=True)
-        conversation.append({"role": "assistant", "content": answer})
-        turn += 1
-    return 0

@@ -1,30 +1,55 @@
-"""Using a trained model: `sample` and `quantize` on a checkpoint (`run --save DIR`); `eval` is
-speedrun/training/evaluate.py (it scores on the track's validation set, as a run does).
+"""`python -m speedrun sample CHECKPOINT`: continue prompts with a trained model.
 
     python -m speedrun sample CHECKPOINT --prompt "The history of"      # prefill + KV-cache decode
     python -m speedrun sample CHECKPOINT --prompt-file prompts.txt      # one prompt a line, batched
     python -m speedrun sample CHECKPOINT --draft SMALL --draft-tokens 4 # speculative decoding
-    python -m speedrun quantize CHECKPOINT                              # weight-only int8 copy
 
 A CHECKPOINT is a .safetensors file written by `run --save` or `quantize`, or a folder holding
-exactly one. `sample` and `eval` take float and int8 checkpoints alike.
+exactly one; float and int8 checkpoints alike. Decoding: speedrun/inference/generate.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
-import jax
+from speedrun.commands import flags
 
-from speedrun.data import paths
-from speedrun.errors import SpeedrunError
-from speedrun.inference import checkpoint, generate as G
-from speedrun.inference import quantize as Q
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    smp = sub.add_parser(
+        "sample", help="generate text from a checkpoint (KV cache, batched prompts)",
+        description="Continue prompts with a checkpoint written by `run --save` (or `quantize`): "
+        "prefill, then a jitted decode loop over a KV cache, through the same hooks as training. "
+        "Each prompt starts a document (after the separator token) and its row stops at the "
+        "next separator (<|endoftext|>, or byte 0 for bytes) or after --max-new-tokens.")
+    flags.checkpoint(smp)
+    smp.add_argument("--prompt", default=None, metavar="TEXT", help="the prompt (default: empty)")
+    smp.add_argument("--prompt-file", default=None, metavar="FILE",
+                     help="one prompt per line (blank lines skipped), generated as one batch")
+    smp.add_argument("--max-new-tokens", type=int, default=200, metavar="N",
+                     help="tokens to generate per prompt at most (default 200; cut to the "
+                     "model's context)")
+    smp.add_argument("--temperature", type=float, default=0.8,
+                     help="sampling temperature; 0 is greedy (default 0.8)")
+    smp.add_argument("--top-k", type=int, default=0, metavar="K",
+                     help="sample among the K most likely tokens only (default 0: all)")
+    smp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    smp.add_argument("--draft", default=None, metavar="CHECKPOINT",
+                     help="speculative decoding: a smaller model with the same tokenizer "
+                     "proposes tokens that this one checks")
+    smp.add_argument("--draft-tokens", type=int, default=4, metavar="K",
+                     help="tokens the draft proposes per round (default 4)")
+    smp.add_argument("--no-check", action="store_true",
+                     help="skip the check that cached decoding matches the full forward pass")
+    return smp
 
 
 def prompts_of(args) -> list[str]:
+    from speedrun.errors import SpeedrunError
+
     if args.prompt is not None and args.prompt_file is not None:
         raise SpeedrunError("give --prompt or --prompt-file, not both")
     if args.prompt_file is not None:
@@ -44,13 +69,21 @@ def prompts_of(args) -> list[str]:
     return [args.prompt if args.prompt is not None else ""]
 
 
-def load_model(path: str) -> tuple[checkpoint.Checkpoint, G.Model]:
+def load_model(path: str):
+    """(checkpoint, its model with the parameters on the device)."""
+    import jax
+
+    from speedrun.inference import checkpoint
+    from speedrun.inference import generate as G
+
     ck = checkpoint.load(path)
     m = ck.model()
     return ck, G.Model(jax.device_put(m.params), m.cfg, m.hooks, m.tokenizer)
 
 
-def sample_main(args) -> int:
+def main(args) -> int:
+    from speedrun.inference import generate as G
+
     s = G.sampling(args.temperature, args.top_k)
     texts = prompts_of(args)
     ck, m = load_model(args.checkpoint)
@@ -80,30 +113,4 @@ def sample_main(args) -> int:
         line += (f"; draft acceptance {stats.acceptance:.1%} ({stats.accepted}/{stats.proposed} "
                  f"proposals, {stats.rounds} rounds of {args.draft_tokens})")
     print(line, file=sys.stderr)
-    return 0
-
-
-def quantized_path(path: Path) -> Path:
-    stem = path.name[: -len(checkpoint.SUFFIX)] if path.name.endswith(checkpoint.SUFFIX) else path.name
-    return path.with_name(stem + ".int8" + checkpoint.SUFFIX)
-
-
-def quantize_main(args) -> int:
-    ck = checkpoint.load(args.checkpoint)
-    if ck.quantization != "none":
-        raise SpeedrunError(f"checkpoint {ck.path} is already {ck.quantization}")
-    out = Path(args.output) if args.output else quantized_path(ck.path)
-    if out.resolve() == ck.path.resolve():
-        raise SpeedrunError(f"--output {out} would overwrite the float checkpoint")
-    if out.is_dir():
-        raise SpeedrunError(f"--output {out} is a folder: name the file to write")
-    paths.probe_writable(out.parent, "--output folder", "pass --output FILE in a writable folder")
-    q = Q.quantize(ck.params)
-    checkpoint.save(out, q, ck.cfg, ck.tokenizer, ck.seed,
-                    notes={**ck.notes, "quantized_from": ck.path.name})
-    worst = max(Q.errors(ck.params, q).items(), key=lambda kv: kv[1])
-    before, after = ck.path.stat().st_size, out.stat().st_size
-    print(f"int8 checkpoint written: {out} ({after / 1e6:.2f} MB, float {before / 1e6:.2f} MB, "
-          f"{before / after:.1f}x smaller); largest relative error {worst[1]:.2e} ({worst[0]}); "
-          f"check it with: python -m speedrun eval {out}")
     return 0
