@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import tricks
 from speedrun import cli, tracks
@@ -39,6 +40,14 @@ from speedrun.records import logs, record
 from speedrun.records.record import first_crossing
 from speedrun.training import train as train_mod
 from speedrun.training.state import init_state
+
+def sweep(values, quick: int = 1, ids=None, unpack: bool = False) -> list:
+    """The cases of an exhaustive sweep as pytest parameters: the first ``quick`` in the quick
+    tier, the others marked ``slow`` (the full suite runs them all). ``unpack``: each value is
+    a tuple of several arguments."""
+    return [pytest.param(*(v if unpack else (v,)), marks=() if i < quick else pytest.mark.slow,
+                         id=None if ids is None else ids(v)) for i, v in enumerate(values)]
+
 
 # ----------------------------------------------------------------------------------------------
 # the tiny dataset and track: small, learnable tokens (no network, seconds to train)
@@ -420,17 +429,18 @@ class Started:
             p.kill()
 
 
-# The scripts below compile programs that then run for milliseconds, so they skip XLA's
-# backend (LLVM) optimisation: that takes ~40% off their compile time. The HLO passes (sharding
-# propagation, SPMD partitioning, collectives) run as in any run.
-QUICK_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+def with_devices(devices: int) -> dict:
+    """XLA_FLAGS (as the tests run: tests/conftest.py's quick compiles) and JAX_PLATFORMS for a
+    process of ``devices`` simulated CPU devices."""
+    return {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+                         f"--xla_force_host_platform_device_count={devices}".strip(),
+            "JAX_PLATFORMS": "cpu"}
 
 
 def on_devices(scripts: list[str], devices: int) -> Started:
     """Each of ``scripts`` started in a process of its own with ``devices`` simulated CPU
     devices."""
-    env = child_env(XLA_FLAGS=f"{QUICK_COMPILE} --xla_force_host_platform_device_count={devices}",
-                    JAX_PLATFORMS="cpu")
+    env = child_env(**with_devices(devices))
     return Started([(script, env) for script in scripts])
 
 
@@ -438,6 +448,5 @@ def on_processes(script: str, processes: int, devices: int) -> Started:
     """``script`` started as ``processes`` processes joined through jax.distributed with the
     environment `launch` gives them (``devices`` CPU devices each)."""
     address = f"{launch.HOST}:{launch.free_port()}"
-    env = child_env(XLA_FLAGS=QUICK_COMPILE)
-    return Started([(script, launch.child_env(env, i, processes, devices, address))
+    return Started([(script, launch.child_env(child_env(), i, processes, devices, address))
                     for i in range(processes)])

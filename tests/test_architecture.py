@@ -5,6 +5,7 @@ line allows, so the layers in speedrun/__init__.py hold."""
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import subprocess
 import sys
@@ -133,6 +134,18 @@ def test_every_command_is_one_module_of_the_commands_package():
     for command in cli.COMMANDS:
         name = command.__name__.rpartition(".")[2].replace("_", "-")
         assert callable(command.main) and choices[name].get_default("main") is command.main
+
+
+def test_every_module_imports():
+    """The quick tier (`-m "not slow"`) loads every module of the harness and the tricks, whatever
+    its tests exercise."""
+    failed = []
+    for name in modules():
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - name every module that fails, not the first
+            failed.append(f"{name}: {type(e).__name__}: {e}")
+    assert failed == []
 
 
 def test_help_imports_no_jax():

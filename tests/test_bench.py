@@ -15,6 +15,7 @@ from speedrun.training import speed as bench
 from speedrun.training.environment import datasheet_peak
 
 
+@pytest.mark.slow
 def test_bench_breakdown_and_profile(tmp_path, capsys):
     code = cli.main(["bench", "--track", "unit", "--set", "model.vocab_size=256", "--steps", "2",
                      "--breakdown", "--profile", str(tmp_path / "prof")])

@@ -18,11 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers import (TINY, child_env, on_processes, param_gaps, record_dirs, short_cfg,
-                     train_tiny, write_dataset)
+                     train_tiny, with_devices, write_dataset)
 from speedrun import cli, tracks
 from speedrun.distributed import launch
 from speedrun.inference import checkpoint
 from speedrun.records import record, verify
+
+pytestmark = pytest.mark.slow  # joined processes and launched runs: the full suite only
 
 PROCESSES, DEVICES = 2, 2
 
@@ -177,8 +179,7 @@ def speedrun_in(cli_folder, cwd: str, *argv, devices=None) -> subprocess.Popen:
     process in ``cli_folder``/``cwd`` (``communicate()`` waits for its output)."""
     folder, env = cli_folder
     (folder / cwd).mkdir()
-    extra = {} if devices is None else {
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    extra = {} if devices is None else with_devices(devices)
     return subprocess.Popen([sys.executable, "-m", "tiny_cli", *argv], cwd=folder / cwd,
                             text=True, env=env | extra, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

@@ -33,6 +33,7 @@ def test_search_stops_at_the_probe_budget():
     assert best is None and len(seen) == 3
 
 
+@pytest.mark.slow
 def test_find_steps_agrees_with_a_direct_sweep(tiny, capsys):  # noqa: F811
     """On the tiny track, with one seed: run every candidate length directly, then let
     find-steps search the same grid; it must name the first length whose run ends below 3.0."""
@@ -59,6 +60,7 @@ def test_find_steps_agrees_with_a_direct_sweep(tiny, capsys):  # noqa: F811
     assert rec["runs"][0]["final_val_loss"] == pytest.approx(finals[passing[0]], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_compare_interleaves_and_writes_both_records(tiny, capsys):  # noqa: F811
     code = cli.main(["compare", "--track", "tiny", "--b", "softcap", "--steps-a", "8",
                      "--steps-b", "6", "--set-a", "train.eval_every=4", "--set-b",

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from helpers import (TINY, one_line_error, record_dirs, result, run_cli, tiny_checkpoint,
-                     tiny_model, write)
+                     sweep, tiny_model, write)
 from speedrun import cli, tracks
 from speedrun.data import hellaswag as data
 from speedrun.data import tokenizer
@@ -177,7 +177,8 @@ def numpy_losses(m: G.Model, examples) -> tuple[np.ndarray, np.ndarray, int]:
     return summed.reshape(shape), np.array(scored, float).reshape(shape), len(cut)
 
 
-@pytest.mark.parametrize("tok, examples", [("bytes", EXAMPLES * 4), ("gpt2", EXAMPLES)])
+@pytest.mark.parametrize("tok, examples", sweep([("bytes", EXAMPLES * 4), ("gpt2", EXAMPLES)],
+                                                unpack=True))
 def test_scores_match_a_numpy_computation_from_the_logits(tok, examples):
     """20 byte-level examples span two batches (16 each, the second padded); contexts longer
     than the model's 24 positions are cut on the left."""
@@ -215,6 +216,7 @@ def test_eval_hellaswag_from_a_checkpoint(tmp_path, capsys):
 # --- a run on a track that reports it ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_records_hellaswag_and_keeps_it_when_the_record_cannot_be_written(
         tiny, capsys, monkeypatch):
     monkeypatch.setitem(tracks.TRACKS, "tiny", dataclasses.replace(TINY, hellaswag=True))

@@ -235,6 +235,7 @@ def sft_saved(tmp_path, capsys, yes_task):
     return capsys.readouterr().out, saved
 
 
+@pytest.mark.slow
 def test_sft_teaches_a_tiny_model_a_task_and_saves_it(sft_saved, yes_task):
     out, saved = sft_saved
     assert re.search(r"seed 0: 30 steps in [\d.]+s train time, held-out pass@1 1\.0000 \(from "
@@ -243,6 +244,7 @@ def test_sft_teaches_a_tiny_model_a_task_and_saves_it(sft_saved, yes_task):
     assert ck.cfg.post.method == "sft" and ck.cfg.post.task == yes_task
 
 
+@pytest.mark.slow
 def test_eval_task_and_chat_read_a_post_trained_model(sft_saved, capsys, yes_task, monkeypatch):
     _, saved = sft_saved
     assert cli.main(["eval", str(saved), "--task", yes_task, "--n", "10", "--k", "4"]) == 0
@@ -274,6 +276,7 @@ def test_a_policy_gradient_step_moves_probability_toward_the_rewarded_answer():
     assert after[0, answer] > before[0, answer] and after[1, answer] < before[1, answer]
 
 
+@pytest.mark.slow
 def test_rl_runs_from_the_command_line_and_logs_its_reward(tmp_path, capsys, yes_task):
     start = start_checkpoint(tmp_path)
     assert cli.main(["rl", str(start), "--task", yes_task, "--steps", "2", "--set",
@@ -322,6 +325,7 @@ def test_a_checkpoint_that_cannot_carry_the_chat_tokens_is_one_line(tmp_path, ca
     assert "cannot carry the chat tokens" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_post_training_track_writes_records_that_verify_and_rank(tmp_path, capsys, monkeypatch,
                                                                    yes_task):
     """A track fixes the start checkpoint, task, held-out set and target; its records are timed

@@ -60,6 +60,7 @@ def test_read_only_records_parent_fails_before_training(tiny, capsys, no_trainin
     one_line_error(capsys, "not writable", "Permission denied")
 
 
+@pytest.mark.slow
 def test_failed_record_write_goes_to_a_fallback_file_that_recover_turns_into_the_record(
         tiny, capsys, monkeypatch):
     real = record.write_record
@@ -137,6 +138,7 @@ def set_token_65535(f):
     ("wiki_val_000000.bin", cut_1000_bytes),
     ("wiki_val_000000.bin", set_token_65535),
 ])
+@pytest.mark.slow
 def test_corrupt_shard_is_reported_by_name_then_rebuilt(wiki_copy, shard, damage, capsys):
     damage(wiki_copy / shard)
     report = corpus.ensure_dataset("wiki", wiki_copy.parent)  # what `run` calls
@@ -306,16 +308,6 @@ def test_a_vocabulary_cut_below_the_tokenizers_is_the_rule_not_corrupt_data(tiny
     assert "corrupt" not in err
 
 
-def test_quantize_output_under_a_file_names_the_file(tmp_path, capsys):
-    ck = tmp_path / "model.safetensors"
-    afile = tmp_path / "afile"
-    afile.write_text("")
-    m = tiny_model("")
-    checkpoint.save(ck, m.params, m.cfg, m.tokenizer, 0)
-    assert cli.main(["quantize", str(ck), "--output", str(afile / "x.safetensors")]) == 1
-    one_line_error(capsys, "--output folder", "is not a folder")
-
-
 def test_verify_of_a_path_without_records_fails(tmp_path, capsys):
     assert cli.main(["verify", str(tmp_path)]) == 1
     one_line_error(capsys, "no records under")
@@ -339,6 +331,7 @@ def test_repeated_or_empty_trick_names_are_errors(tiny, capsys, no_training, nam
     one_line_error(capsys, message)
 
 
+@pytest.mark.slow
 def test_an_empty_trick_list_is_the_baseline_and_the_run_line_says_so(tiny, capsys):
     assert run_cli(tiny, "--tricks", "", *QUICK, "--no-record") == 0
     assert "tricks: baseline" in capsys.readouterr().out
@@ -354,6 +347,8 @@ BAD_INPUT = [  # (argv, what the one line says); {ck} a tiny checkpoint, {afile}
     (["sweep", "--sweep", "optim.lr=0.1,0.2", "--name", "-"], "--name '-' has no letter"),
     (["sft", "{ck}", "--task", "addition", "--steps", "0"], "--steps must be at least 1, got 0"),
     (["quantize", "{ck}", "--output", "{dir}"], "is a folder: name the file to write"),
+    (["quantize", "{ck}", "--output", "{afile}/x.safetensors"], "--output folder {afile} cannot "
+     "be used: {afile} is not a folder"),
     (["bench", "--steps", "0"], "--steps must be at least 1, got 0"),
     (["bench", "--decode", "--batch", "1,0"], "--batch sizes must be at least 1, got 0"),
     (["bench", "--decode", "--prompt-len", "-1"], "--prompt-len and --new-tokens must be 0"),

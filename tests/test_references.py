@@ -268,6 +268,7 @@ def submitted(tmp_path_factory):
     return root, out.getvalue(), timed[0]
 
 
+@pytest.mark.slow
 def test_submit_times_a_claim_against_the_number_one_and_links_both(submitted, monkeypatch):
     root, out, _ = submitted
     monkeypatch.setitem(tracks.TRACKS, "tiny", TINY)  # the records verify against their track
@@ -317,6 +318,7 @@ def test_submit_refuses_a_bad_reference_before_training(tiny, capsys, monkeypatc
     one_line_error(capsys, message)
 
 
+@pytest.mark.slow
 def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, submitted,
                                                                       monkeypatch):
     """Ctrl-C between the two records' writes: neither is left, both results files are."""
@@ -352,6 +354,7 @@ def test_a_failing_speed_probe_stops_the_run_in_one_line(tiny, capsys, monkeypat
 # --- provenance -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_stores_its_code_and_packages_and_says_when_they_moved(tiny, capsys):
     assert run_cli(tiny, "--steps", "4", "--set", "train.eval_every=4", "--tricks", "softcap") == 0
     (folder,) = record_dirs(tiny)

@@ -95,6 +95,7 @@ def test_loader_rows_continue_the_fixed_size_stream(tiny):
     assert np.array_equal(fixed.rows(4, 4, 1, 2)[0], whole[[5, 7]])  # process 1 of 2
 
 
+@pytest.mark.slow
 def test_batch_schedule_trains_with_a_few_shapes_and_verifies(tiny, monkeypatch):
     asked = []
     real = loader_mod.TrainLoader.rows

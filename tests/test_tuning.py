@@ -67,6 +67,7 @@ def verdict_of(out: str) -> str:
 # --- sweep -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_grid_writes_a_verified_record_per_point_and_pairs_them_by_seed(tiny, capsys):
     assert sweep(tiny, "--tricks", "softcap", "--sweep", "softcap.cap=10,30",
                  "--sweep", "optim.lr=0.01,0.02", "--seeds", "1",
@@ -97,6 +98,7 @@ def test_a_grid_writes_a_verified_record_per_point_and_pairs_them_by_seed(tiny, 
         assert f"{ref[0] - means[best]:.4f} below the reference #3" in verdict, verdict
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_with_only_the_missing_points(tiny, capsys, monkeypatch):
     real, calls = train.train, []
 
@@ -158,6 +160,7 @@ def test_the_verdict_names_the_best_point_and_whether_every_seed_agrees(second, 
     assert delta in row and row.startswith("best" if best == 2 else " "), row
 
 
+@pytest.mark.slow
 def test_a_diverging_point_is_a_row_of_the_table_and_the_sweep_goes_on(tiny, capsys):
     assert sweep(tiny, "--sweep", "optim.lr=1e30,0.01", "--set", "optim.grad_clip=0",
                  "--seeds", "1") == 0
@@ -254,6 +257,7 @@ def test_a_wrong_tuned_value_stops_the_registry(monkeypatch, tuned, needle):
         tricks.available()
 
 
+@pytest.mark.slow
 def test_a_record_made_before_tuning_verifies_and_reruns_its_own_values(tiny, monkeypatch):
     assert run_cli(tiny, "--tricks", "softcap", *QUICK[:-1]) == 0  # run_cli adds --quiet
     (before,) = record_dirs(tiny)
