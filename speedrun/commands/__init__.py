@@ -1,10 +1,10 @@
 """The commands of ``python -m speedrun``, one module each, named for the command (find-steps is
 find_steps.py): its parser (``add_parser(subparsers)``, returning the command's parser) and its
-``main(args) -> int``. Only argparse and flags.py load at a command module's top, so `--help`
-builds every parser without importing JAX; ``main`` imports what the command runs. A command
-module is what the user invokes, in order: the work it orchestrates lives in the packages below
-(training/, inference/, posttraining/, records/, data/), where other commands and the tests
-reuse it. speedrun/cli.py lists the commands.
+``main(args) -> int``. Only argparse and the shared flags (flags.py) load at a command module's
+top, so `--help` builds every parser without importing JAX; ``main`` imports what the command
+runs. A command module is what the user invokes, in order: the work it orchestrates lives in
+the packages below (training/, inference/, posttraining/, records/, data/), where other commands
+and the tests reuse it. speedrun/cli.py lists the commands.
 
     flags        the flags several commands share
     data         build, download or check token shards
