@@ -13,9 +13,11 @@ docstring says what it may import; tests/test_architecture.py holds the code to 
     tricks/          (beside speedrun/) one file per trick, and their registry
     distributed/     devices, meshes, batch and parameter sharding
     records/         the record format, logs, verify, statistics, the leaderboard
-    inference/       checkpoints, int8 weights, KV-cache decoding, sampling
-    training/        plans, the timed loop, evaluation, and the commands that train
-    cli              the command line
+    inference/       checkpoints, int8 weights, KV-cache decoding, sampling, HellaSwag, export
+    training/        the training engine: plans, the timed loop, evaluation, saving runs
+    posttraining/    chat format, tasks, sft and rl, their timed loop and scoring
+    commands/        one module per command: its parser and its main
+    cli              the command line: the list of commands
 
 May import: nothing (this file only names the layers).
 """

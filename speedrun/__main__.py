@@ -5,4 +5,5 @@ May import: speedrun.cli.
 
 from speedrun.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -254,18 +254,19 @@ def problems(cfg: RunConfig) -> list[str]:
     return out + validate_post(cfg.post, cfg.train) + validate_tricks(cfg.tricks)
 
 
-def invalid_settings(found: list[str]) -> str:
-    """One line naming every out-of-range setting."""
+def invalid_settings(found: list[str], how: str = "--set section.key=value") -> str:
+    """One line naming every out-of-range setting, and ``how`` to change it."""
     return ("invalid setting" + ("s" if len(found) > 1 else "") + ": " + "; ".join(found)
-            + " (change it with --set section.key=value)")
+            + f" (change it with {how})")
 
 
-def validate(cfg: RunConfig, more: list[str] = ()) -> RunConfig:
+def validate(cfg: RunConfig, more: list[str] = (), how: str = "--set section.key=value"
+             ) -> RunConfig:
     """The configuration, or a SpeedrunError naming every out-of-range setting (``more``: the
-    tricks' own, from tricks.setting_problems) on one line."""
+    tricks' own, from tricks.setting_problems) on one line, with ``how`` to change it."""
     found = problems(cfg) + list(more)
     if found:
-        raise SpeedrunError(invalid_settings(found))
+        raise SpeedrunError(invalid_settings(found, how))
     return cfg
 
 

@@ -186,61 +186,49 @@ WIKI_BYTES = Track(
                 train_sha256="a6836b8874ee311999fb9edaa6b0a57d9bd3fc21d958bb0735222eeb7c740c10"),
 )
 
-# llm.c's GPT-2 small (124M) recipe: 524,288-token batches, AdamW lr 6e-4, betas (0.9, 0.95),
-# weight decay 0.1, 700 warm-up steps, cosine to 0 over ~18.9K steps (10B tokens). Like llm.c, the
-# GPU tracks' baseline computes the forward pass in bfloat16 over float32 master weights, with
-# float32 norm statistics, softmax and loss (model.compute_dtype), so a GPU baseline is fair.
-FINEWEB10B = Track(
-    name="fineweb10b",
-    dataset="fineweb10b",
-    summary="FineWeb10B GPT-2 tokens; GPT-2 small (124M) to val loss 3.28, as modded-nanogpt; "
-            "bfloat16 compute, float32 master weights and loss, as llm.c",
-    where="GPUs/TPUs (8xH100 for the reference)",
-    data_command="python -m speedrun data fineweb10b --train-shards 8",
-    config=RunConfig(
-        track="fineweb10b",
-        model=ModelConfig(n_layer=12, n_head=12, d_model=768, seq_len=1024,
-                          compute_dtype="bfloat16"),
-        optim=OptimConfig(lr=6e-4, warmup_steps=700, weight_decay=0.1, min_lr_frac=0.0),
-        train=TrainConfig(
-            batch_size=512,
-            steps=19_073,
-            eval_every=250,
-            val_tokens=10_485_760,
-            val_batch_size=64,
-            target=3.28,
-            loss_chunk=8192,
+# llm.c's GPT-2 recipe: 524,288-token batches (512 x 1024), AdamW with betas (0.9, 0.95), weight
+# decay 0.1, 700 warm-up steps, cosine to 0; for GPT-2 small (124M), lr 6e-4 over ~18.9K steps
+# (10B tokens). Like llm.c, the GPU tracks' baseline computes the forward pass in bfloat16 over
+# float32 master weights, with float32 norm statistics, softmax and loss (model.compute_dtype), so
+# a GPU baseline is fair. Both FineWeb tracks validate on the first 10,485,760 val tokens.
+def fineweb(name: str, summary: str, where: str, train_shards: int, model: ModelConfig,
+            lr: float, steps: int, target: float) -> Track:
+    """A FineWeb10B track: GPT-2 tokens, llm.c's recipe at ``lr`` for ``steps`` steps, HellaSwag
+    reported after training."""
+    return Track(
+        name=name,
+        dataset="fineweb10b",
+        summary=summary,
+        where=where,
+        data_command=f"python -m speedrun data fineweb10b --train-shards {train_shards}",
+        config=RunConfig(
+            track=name,
+            model=model,
+            optim=OptimConfig(lr=lr, warmup_steps=700, weight_decay=0.1, min_lr_frac=0.0),
+            train=TrainConfig(batch_size=512, steps=steps, eval_every=250,
+                              val_tokens=10_485_760, val_batch_size=64, target=target,
+                              loss_chunk=8192),
         ),
-    ),
-    rules=Rules(target=3.28, val_tokens=10_485_760, tokenizer="gpt2", vocab=50257),
-    hellaswag=True,
-)
+        rules=Rules(target=target, val_tokens=10_485_760, tokenizer="gpt2", vocab=50257),
+        hellaswag=True,
+    )
 
-FINEWEB10B_MEDIUM = Track(
-    name="fineweb10b-medium",
-    dataset="fineweb10b",
-    summary="FineWeb10B GPT-2 tokens; GPT-2 medium (350M) to val loss 2.92, as modded-nanogpt; "
-            "bfloat16 compute, float32 master weights and loss",
-    where="GPUs/TPUs",
-    data_command="python -m speedrun data fineweb10b --train-shards 103",
-    config=RunConfig(
-        track="fineweb10b-medium",
-        model=ModelConfig(n_layer=24, n_head=16, d_model=1024, seq_len=1024,
-                          compute_dtype="bfloat16"),
-        optim=OptimConfig(lr=3e-4, warmup_steps=700, weight_decay=0.1, min_lr_frac=0.0),
-        train=TrainConfig(
-            batch_size=512,
-            steps=60_000,
-            eval_every=250,
-            val_tokens=10_485_760,
-            val_batch_size=64,
-            target=2.92,
-            loss_chunk=8192,
-        ),
-    ),
-    rules=Rules(target=2.92, val_tokens=10_485_760, tokenizer="gpt2", vocab=50257),
-    hellaswag=True,
-)
+
+FINEWEB10B = fineweb(
+    "fineweb10b",
+    "FineWeb10B GPT-2 tokens; GPT-2 small (124M) to val loss 3.28, as modded-nanogpt; bfloat16 "
+    "compute, float32 master weights and loss, as llm.c",
+    "GPUs/TPUs (8xH100 for the reference)", 8,
+    ModelConfig(n_layer=12, n_head=12, d_model=768, seq_len=1024, compute_dtype="bfloat16"),
+    lr=6e-4, steps=19_073, target=3.28)
+
+FINEWEB10B_MEDIUM = fineweb(
+    "fineweb10b-medium",
+    "FineWeb10B GPT-2 tokens; GPT-2 medium (350M) to val loss 2.92, as modded-nanogpt; bfloat16 "
+    "compute, float32 master weights and loss",
+    "GPUs/TPUs", 103,
+    ModelConfig(n_layer=24, n_head=16, d_model=1024, seq_len=1024, compute_dtype="bfloat16"),
+    lr=3e-4, steps=60_000, target=2.92)
 
 # --- post-training tracks -----------------------------------------------------------------------
 # How fast a trained model learns a task. A post-training track fixes the start checkpoint (a
@@ -355,44 +343,3 @@ def references(track: Track, data_dir=None) -> dict | None:
         return corpus.reference_losses(folder, track.rules.val_tokens, track.dataset)
     except (SpeedrunError, OSError, ValueError):
         return None
-
-
-def main(args) -> int:
-    """`python -m speedrun tracks`: each track, its rules, baseline and reference losses."""
-    from tabulate import tabulate
-
-    rows, post = [], []
-    for t in TRACKS.values():
-        m, tr, r = t.config.model, t.config.train, t.rules
-        if t.config.post is not None:
-            p = t.config.post
-            post.append((t.name, f"pass@1 > {1 - t.target:.2f}", p.task,
-                         f"{r.val_tokens} held-out examples", f"{p.method} {tr.steps} steps x "
-                         f"{tr.batch_size} rows of {p.seq_len}", t.start))
-            continue
-        ref = references(t, getattr(args, "data_dir", None))
-        refs = "(no data here)" if ref is None else " / ".join(
-            f"{ref[k]:.3f}" for k in ("unigram", "bigram", "trigram"))
-        rows.append((t.name + (" (default)" if t.name == DEFAULT else ""), t.target, refs,
-                     f"{r.val_tokens:,} {r.tokenizer}",
-                     f"{m.n_layer}L d{m.d_model} seq{m.seq_len} x{tr.batch_size}, {tr.steps} steps",
-                     t.where, t.data_command))
-    print(tabulate(rows, headers=["track", "target", "uni/bi/trigram ref", "val tokens",
-                                  "baseline", "where", "get data"]))
-    print("\nTarget and references in nats per token of the track's own validation tokens; the "
-          "references are count models fit on the train split (interpolated Kneser-Ney), so a "
-          "target below the bigram needs context. Rules (what no record may change): the "
-          "target, the validation tokens (count + sha256), the train data (sha256) and the "
-          "tokenizer; everything else is the competitor's choice.")
-    for t in TRACKS.values():
-        if t.config.post is None:
-            print(f"  {t.name}: {t.summary}; val sha256 "
-                  f"{(t.rules.val_sha256 or 'not pinned')[:16]}, train sha256 "
-                  f"{(t.rules.train_sha256 or 'not pinned')[:16]}")
-    print("\nPost-training tracks (`sft --track NAME`, `rl --track NAME`):\n")
-    print(tabulate(post, headers=["track", "target", "task", "held-out", "baseline",
-                                  "start checkpoint"]))
-    print("\nRules: the start checkpoint (sha256), the task, its held-out examples (count + "
-          "fingerprint) and the target; a claim's held-out pass@1 beats the target in every seed "
-          "by a one-sided binomial test, p < 0.01, over 3+ seeds.")
-    return 0

@@ -1,8 +1,21 @@
-"""Shared fixtures: the unit track (whose rules the records of unit tests follow) registered for
-every test, one compilation cache for the session, and on request the tiny dataset and track,
-and a train() that fails the test if anything reaches it."""
+"""Quick compiles for every test (XLA_FLAGS), and the shared fixtures: the unit track (whose
+rules the records of unit tests follow) registered for every test, one compilation cache for
+the session, and on request the tiny dataset and track, and a train() that fails the test if
+anything reaches it."""
 
 from __future__ import annotations
+
+import os
+import sys
+
+# Tests compile many small programs that then run for milliseconds, so they skip XLA's backend
+# (LLVM) optimisation: that takes ~40% off every compile. The HLO passes (sharding propagation,
+# SPMD partitioning, collectives) run as in any run. Set before JAX is imported (below); the
+# tests' child processes inherit it.
+# The benchmarks (tests/benchmarks/, run by path) time the code as a run compiles it: not there.
+QUICK_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if not any("benchmarks" in arg for arg in sys.argv[1:]):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {QUICK_COMPILE}".strip()
 
 import jax
 import pytest

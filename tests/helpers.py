@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import tricks
 from speedrun import cli, tracks
@@ -39,6 +40,14 @@ from speedrun.records import logs, record
 from speedrun.records.record import first_crossing
 from speedrun.training import train as train_mod
 from speedrun.training.state import init_state
+
+def sweep(values, quick: int = 1, ids=None, unpack: bool = False) -> list:
+    """The cases of an exhaustive sweep as pytest parameters: the first ``quick`` in the quick
+    tier, the others marked ``slow`` (the full suite runs them all). ``unpack``: each value is
+    a tuple of several arguments."""
+    return [pytest.param(*(v if unpack else (v,)), marks=() if i < quick else pytest.mark.slow,
+                         id=None if ids is None else ids(v)) for i, v in enumerate(values)]
+
 
 # ----------------------------------------------------------------------------------------------
 # the tiny dataset and track: small, learnable tokens (no network, seconds to train)
@@ -76,22 +85,23 @@ def write_dataset(data_dir: Path, train_tokens: int = 60_000, val_tokens: int = 
     return folder
 
 
-# EOT (50256) must be a valid id, so the vocabulary stays GPT-2's; the model is tiny elsewhere.
-TINY = tracks.Track(
-    name="tiny",
-    dataset=TINY_DATASET,
-    summary="synthetic chain tokens for tests",
-    where="tests",
-    data_command="(tests write it)",
-    config=RunConfig(
-        track="tiny",
-        model=ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=32),
-        optim=OptimConfig(lr=1e-2, warmup_steps=5, weight_decay=0.0, min_lr_frac=0.1),
-        train=TrainConfig(batch_size=8, steps=40, eval_every=10, val_tokens=1024,
-                          val_batch_size=8, target=3.0, loss_chunk=64, log_every=5),
-    ),
-    rules=tracks.Rules(target=3.0, val_tokens=1024, tokenizer="gpt2", vocab=50257),
-)
+def make_track(name: str, summary: str, data_command: str, optim: OptimConfig,
+               train: TrainConfig, **pinned) -> tracks.Track:
+    """A track of the tests: a 2-layer d32 model, target 3.0 on 1,024 validation tokens. EOT
+    (50256) must be a valid id, so the vocabulary stays GPT-2's; the model is tiny elsewhere.
+    ``pinned``: the rules' data fingerprints."""
+    return tracks.Track(
+        name=name, dataset=name, summary=summary, where="tests", data_command=data_command,
+        config=RunConfig(track=name, model=ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=32),
+                         optim=optim, train=train),
+        rules=tracks.Rules(target=3.0, val_tokens=1024, tokenizer="gpt2", vocab=50257, **pinned))
+
+
+TINY = make_track(
+    TINY_DATASET, "synthetic chain tokens for tests", "(tests write it)",
+    OptimConfig(lr=1e-2, warmup_steps=5, weight_decay=0.0, min_lr_frac=0.1),
+    TrainConfig(batch_size=8, steps=40, eval_every=10, val_tokens=1024, val_batch_size=8,
+                target=3.0, loss_chunk=64, log_every=5))
 
 
 def tiny_config(**train_changes) -> RunConfig:
@@ -137,21 +147,9 @@ def one_line_error(capsys, *needles) -> str:
 
 TRAIN_SHA = "a" * 64
 VAL_SHA = "b" * 64
-UNIT = tracks.Track(
-    name="unit",
-    dataset="unit",
-    summary="records written by unit tests (no data)",
-    where="tests",
-    data_command="(none)",
-    config=RunConfig(
-        track="unit",
-        model=ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=32),
-        optim=OptimConfig(),
-        train=TrainConfig(batch_size=8, steps=100, val_tokens=1024, target=3.0),
-    ),
-    rules=tracks.Rules(target=3.0, val_tokens=1024, tokenizer="gpt2", vocab=50257,
-                       val_sha256=VAL_SHA, train_sha256=TRAIN_SHA),
-)
+UNIT = make_track("unit", "records written by unit tests (no data)", "(none)", OptimConfig(),
+                  TrainConfig(batch_size=8, steps=100, val_tokens=1024, target=3.0),
+                  val_sha256=VAL_SHA, train_sha256=TRAIN_SHA)
 UNIT_DATA = {"dataset": "unit", "tokenizer": "gpt2", "train_sha256": TRAIN_SHA,
              "val_tokens": 1024, "val_sha256": VAL_SHA}
 
@@ -353,6 +351,39 @@ def tiny_model(names: str, seed: int = 0, jitter: float = 0.3, vocab: int = GEN_
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# ----------------------------------------------------------------------------------------------
+# the repository's own files: what git tracks, never a virtual environment or a build inside it
+# ----------------------------------------------------------------------------------------------
+
+# Folders that are never the project's, where git cannot say (an unpacked release): caches,
+# builds, and any virtual environment (a folder holding pyvenv.cfg, whatever its name).
+NOT_THE_PROJECTS = {".git", "__pycache__", ".pytest_cache", ".benchmarks", "build", "dist"}
+
+
+def tracked_files(*under: str, root: Path = ROOT) -> list[Path]:
+    """The files git tracks (under ``under``, else all), that exist in the working tree. Without
+    git (not a checkout), every file there but in caches, builds and virtual environments."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--", *under], cwd=root, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return sorted(walk(root, under))
+    return sorted(p for p in (root / f for f in listed.split("\0") if f) if p.is_file())
+
+
+def walk(root: Path, under=()) -> list[Path]:
+    out = []
+    for top in [root / u for u in under] or [root]:
+        if top.is_file():
+            out.append(top)
+            continue
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if d not in NOT_THE_PROJECTS and not d.endswith(
+                ".egg-info") and not (Path(folder) / d / "pyvenv.cfg").exists()]
+            out += [Path(folder) / f for f in files]
+    return out
+
+
 def child_env(**changes) -> dict:
     """This environment for a child process that imports this checkout's harness and the test
     helpers (``python -m tiny_cli`` is `python -m speedrun` with the tiny track)."""
@@ -398,17 +429,18 @@ class Started:
             p.kill()
 
 
-# The scripts below compile programs that then run for milliseconds, so they skip XLA's
-# backend (LLVM) optimisation: that takes ~40% off their compile time. The HLO passes (sharding
-# propagation, SPMD partitioning, collectives) run as in any run.
-QUICK_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+def with_devices(devices: int) -> dict:
+    """XLA_FLAGS (as the tests run: tests/conftest.py's quick compiles) and JAX_PLATFORMS for a
+    process of ``devices`` simulated CPU devices."""
+    return {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+                         f"--xla_force_host_platform_device_count={devices}".strip(),
+            "JAX_PLATFORMS": "cpu"}
 
 
 def on_devices(scripts: list[str], devices: int) -> Started:
     """Each of ``scripts`` started in a process of its own with ``devices`` simulated CPU
     devices."""
-    env = child_env(XLA_FLAGS=f"{QUICK_COMPILE} --xla_force_host_platform_device_count={devices}",
-                    JAX_PLATFORMS="cpu")
+    env = child_env(**with_devices(devices))
     return Started([(script, env) for script in scripts])
 
 
@@ -416,6 +448,5 @@ def on_processes(script: str, processes: int, devices: int) -> Started:
     """``script`` started as ``processes`` processes joined through jax.distributed with the
     environment `launch` gives them (``devices`` CPU devices each)."""
     address = f"{launch.HOST}:{launch.free_port()}"
-    env = child_env(XLA_FLAGS=QUICK_COMPILE)
-    return Started([(script, launch.child_env(env, i, processes, devices, address))
+    return Started([(script, launch.child_env(child_env(), i, processes, devices, address))
                     for i in range(processes)])

@@ -7,11 +7,13 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+from helpers import ROOT, tracked_files, walk
 from speedrun import cli
-
-ROOT = Path(__file__).resolve().parents[1]
+from speedrun.records import provenance
 PACKAGES = ("speedrun", "tricks")
 
 
@@ -121,10 +123,44 @@ def test_every_package_imports_only_what_its_docstring_allows():
     assert wrong == []
 
 
-def test_every_command_names_a_function_that_exists():
-    for command, (_, target) in cli.COMMANDS.items():
-        module, func = target.split(":")
-        assert callable(getattr(importlib.import_module(module), func)), command
+def test_every_command_is_one_module_of_the_commands_package():
+    """cli lists every module of speedrun/commands/ (but the shared flags), each with its parser
+    and its main; its parser is the command of the module's name."""
+    found = {p.stem for p in (ROOT / "speedrun" / "commands").glob("*.py")} - {"__init__", "flags"}
+    listed = [c.__name__.rpartition(".")[2] for c in cli.COMMANDS]
+    assert sorted(listed) == sorted(found)
+    parser = cli.build_parser()
+    choices = parser._subparsers._group_actions[0].choices
+    for command in cli.COMMANDS:
+        name = command.__name__.rpartition(".")[2].replace("_", "-")
+        assert callable(command.main) and choices[name].get_default("main") is command.main
+
+
+def test_every_module_imports():
+    """The quick tier (`-m "not slow"`) loads every module of the harness and the tricks, whatever
+    its tests exercise."""
+    failed = []
+    for name in modules():
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - name every module that fails, not the first
+            failed.append(f"{name}: {type(e).__name__}: {e}")
+    assert failed == []
+
+
+def test_help_imports_no_jax():
+    """`--help` of every command builds its parser from argparse alone: instant."""
+    script = ("import sys; from speedrun import cli; cli.build_parser(); "
+              "print(sorted(m for m in ('jax', 'pandas', 'scipy', 'matplotlib', 'optax') "
+              "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_harness_files_a_record_hashes_exist():
+    """provenance.HARNESS names files by path: a moved file must be named where it is now."""
+    assert [f for f in provenance.HARNESS if not (ROOT / f).is_file()] == []
 
 
 # Words about how the project was made, or paths a user of the repository does not have.
@@ -132,8 +168,23 @@ OUTSIDE = ("../" + "shared", "the issue" + "'s", "this " + "task", "device " + "
 
 
 def test_no_file_speaks_of_what_is_outside_the_repository():
-    files = [p for p in ROOT.rglob("*") if p.suffix in (".py", ".md", ".sh", ".yml", ".toml")
-             and not {".git", "records"} & set(p.relative_to(ROOT).parts)]
+    """Read in the files git tracks: a virtual environment, a build or data inside the checkout
+    (a newcomer's .venv) is not the project's."""
+    files = [p for p in tracked_files() if p.suffix in (".py", ".md", ".sh", ".yml", ".toml")
+             and "records" not in p.relative_to(ROOT).parts[:1]]
     found = [f"{p.relative_to(ROOT)}: {w!r}" for p in files for w in OUTSIDE
              if w in p.read_text()]
     assert found == []
+
+
+def test_the_files_read_are_the_projects_own(tmp_path):
+    """Without git (an unpacked release), the walk skips caches and any virtual environment,
+    whatever its name."""
+    for f in ("speedrun/x.py", "env/lib/site.py", "env/pyvenv.cfg", "a/__pycache__/c.py",
+              "README.md"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("")
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(walk(tmp_path))] == [
+        "README.md", "speedrun/x.py"]
+    assert any(p.parts[-2:] == (".ci", "run") for p in tracked_files())
+    assert not any(".venv" in p.parts or "pyvenv.cfg" == p.name for p in tracked_files())

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tricks
+from helpers import sweep
 from speedrun.core import attention, model
 from speedrun.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
 
@@ -144,7 +145,7 @@ def test_attention_tricks_found():
     assert {"qknorm", "rotary", "value-residual", "value-embeds"} <= set(ATTENTION_TRICKS)
 
 
-@pytest.mark.parametrize("names", COMBOS, ids=lambda c: "+".join(c) or "baseline")
+@pytest.mark.parametrize("names", sweep(COMBOS, ids=lambda c: "+".join(c) or "baseline"))
 def test_model_loss_and_grads_match_reference(names, monkeypatch):
     monkeypatch.setenv(attention.ENV, "blocked")  # on any backend; the reference replaces it below
     monkeypatch.setattr(attention, "default_block", lambda T: 8)  # SEQ 16: two query blocks

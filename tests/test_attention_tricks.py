@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import tricks
-from helpers import BATCH, SEQ, ctx, normal, setup, tokens
+from helpers import BATCH, SEQ, ctx, normal, setup, sweep, tokens
 from speedrun import tracks
 from speedrun.core import attention as A
 from speedrun.core import model
@@ -92,7 +92,7 @@ def doc_tokens():
     return jnp.asarray(t)
 
 
-@pytest.mark.parametrize("w", [1, 3, 8, 64])
+@pytest.mark.parametrize("w", sweep([3, 1, 8, 64]))
 def test_window_attention_mask_and_output_match_a_dense_reference(w, monkeypatch):
     toks = doc_tokens()
     got = np.asarray(wa.mask(toks, 0, w))

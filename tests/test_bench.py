@@ -14,10 +14,11 @@ import tricks
 from speedrun import cli
 from speedrun.core import params as P
 from speedrun.training.plan import config_for
-from speedrun.training import bench
-from speedrun.training.hardware import datasheet_peak
+from speedrun.training import speed as bench
+from speedrun.training.environment import datasheet_peak
 
 
+@pytest.mark.slow
 def test_bench_breakdown_and_profile(tmp_path, capsys):
     code = cli.main(["bench", "--track", "unit", "--set", "model.vocab_size=256", "--steps", "2",
                      "--breakdown", "--profile", str(tmp_path / "prof")])

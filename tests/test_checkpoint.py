@@ -146,6 +146,7 @@ def test_quantize_error_bounds_per_matrix():
     assert max(Q.errors(params, q).values()) <= 1 / 254 + 1e-6
 
 
+@pytest.mark.slow
 def test_run_save_then_eval_reproduces_the_record_and_int8_stays_close(tiny, capsys):
     records_dir, save = tiny / "records", tiny / "ckpt"
     assert cli.main(["run", "--track", "tiny", "--records-dir", str(records_dir), "--quiet",

@@ -17,32 +17,19 @@ from pathlib import Path
 import pytest
 
 import tricks
+from helpers import ROOT, tracked_files
 from speedrun import cli
 from speedrun.records import record, verify
 from tricks import softcap
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def committed_files(root: Path = ROOT) -> list[Path]:
-    """The files git tracks under records/ (every file there when this is not a git checkout,
-    e.g. an unpacked release, where nothing but the committed records can be)."""
-    try:
-        listed = subprocess.run(["git", "ls-files", "-z", "records"], cwd=root, check=True,
-                                capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return sorted(p for p in (root / "records").rglob("*") if p.is_file())
-    return sorted(root / f for f in listed.split("\0") if f)
-
-
-COMMITTED = [f.parent for f in committed_files() if f.name == "record.yaml"]
+COMMITTED = [f.parent for f in tracked_files("records") if f.name == "record.yaml"]
 
 
 @pytest.fixture(scope="module")
 def committed_copy(tmp_path_factory) -> Path:
     """The committed records alone, copied as they are (records/<track>/<record>/...)."""
     root = tmp_path_factory.mktemp("committed")
-    for f in committed_files():
+    for f in tracked_files("records"):
         target = root / f.relative_to(ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, target)
@@ -71,7 +58,7 @@ def test_a_users_own_run_in_records_does_not_count(tmp_path):
         (folder / "record.yaml").write_text("x: 1\n")
     subprocess.run([*git, "add", "records/t/committed"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
-    assert committed_files(tmp_path) == [committed / "record.yaml"]
+    assert tracked_files("records", root=tmp_path) == [committed / "record.yaml"]
 
 
 def tuned_provenance(records_dir: Path) -> list[str]:

@@ -38,6 +38,7 @@ def _hits(fn) -> int:
     return len(seen)
 
 
+@pytest.mark.slow
 def test_a_run_fills_the_cache_and_a_second_compile_loads_from_it(tiny, cache_on):
     args = ["run", "--track", "tiny", "--steps", "3", "--no-record", "--quiet"]
     assert cli.main(args) == 0

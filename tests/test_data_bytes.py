@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from speedrun.data import EOT, bytelevel, commands, corpus, ngram, paths, tokenizer
+from speedrun.commands import data as data_command
+from speedrun.data import EOT, bytelevel, corpus, ngram, paths, tokenizer
 from speedrun.data.bytelevel import BYTE_SEP
 from speedrun.data.loader import TrainLoader
 from speedrun.data.shards import read_shard, validate_shard
@@ -114,9 +115,9 @@ def test_wiki_bytes_build(wiki_bytes):
 def test_wiki_bytes_command_and_check(tmp_path, capsys):
     args = argparse.Namespace(data_command="wiki-bytes", data_dir=str(tmp_path),
                               val_fraction=0.05, force=False)
-    assert commands.main(args) == 0
+    assert data_command.main(args) == 0
     assert capsys.readouterr().out.startswith("wiki-bytes: train 9,520 docs / 4,653,482 tokens")
-    assert commands.main(argparse.Namespace(data_command="check",
+    assert data_command.main(argparse.Namespace(data_command="check",
                                             paths=[str(tmp_path / "wiki-bytes")])) == 0
     assert "242,086 tokens, 513 documents" in capsys.readouterr().out
 

@@ -62,6 +62,7 @@ def test_wiki_split_disjoint_and_by_title(wiki):
     assert sum(corpus.split_of(t, 0.05) == "val" for t in titles) == wiki.val_docs
 
 
+@pytest.mark.slow
 def test_wiki_rebuild_is_identical_and_skipped_when_valid(wiki, tmp_path):
     again = corpus.build_wiki(tmp_path)
     assert not again.skipped

@@ -18,11 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers import (TINY, child_env, on_processes, param_gaps, record_dirs, short_cfg,
-                     train_tiny, write_dataset)
+                     train_tiny, with_devices, write_dataset)
 from speedrun import cli, tracks
 from speedrun.distributed import launch
 from speedrun.inference import checkpoint
 from speedrun.records import record, verify
+
+pytestmark = pytest.mark.slow  # joined processes and launched runs: the full suite only
 
 PROCESSES, DEVICES = 2, 2
 
@@ -107,7 +109,7 @@ def joined(started, one_process):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def all_started(started, two_runs, killing):
+def all_started(started, two_runs, killing, refused):
     """Every child process of this module (the joined processes above, the `launch` runs below),
     started before its first test: they share the two cores, and much of a small run is one
     core compiling or waiting on another."""
@@ -177,8 +179,7 @@ def speedrun_in(cli_folder, cwd: str, *argv, devices=None) -> subprocess.Popen:
     process in ``cli_folder``/``cwd`` (``communicate()`` waits for its output)."""
     folder, env = cli_folder
     (folder / cwd).mkdir()
-    extra = {} if devices is None else {
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    extra = {} if devices is None else with_devices(devices)
     return subprocess.Popen([sys.executable, "-m", "tiny_cli", *argv], cwd=folder / cwd,
                             text=True, env=env | extra, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -299,6 +300,31 @@ def test_two_processes_give_the_one_process_record(cli_folder, two_runs, monkeyp
     (ka,), (kb,) = ((folder / d / "models").glob("*.safetensors") for d in ("one", "two"))
     gaps = param_gaps(*(checkpoint.tensors_of(checkpoint.load(k).params) for k in (ka, kb)))
     assert max(gaps.values()) < 1e-5, gaps
+
+
+@pytest.fixture(scope="module")
+def refused(cli_folder):
+    """A launched run whose records folder cannot be made (a file stands where its parent
+    would be): what only process 0 checks, since only it writes records."""
+    folder, _ = cli_folder
+    (folder / "refused").mkdir()
+    (folder / "refused" / "afile").write_text("")
+    child = speedrun_in(cli_folder, "refused/run", *launch_argv(
+        "run", "--track", "tiny", "--steps", "5", "--quiet", "--records-dir", "../afile/records",
+        devices=1))
+    yield child
+    stop(child)
+
+
+def test_a_refusal_of_process_0_stops_every_process_in_one_line(refused):
+    """Process 0's verdict reaches the others, so they stop at once beside it, rather than wait
+    30 s in a collective for it and end in a traceback; the launcher shows the one line."""
+    done = finished(refused)
+    assert done.returncode == 1, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("launch: 2 process(es)") and len(lines) == 2, done.stderr[-3000:]
+    assert lines[1] == ("error: records folder ../afile/records/tiny cannot be used: ../afile is "
+                        "not a folder; pass --records-dir DIR (a writable folder) or --no-record")
 
 
 def test_a_killed_process_ends_the_run_at_once(killing):

@@ -17,10 +17,11 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 import tricks
-from helpers import one_line_error, tiny_cfg, tiny_checkpoint
+from helpers import one_line_error, sweep, tiny_cfg, tiny_checkpoint
 from speedrun import cli
 from speedrun.data import tokenizer
-from speedrun.inference import checkpoint, export
+from speedrun.inference import checkpoint
+from speedrun.inference import hf_gpt2 as export
 from speedrun.inference import generate as G
 
 # Tricks that change only how the model is trained (optimizer, schedule, data, initialisation,
@@ -74,7 +75,7 @@ def assert_same_logits(folder, m: G.Model, vocab: int):
     np.testing.assert_allclose(theirs, ours[:, :vocab], rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("tok, vocab", [("gpt2", 50257), ("bytes", 256)])
+@pytest.mark.parametrize("tok, vocab", sweep([("bytes", 256), ("gpt2", 50257)], unpack=True))
 def test_numpy_gpt2_reads_the_export_and_gives_our_logits(tmp_path, capsys, tok, vocab):
     path, m = tiny_checkpoint(tmp_path / "m.safetensors", tokenizer=tok)
     out = tmp_path / "hf"
@@ -123,6 +124,9 @@ def test_byte_level_with_gpt2_tokenizer_and_an_existing_folder_are_refused(tmp_p
     (tmp_path / "file").write_text("x")
     assert cli.main(["export", str(byte), str(tmp_path / "file")]) == 1
     one_line_error(capsys, "is a file")
+    assert cli.main(["export", str(byte), str(tmp_path / "file" / "out")]) == 1  # a file above
+    one_line_error(capsys, f"export folder {tmp_path / 'file' / 'out'} cannot be used: "
+                   f"{tmp_path / 'file'} is not a folder")
 
 
 def configured(names):
@@ -143,7 +147,7 @@ def test_every_trick_exports_or_is_named_in_the_refusal():
     assert exportable == TRAINING_ONLY
 
 
-@pytest.mark.parametrize("name", sorted(TRAINING_ONLY))
+@pytest.mark.parametrize("name", sweep(sorted(TRAINING_ONLY)))
 def test_a_model_trained_with_a_training_only_trick_exports_exactly(tmp_path, capsys, name):
     names = ",".join([name, *tricks.available()[name].requires])
     path, m = tiny_checkpoint(tmp_path / "m.safetensors", names)

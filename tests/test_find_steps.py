@@ -9,9 +9,9 @@ import pytest
 from helpers import record_dirs
 from speedrun import cli
 from speedrun.records import record, verify
-from speedrun.training import find_steps
 from speedrun.training import plan as P
-from speedrun.training import run as R
+from speedrun.training import step_search
+from speedrun.training.seed import run_seed
 
 
 @pytest.mark.parametrize("answer, start", [(137, 100), (137, 400), (10, 50), (700, 30)])
@@ -22,17 +22,18 @@ def test_search_finds_the_fewest_passing_multiple(answer, start):
         calls.append(steps)
         return steps >= answer
 
-    best, seen = find_steps.search(passes, start, 10, max_probes=12, log=lambda _: None)
+    best, seen = step_search.search(passes, start, 10, max_probes=12, log=lambda _: None)
     assert best == -(-answer // 10) * 10  # the first multiple of 10 at or above the answer
     assert len(calls) == len(set(calls)) <= 12  # every probe is run once
     assert all(s % 10 == 0 for s in calls)
 
 
 def test_search_stops_at_the_probe_budget():
-    best, seen = find_steps.search(lambda s: s >= 1000, 10, 1, max_probes=3, log=lambda _: None)
+    best, seen = step_search.search(lambda s: s >= 1000, 10, 1, max_probes=3, log=lambda _: None)
     assert best is None and len(seen) == 3
 
 
+@pytest.mark.slow
 def test_find_steps_agrees_with_a_direct_sweep(tiny, capsys):  # noqa: F811
     """On the tiny track, with one seed: run every candidate length directly, then let
     find-steps search the same grid; it must name the first length whose run ends below 3.0."""
@@ -41,7 +42,7 @@ def test_find_steps_agrees_with_a_direct_sweep(tiny, capsys):  # noqa: F811
     finals = {}
     for steps in (20, 30, 40, 50):
         p = plan.with_steps(steps)
-        finals[steps] = R.run_seed(p, 0, quiet=True).final_val_loss
+        finals[steps] = run_seed(p, 0, quiet=True).final_val_loss
     passing = [s for s, loss in finals.items() if loss <= 3.0]
     assert passing and passing == sorted(finals)[-len(passing):], finals  # monotone here
     capsys.readouterr()
@@ -59,6 +60,7 @@ def test_find_steps_agrees_with_a_direct_sweep(tiny, capsys):  # noqa: F811
     assert rec["runs"][0]["final_val_loss"] == pytest.approx(finals[passing[0]], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_compare_interleaves_and_writes_both_records(tiny, capsys):  # noqa: F811
     code = cli.main(["compare", "--track", "tiny", "--b", "softcap", "--steps-a", "8",
                      "--steps-b", "6", "--set-a", "train.eval_every=4", "--set-b",

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 import tricks
-from helpers import GEN_SEQ, GEN_VOCAB, PROMPTS, tiny_model
+from helpers import GEN_SEQ, GEN_VOCAB, PROMPTS, sweep, tiny_model
 from speedrun import cli
 from speedrun.core import attention
 from speedrun.errors import SpeedrunError
 from speedrun.inference import generate as G
-from speedrun.training import bench
+from speedrun.training import speed as bench
 from tricks import rotary
 
 FORWARD_TRICKS = sorted(n for n, t in tricks.available().items()
@@ -63,9 +63,16 @@ def reference_greedy(m: G.Model, full, prompts: list[list[int]], n: int) -> list
     return [s[len(p):] for s, p in zip(seqs, prompts)]
 
 
+# The quick tier decodes the baseline and rotary (positions); every other trick and stack is in
+# the full suite.
+QUICK = {"baseline", "rotary"}
+
+
 def configs():
-    return [pytest.param(n, id=n) for n in FORWARD_TRICKS] + [
-        pytest.param(v, id=k) for k, v in STACKS.items()] + [pytest.param("", id="baseline")]
+    found = [(n, n) for n in FORWARD_TRICKS] + [(k, v) for k, v in STACKS.items()] + [
+        ("baseline", "")]
+    return [pytest.param(v, id=k, marks=() if k in QUICK else pytest.mark.slow)
+            for k, v in found]
 
 
 @pytest.mark.parametrize("names", configs())
@@ -80,7 +87,7 @@ def test_cached_decoding_matches_full_forward(names):
     assert got == reference_greedy(m, full, PROMPTS, 8), names
 
 
-@pytest.mark.parametrize("name", UNCACHEABLE)
+@pytest.mark.parametrize("name", sweep(UNCACHEABLE))
 def test_tricks_cached_decoding_cannot_reproduce_are_refused(name):
     m = tiny_model(name)
     with pytest.raises(SpeedrunError, match=f"does not support {name}"):
@@ -150,6 +157,7 @@ def test_prompt_too_long_is_one_clear_error():
         G.generate(m, [[0] * GEN_SEQ], 4)
 
 
+@pytest.mark.slow
 def test_bench_decode_measures_prefill_and_decode(capsys):
     r = bench.measure_decode(tiny_model(""), batch=2, prompt_len=4, new_tokens=6, repeats=1)
     assert r["new_tokens"] == 6 and r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0

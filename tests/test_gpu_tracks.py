@@ -17,7 +17,7 @@ from speedrun import tracks
 from speedrun.config import PostConfig, apply_overrides
 from speedrun.core import model
 from speedrun.inference import generate as G
-from speedrun.posttraining import commands as post_commands
+from speedrun.posttraining import posttrain
 from speedrun.posttraining import loop, rl, sft
 from speedrun.posttraining import tasks as post_tasks
 from speedrun.training import plan
@@ -42,6 +42,7 @@ def test_the_fineweb_models_are_gpt2_small(names):
     assert 120e6 < n_params < 130e6  # GPT-2 small (rotary drops the 0.8M position table)
 
 
+@pytest.mark.slow
 def test_two_gpt2_small_steps_on_the_cpu():
     """The best stack at GPT-2 small's width, vocabulary and sequence length, two of its twelve
     layers (the layers are alike: more of them add compile time, not code)."""
@@ -65,6 +66,7 @@ def test_two_gpt2_small_steps_on_the_cpu():
 
 
 @pytest.mark.parametrize("track", [tracks.FINEWEB10B, tracks.FINEWEB10B_MEDIUM], ids=lambda t: t.name)
+@pytest.mark.slow
 def test_gpu_tracks_compute_in_bfloat16_over_float32_master_weights(track):
     m = dataclasses.replace(track.config.model, n_layer=1, n_head=2, d_model=32, seq_len=16,
                             vocab_size=256)
@@ -82,6 +84,7 @@ def test_gpu_tracks_compute_in_bfloat16_over_float32_master_weights(track):
     assert plan.attention_implementation(cfg) in ("blocked", "xla")  # cudnn only on a GPU
 
 
+@pytest.mark.slow
 def test_post_training_runs_at_gpt2_small_width():
     """The same post-training code at the fineweb tracks' configuration, two of its twelve layers
     (what post-training adds depends on the width, the vocabulary and the chat tokens in it, not
@@ -97,7 +100,7 @@ def test_post_training_runs_at_gpt2_small_width():
         post=dataclasses.replace(sft_cfg.post, method="rl", samples=2))
     task = post_tasks.get("addition")
     heldout = task.examples("heldout", 0, 1)
-    hooks = post_commands.post_hooks(tricks.build_hooks(sft_cfg), sft_cfg)
+    hooks = posttrain.post_hooks(tricks.build_hooks(sft_cfg), sft_cfg)
     params = hooks.init(jax.random.PRNGKey(0), sft_cfg.model)
     out = loop.run(sft_cfg, 0, hooks, params, "gpt2", task, heldout,
                    sft.batches(task, 0, "gpt2", sft_cfg.model.vocab_size, 1, 32), log=lambda s: None)

@@ -20,17 +20,17 @@ import pytest
 import yaml
 
 from helpers import (TINY, one_line_error, record_dirs, result, run_cli, tiny_checkpoint,
-                     tiny_model, write)
+                     sweep, tiny_model, write)
 from speedrun import cli, tracks
 from speedrun.data import hellaswag as data
 from speedrun.core import model as M
 from speedrun.data import tokenizer
 from speedrun.errors import SpeedrunError
 from speedrun.inference import generate as G
-from speedrun.inference import hellaswag
+from speedrun.inference import hellaswag_score as hellaswag
 from speedrun.records import record, verify
-from speedrun.training import plan
-from speedrun.training import run as run_module
+from speedrun.commands import run as run_module
+from speedrun.training import plan, saving
 
 EXAMPLES = [
     data.Example(24, "Roof shingle removal: A man is sitting on a roof. He",
@@ -179,7 +179,8 @@ def numpy_losses(m: G.Model, examples) -> tuple[np.ndarray, np.ndarray, int]:
     return summed.reshape(shape), np.array(scored, float).reshape(shape), len(cut)
 
 
-@pytest.mark.parametrize("tok, examples", [("bytes", EXAMPLES * 4), ("gpt2", EXAMPLES)])
+@pytest.mark.parametrize("tok, examples", sweep([("bytes", EXAMPLES * 4), ("gpt2", EXAMPLES)],
+                                                unpack=True))
 def test_scores_match_a_numpy_computation_from_the_logits(tok, examples):
     """20 byte-level examples span two batches (16 each, the second padded); contexts longer
     than the model's 24 positions are cut on the left."""
@@ -322,6 +323,7 @@ def test_eval_hellaswag_from_a_checkpoint(tmp_path, capsys):
 # --- a run on a track that reports it ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_records_hellaswag_and_keeps_it_when_the_record_cannot_be_written(
         tiny, capsys, monkeypatch):
     monkeypatch.setitem(tracks.TRACKS, "tiny", dataclasses.replace(TINY, hellaswag=True))
@@ -337,7 +339,7 @@ def test_a_run_records_hellaswag_and_keeps_it_when_the_record_cannot_be_written(
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device", str(tiny / "records"))
 
-    monkeypatch.setattr(run_module, "write_record", disk_full)
+    monkeypatch.setattr(saving, "write_record", disk_full)
     monkeypatch.chdir(tiny)
     assert run_cli(tiny, "--steps", "3", "--set", "train.eval_every=3", "--seed", "4",
                    "--name", "hs") == 1
@@ -345,7 +347,7 @@ def test_a_run_records_hellaswag_and_keeps_it_when_the_record_cannot_be_written(
     assert re.findall(r"seed (\d): HellaSwag \(untimed, information\) acc_norm", captured.out) \
         == ["4"]
     saved = re.search(r"safe in (\S+):", captured.err).group(1)
-    monkeypatch.setattr(run_module, "write_record", real)
+    monkeypatch.setattr(saving, "write_record", real)
     assert cli.main(["recover", saved, "--records-dir", str(tiny / "records")]) == 0
     (folder,) = record_dirs(tiny)
     assert verify.verify(folder) == []

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 
 import tricks
-from helpers import ENV, UNIT_DATA, config, result, write
+from helpers import ENV, config, one_line_error, result, write
 from speedrun import cli
-from speedrun.records import record
 
 
 def claim(times, loss=2.9, steps=100):
@@ -145,3 +145,40 @@ def test_ablation_uses_the_closest_record_in_time(tmp_path):
     ablation = out.read_text().split("### Ablations")[1]
     assert re.search(r"\| softcap\s+\| baseline.*\| 0\.90x", ablation), ablation
     assert re.search(r"\| rotary\s+\| baseline.*\| 0\.95x", ablation), ablation
+
+
+def test_a_records_folder_that_is_missing_a_file_or_empty_is_refused(tmp_path, capsys):
+    build(tmp_path)
+    _, out = render(tmp_path)
+    before = out.read_bytes()
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for where, needle in (("recrods", "does not exist"), ("afile", "is a file, not a folder"),
+                          ("empty", "no records under")):
+        for extra in ((), ("--check",)):
+            assert cli.main(["leaderboard", "--records-dir", str(tmp_path / where), "--output",
+                             str(out), *extra]) == 1
+            one_line_error(capsys, needle)
+    assert out.read_bytes() == before  # the leaderboard is never emptied by a typo
+
+
+def test_a_leaderboard_never_loses_a_record_still_on_disk_unless_forced(tmp_path, capsys):
+    build(tmp_path)
+    softcap = write(tmp_path, claim((9.0, 9.5, 9.2), loss=2.87), ["softcap", "rotary"])
+    _, out = render(tmp_path)
+    before = out.read_text()
+    part = ["leaderboard", "--records-dir", str(tmp_path / "records" / "unit"), "--output",
+            str(out)]
+    assert cli.main(part) == 1  # a part of the records: the others would vanish from it
+    one_line_error(capsys, "lists 4 record(s) that are still on disk", "--force")
+    assert out.read_text() == before
+    assert cli.main([*part, "--output", str(tmp_path / "lb" / "afile" / "x.md")]) == 1
+    capsys.readouterr()
+    assert cli.main([*part, "--output", str(tmp_path)]) == 1
+    one_line_error(capsys, "is a folder")
+    # a record removed from the records folder leaves the leaderboard: the records say so
+    shutil.rmtree(softcap)
+    code, _ = render(tmp_path)
+    assert code == 0 and softcap.name in before and softcap.name not in out.read_text()
+    assert cli.main([*part, "--force"]) == 0  # asked for: written
+    assert "records/unit/" not in out.read_text()

@@ -20,7 +20,7 @@ import pytest
 
 import tricks
 from helpers import (BATCH, CHUNK, SEQ, VOCAB, ctx, flat, loss_of, normal, setup, tiny_cfg, tokens,
-                     train, train_steps)
+                     sweep, train, train_steps)
 from speedrun.core import model
 from speedrun.core import params as P
 from speedrun.core.model import baseline_hooks
@@ -115,6 +115,7 @@ def moments(state, name):
 
 
 @pytest.mark.parametrize("names", [["untie-late"], ["muon", "untie-late"]])
+@pytest.mark.slow
 def test_untie_late_ties_then_copies_weights_and_moments(names):
     cfg, hooks, params = setup(names, steps=6)  # split at round(2/3 * 6) = 4
     assert ul.split_step(6, 2 / 3) == 4
@@ -451,7 +452,7 @@ def reference_moe(x, router, experts, k, cap, act):
     return y, f, p.mean(0)
 
 
-@pytest.mark.parametrize("k, factor", [(1, 1.25), (1, 0.5), (2, 1.0)])
+@pytest.mark.parametrize("k, factor", sweep([(1, 1.25), (1, 0.5), (2, 1.0)], unpack=True))
 def test_moe_routing_capacity_and_aux_loss_match_a_loop(k, factor):
     hp = SimpleNamespace(experts=4, top_k=k, capacity_factor=factor, aux_alpha=0.01,
                          hidden_frac=0.25)
@@ -473,6 +474,7 @@ def test_moe_routing_capacity_and_aux_loss_match_a_loop(k, factor):
         assert np.any(np.all(want == 0, axis=-1))
 
 
+@pytest.mark.slow
 def test_moe_with_one_expert_is_the_dense_mlp_and_counts_parameters():
     cfg, hooks, params = setup(["moe"], ["moe.experts=1", "moe.capacity_factor=1.0"])
     base_cfg, base_hooks, base_params = setup([])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import tricks
-from helpers import flat, normal, setup, train
+from helpers import flat, normal, setup, sweep, train
 from speedrun.core import params as P
 from speedrun.errors import SpeedrunError
 from tricks import cautious_wd as cwd
@@ -29,7 +29,7 @@ from tricks import polar_express as pe
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(32, 64), (64, 32), (32, 128)])
+@pytest.mark.parametrize("shape", sweep([(32, 64), (64, 32), (32, 128)]))
 def test_muon_orthogonalises_updates(shape):
     g = normal(0, shape)
     s_raw = np.linalg.svd(np.asarray(g), compute_uv=False)
@@ -52,7 +52,7 @@ def first_update(names, overrides=()):
     return cfg, params, flat(updates), state
 
 
-@pytest.mark.parametrize("untied", [False, True])
+@pytest.mark.parametrize("untied", sweep([False, True]))
 def test_muon_groups(untied):
     names = ["muon", "untie-head"] if untied else ["muon"]
     cfg, params, up, _ = first_update(names)

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import tiny_model
+from helpers import one_line_error, tiny_model
 from speedrun import cli, tracks
 from speedrun.config import OptimConfig, PostConfig, RunConfig, TrainConfig
 from speedrun.data import corpus, paths
@@ -144,6 +144,7 @@ def test_user_conversations_from_jsonl(tmp_path):
     ('{"text": "hello"}', "line 2: not a conversation"),
     ('{"messages": [{"role": "user", "content": "hi"}]}', "line 2: the conversation must end "
                                                           "with the assistant"),
+    ('{"messages": ["hi", "there"]}', "line 2: message 0 must be {'role'"),
 ])
 def test_a_bad_jsonl_line_is_named(tmp_path, line, message):
     good = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
@@ -234,6 +235,7 @@ def sft_saved(tmp_path, capsys, yes_task):
     return capsys.readouterr().out, saved
 
 
+@pytest.mark.slow
 def test_sft_teaches_a_tiny_model_a_task_and_saves_it(sft_saved, yes_task):
     out, saved = sft_saved
     assert re.search(r"seed 0: 30 steps in [\d.]+s train time, held-out pass@1 1\.0000 \(from "
@@ -242,6 +244,7 @@ def test_sft_teaches_a_tiny_model_a_task_and_saves_it(sft_saved, yes_task):
     assert ck.cfg.post.method == "sft" and ck.cfg.post.task == yes_task
 
 
+@pytest.mark.slow
 def test_eval_task_and_chat_read_a_post_trained_model(sft_saved, capsys, yes_task, monkeypatch):
     _, saved = sft_saved
     assert cli.main(["eval", str(saved), "--task", yes_task, "--n", "10", "--k", "4"]) == 0
@@ -249,9 +252,11 @@ def test_eval_task_and_chat_read_a_post_trained_model(sft_saved, capsys, yes_tas
     assert re.search(r"greedy pass@1 1\.0000 ± 0\.0000 over 10 held-out examples", out), out
     assert re.search(r"sampled \(temperature 1\.0\) pass@1 [\d.]+ ± [\d.]+, pass@4 [\d.]+ ± [\d.]+",
                      out), out
-    monkeypatch.setattr("sys.stdin", io.StringIO("Is 7 a number?\n\nIs 9 a number?\n"))
+    # a line holding a chat marker (control byte 1) is refused, and the chat goes on
+    monkeypatch.setattr("sys.stdin", io.StringIO("Is 7 a number?\n\nIs \x01 one?\nIs 9 a number?\n"))
     assert cli.main(["chat", str(saved)]) == 0
-    assert capsys.readouterr().out.splitlines() == ["yes", "yes"]
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["yes", "yes"] and "(not sent: the text holds control byte(s) [1]" in err
 
 
 def test_a_policy_gradient_step_moves_probability_toward_the_rewarded_answer():
@@ -271,6 +276,7 @@ def test_a_policy_gradient_step_moves_probability_toward_the_rewarded_answer():
     assert after[0, answer] > before[0, answer] and after[1, answer] < before[1, answer]
 
 
+@pytest.mark.slow
 def test_rl_runs_from_the_command_line_and_logs_its_reward(tmp_path, capsys, yes_task):
     start = start_checkpoint(tmp_path)
     assert cli.main(["rl", str(start), "--task", yes_task, "--steps", "2", "--set",
@@ -291,6 +297,26 @@ def test_rl_bad_input_is_one_line(tmp_path, capsys, extra, message):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
+def test_conversations_a_model_cannot_read_are_one_line_before_compiling(tmp_path, capsys,
+                                                                         monkeypatch):
+    """A jsonl line of the wrong shape, and held-out prompts longer than the model's context,
+    are known from the text: one line, before the step (or generation) compiles."""
+    start = start_checkpoint(tmp_path)  # a 64-token context
+    monkeypatch.setattr(loop, "run", lambda *a, **k: pytest.fail("compiled"))
+    monkeypatch.setattr(scoring, "score", lambda *a, **k: pytest.fail("compiled"))
+    shape = write_jsonl(tmp_path / "shape.jsonl", [{"messages": ["hi", "there"]}])
+    long = write_jsonl(tmp_path / "long.jsonl", [
+        {"messages": [{"role": "user", "content": f"{i} " + "x" * 100},
+                      {"role": "assistant", "content": "y"}]} for i in range(20)])
+    for method in ("sft", "rl"):
+        assert cli.main([method, str(start), "--task", f"jsonl:{shape}", "--quiet"]) == 1
+        one_line_error(capsys, "shape.jsonl, line 1: message 0 must be")
+        assert cli.main([method, str(start), "--task", f"jsonl:{long}", *TINY]) == 1
+        one_line_error(capsys, "a held-out prompt is 1", "reads at most 64 (model.seq_len)")
+    assert cli.main(["eval", str(start), "--task", f"jsonl:{long}", "--n", "2"]) == 1
+    one_line_error(capsys, "reads at most 64")
+
+
 def test_a_checkpoint_that_cannot_carry_the_chat_tokens_is_one_line(tmp_path, capsys):
     start = start_checkpoint(tmp_path, vocab=50257)  # gpt2 ids, unpadded: no room past 50256
     ck = checkpoint.load(start)
@@ -299,6 +325,7 @@ def test_a_checkpoint_that_cannot_carry_the_chat_tokens_is_one_line(tmp_path, ca
     assert "cannot carry the chat tokens" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_post_training_track_writes_records_that_verify_and_rank(tmp_path, capsys, monkeypatch,
                                                                    yes_task):
     """A track fixes the start checkpoint, task, held-out set and target; its records are timed

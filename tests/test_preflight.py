@@ -18,11 +18,11 @@ import pytest
 from helpers import (ENV, TINY_DATASET, UNIT, UNIT_DATA, config, one_line_error, record_dirs,
                      result, run_cli, tiny_model, write)
 from speedrun import cli
+from speedrun.commands import verify as verify_command
 from speedrun.data import corpus, paths, shards
 from speedrun.inference import checkpoint
 from speedrun.records import record, verify
-from speedrun.training import plan
-from speedrun.training import run as run_module
+from speedrun.training import saving
 
 QUICK = ("--steps", "3", "--set", "train.eval_every=3")
 
@@ -31,11 +31,16 @@ QUICK = ("--steps", "3", "--set", "train.eval_every=3")
 
 
 def test_unwritable_records_folder_fails_before_training(tiny, capsys, no_training):
+    """Every command that writes records; the fix names --no-record only where it exists."""
     blocker = tiny / "not-a-folder"
     blocker.write_text("")
-    assert cli.main(["run", "--track", "tiny", "--records-dir", str(blocker / "records"),
-                     "--quiet"]) == 1
-    one_line_error(capsys, "records folder", "--records-dir")
+    for command, skippable in ((["run"], True), (["compare"], True), (["sweep", "--sweep",
+                               "optim.lr=0.1,0.2"], False), (["submit"], False),
+                               (["find-steps", "--record"], False)):
+        assert cli.main([*command, "--track", "tiny", "--records-dir", str(blocker / "records"),
+                         "--quiet" if command[0] != "find-steps" else "--seeds=1"]) == 1
+        err = one_line_error(capsys, "records folder", "--records-dir DIR (a writable folder)")
+        assert ("or --no-record" in err) == skippable, (command, err)
 
 
 def test_read_only_records_parent_fails_before_training(tiny, capsys, no_training, monkeypatch):
@@ -55,6 +60,7 @@ def test_read_only_records_parent_fails_before_training(tiny, capsys, no_trainin
     one_line_error(capsys, "not writable", "Permission denied")
 
 
+@pytest.mark.slow
 def test_failed_record_write_goes_to_a_fallback_file_that_recover_turns_into_the_record(
         tiny, capsys, monkeypatch):
     real = record.write_record
@@ -62,14 +68,14 @@ def test_failed_record_write_goes_to_a_fallback_file_that_recover_turns_into_the
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device", str(tiny / "records"))
 
-    monkeypatch.setattr(run_module, "write_record", disk_full)
+    monkeypatch.setattr(saving, "write_record", disk_full)
     monkeypatch.chdir(tiny)
     assert run_cli(tiny, *QUICK, "--seeds", "2", "--name", "saved") == 1
     err = one_line_error(capsys, "No space left on device", "results are safe in",
                          "python -m speedrun recover")
     fallback = re.search(r"safe in (\S+):", err).group(1)
     assert os.path.isfile(fallback) and record_dirs(tiny) == []
-    monkeypatch.setattr(run_module, "write_record", real)
+    monkeypatch.setattr(saving, "write_record", real)
     old = os.umask(0o022)
     try:
         assert cli.main(["recover", fallback, "--records-dir", str(tiny / "records")]) == 0
@@ -132,6 +138,7 @@ def set_token_65535(f):
     ("wiki_val_000000.bin", cut_1000_bytes),
     ("wiki_val_000000.bin", set_token_65535),
 ])
+@pytest.mark.slow
 def test_corrupt_shard_is_reported_by_name_then_rebuilt(wiki_copy, shard, damage, capsys):
     damage(wiki_copy / shard)
     report = corpus.ensure_dataset("wiki", wiki_copy.parent)  # what `run` calls
@@ -248,7 +255,7 @@ def test_a_real_bug_is_not_hidden(monkeypatch):
     def bug(args):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(verify, "main", bug)
+    monkeypatch.setattr(verify_command, "main", bug)
     with pytest.raises(ZeroDivisionError):
         cli.main(["verify", "x"])
 
@@ -301,16 +308,6 @@ def test_a_vocabulary_cut_below_the_tokenizers_is_the_rule_not_corrupt_data(tiny
     assert "corrupt" not in err
 
 
-def test_quantize_output_under_a_file_names_the_file(tmp_path, capsys):
-    ck = tmp_path / "model.safetensors"
-    afile = tmp_path / "afile"
-    afile.write_text("")
-    m = tiny_model("")
-    checkpoint.save(ck, m.params, m.cfg, m.tokenizer, 0)
-    assert cli.main(["quantize", str(ck), "--output", str(afile / "x.safetensors")]) == 1
-    one_line_error(capsys, "--output folder", "is not a folder")
-
-
 def test_verify_of_a_path_without_records_fails(tmp_path, capsys):
     assert cli.main(["verify", str(tmp_path)]) == 1
     one_line_error(capsys, "no records under")
@@ -334,6 +331,58 @@ def test_repeated_or_empty_trick_names_are_errors(tiny, capsys, no_training, nam
     one_line_error(capsys, message)
 
 
+@pytest.mark.slow
 def test_an_empty_trick_list_is_the_baseline_and_the_run_line_says_so(tiny, capsys):
     assert run_cli(tiny, "--tricks", "", *QUICK, "--no-record") == 0
     assert "tricks: baseline" in capsys.readouterr().out
+
+
+# --- the commands swept for bad paths, counts and names (docs/troubleshooting.md's tail) -------
+
+BAD_INPUT = [  # (argv, what the one line says); {ck} a tiny checkpoint, {afile} a file
+    (["find-steps", "--start", "0"], "--start, --multiple and --max-probes >= 1"),
+    (["find-steps", "--multiple", "0"], "--start, --multiple and --max-probes >= 1"),
+    (["run", "--name", "///"], "--name '///' has no letter or digit"),
+    (["compare", "--name-b", "..."], "--name-b '...' has no letter or digit"),
+    (["sweep", "--sweep", "optim.lr=0.1,0.2", "--name", "-"], "--name '-' has no letter"),
+    (["sft", "{ck}", "--task", "addition", "--steps", "0"], "--steps must be at least 1, got 0"),
+    (["quantize", "{ck}", "--output", "{dir}"], "is a folder: name the file to write"),
+    (["quantize", "{ck}", "--output", "{afile}/x.safetensors"], "--output folder {afile} cannot "
+     "be used: {afile} is not a folder"),
+    (["bench", "--steps", "0"], "--steps must be at least 1, got 0"),
+    (["bench", "--decode", "--batch", "1,0"], "--batch sizes must be at least 1, got 0"),
+    (["bench", "--decode", "--prompt-len", "-1"], "--prompt-len and --new-tokens must be 0"),
+    (["bench", "--profile", "{afile}/x"], "--profile folder"),
+    (["tracks", "--data-dir", "{afile}"], "data dir {afile} is not a folder"),
+    (["eval", "{ck}", "--data-dir", "{afile}"], "data dir {afile} is not a folder"),
+    (["sample", "{ck}", "--prompt-file", "{ck}"], "is not UTF-8 text"),
+    (["launch", "--processes", "2", "--module", "no_such_module", "--", "run"],
+     "--module no_such_module: no such module here"),
+    (["chat", "{ck}", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
+    (["chat", "{ck}", "--temperature", "-1"], "--temperature must be 0 (greedy) or more"),
+    (["chat", "{ck}", "--top-k", "-1"], "--top-k must be 0 (all) or more, got -1"),
+    (["eval", "{ck}", "--task", "addition", "--k", "2", "--temperature", "-1"],
+     "--temperature must be 0"),
+    (["sft", "{ck}", "--task", "addition", "--seed", "-3"], "--seed must be 0 or more, got -3"),
+    (["run", "--seeds", "1,-2"], "--seeds must be 0 or more, got -2"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT, ids=lambda v: " ".join(v)[:40]
+                         if isinstance(v, list) else None)
+def test_bad_paths_counts_and_names_are_one_line_before_anything_runs(tiny, capsys, no_training,
+                                                                      argv, message):
+    ck = tiny / "model.safetensors"
+    m = tiny_model("")
+    checkpoint.save(ck, m.params, m.cfg, m.tokenizer, 0)
+    (tiny / "afile").write_text("")
+    (tiny / "dir").mkdir()
+    where = {"ck": ck, "afile": tiny / "afile", "dir": tiny / "dir"}
+    argv = [a.format(**where) for a in argv]
+    if argv[0] in ("find-steps", "run", "compare", "sweep", "bench"):
+        argv += ["--track", "tiny"] + (["--records-dir", str(tiny / "records")]
+                                       if argv[0] != "bench" else [])
+    before = sorted(tiny.rglob("*"))
+    assert cli.main(argv) == 1
+    one_line_error(capsys, message.format(**where))
+    assert sorted(tiny.rglob("*")) == before  # nothing written

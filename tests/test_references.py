@@ -14,13 +14,12 @@ import shutil
 import pytest
 import yaml
 
-from helpers import (ENV, TINY, UNIT_DATA, config, record_dirs, result, run_cli, write,
+from helpers import (ENV, TINY, one_line_error, record_dirs, result, run_cli, write,
                      write_dataset)
 from speedrun import cli, tracks
 from speedrun.config import RunConfig, config_hash
 from speedrun.records import leaderboard, provenance, record, references, stats, verify
-from speedrun.training import hardware
-from speedrun.training import submit as submit_mod
+from speedrun.training import environment, interleave, saving, time_reference
 
 CLAIM = (2.90, 2.91, 2.92)
 
@@ -260,8 +259,8 @@ def submitted(tmp_path_factory):
         mp.setenv("SPEEDRUN_DATA_DIR", str(root / "data"))
         mp.setenv("SPEEDRUN_NO_COMPILATION_CACHE", "1")
         assert run_cli(root, "--steps", "60", "--seeds", "3", "--name", "first") == 0
-        real = submit_mod.interleave
-        mp.setattr(submit_mod, "interleave", lambda *a: timed.append(real(*a)) or timed[-1])
+        real = interleave.interleave
+        mp.setattr(interleave, "interleave", lambda *a: timed.append(real(*a)) or timed[-1])
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             code = cli.main([*SUBMIT, "--records-dir", str(root / "records")])
@@ -269,6 +268,7 @@ def submitted(tmp_path_factory):
     return root, out.getvalue(), timed[0]
 
 
+@pytest.mark.slow
 def test_submit_times_a_claim_against_the_number_one_and_links_both(submitted, monkeypatch):
     root, out, _ = submitted
     monkeypatch.setitem(tracks.TRACKS, "tiny", TINY)  # the records verify against their track
@@ -290,26 +290,35 @@ def test_submit_times_a_claim_against_the_number_one_and_links_both(submitted, m
     assert not df[df["rerun_of"].notna()].iloc[0]["entry"]
 
 
-@pytest.mark.parametrize("against, message", [
-    ("records/tiny/nothing-here", "no such record"),
-    ("other-track", "on track wiki-bytes"),
-    ("not-a-claim", "is not a claim"),
+@pytest.mark.parametrize("against, message, at_once", [
+    ("records/tiny/nothing-here", "no such record", True),
+    ("other-track", "on track wiki-bytes", True),
+    ("other-machine", "was made on gpu-h100x8, this machine is cpu-2core", True),
+    ("not-a-claim", "is not a claim", False),
+    ("not-a-claim --set optim.lr=-1", "optim.lr must be", True),
 ])
 def test_submit_refuses_a_bad_reference_before_training(tiny, capsys, monkeypatch, against,
-                                                        message):
-    monkeypatch.setattr(submit_mod, "interleave", lambda *a: pytest.fail("trained anyway"))
-    folder = write(tiny, [result(0, 2.9)], name="not-a-claim")
-    other = write(tiny, [result(s, v) for s, v in enumerate(CLAIM)], name="other-track")
-    forge(other, lambda r: r.update(track="wiki-bytes", target=1.85))
-    target = {"not-a-claim": str(folder), "other-track": str(other)}.get(
-        against, str(tiny / against))
-    monkeypatch.setattr(hardware, "describe", lambda: {"hardware_class": "cpu-2core"})
+                                                        message, at_once):
+    """What the named record or the settings alone show is said at once, before every record is
+    verified for the ranking (seconds on the committed records)."""
+    monkeypatch.setattr(interleave, "interleave", lambda *a: pytest.fail("trained anyway"))
+    if at_once:
+        monkeypatch.setattr(time_reference.leaderboard, "load_all",
+                            lambda *a: pytest.fail("verified every record first"))
+    folders = {"not-a-claim": write(tiny, [result(0, 2.9)], name="not-a-claim")}
+    for name, change in (("other-track", dict(track="wiki-bytes", target=1.85)),
+                         ("other-machine", dict(hardware_class="gpu-h100x8"))):
+        folders[name] = write(tiny, [result(s, v) for s, v in enumerate(CLAIM)], name=name)
+        forge(folders[name], lambda r: r.update(change))
+    name, *extra = against.split()
+    target = str(folders.get(name, tiny / name))
+    monkeypatch.setattr(environment, "describe", lambda: {"hardware_class": "cpu-2core"})
     assert cli.main(["submit", "--track", "unit", "--against", target, "--quiet",
-                     "--records-dir", str(tiny / "records")]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err, err
+                     "--records-dir", str(tiny / "records"), *extra]) == 1
+    one_line_error(capsys, message)
 
 
+@pytest.mark.slow
 def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, submitted,
                                                                       monkeypatch):
     """Ctrl-C between the two records' writes: neither is left, both results files are."""
@@ -317,8 +326,8 @@ def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, subm
     first = next(f for f in record_dirs(root) if f.name.endswith("_first"))
     shutil.copytree(first, tiny / "records" / "tiny" / first.name)
     before = record_dirs(tiny)
-    monkeypatch.setattr(submit_mod, "interleave", lambda *a: timed)  # trained by the fixture
-    real, calls = submit_mod.write_record, []
+    monkeypatch.setattr(interleave, "interleave", lambda *a: timed)  # trained by the fixture
+    real, calls = saving.write_record, []
 
     def second_fails(*a, **k):
         calls.append(1)
@@ -326,7 +335,7 @@ def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, subm
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(submit_mod, "write_record", second_fails)
+    monkeypatch.setattr(saving, "write_record", second_fails)
     monkeypatch.chdir(tiny)
     assert cli.main([*SUBMIT, "--records-dir", str(tiny / "records")]) == 130
     assert record_dirs(tiny) == before
@@ -335,7 +344,7 @@ def test_submit_interrupted_while_writing_leaves_nothing_half_written(tiny, subm
 
 
 def test_a_failing_speed_probe_stops_the_run_in_one_line(tiny, capsys, monkeypatch):
-    monkeypatch.setattr(hardware, "matmul_peak", lambda *a, **k: float("nan"))
+    monkeypatch.setattr(environment, "matmul_peak", lambda *a, **k: float("nan"))
     assert run_cli(tiny, "--steps", "3") == 1
     err = capsys.readouterr().err
     assert err.startswith("error: the machine-speed probe measured nan") and err.count("\n") == 1
@@ -345,6 +354,7 @@ def test_a_failing_speed_probe_stops_the_run_in_one_line(tiny, capsys, monkeypat
 # --- provenance -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_stores_its_code_and_packages_and_says_when_they_moved(tiny, capsys):
     assert run_cli(tiny, "--steps", "4", "--set", "train.eval_every=4", "--tricks", "softcap") == 0
     (folder,) = record_dirs(tiny)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import SEQ, record_dirs, run_cli, setup
-from speedrun.core import batches
+from speedrun.core import batch_sizes as batches
 from speedrun.data import loader as loader_mod
 from speedrun.errors import SpeedrunError
 from speedrun.records import record, verify
@@ -95,6 +95,7 @@ def test_loader_rows_continue_the_fixed_size_stream(tiny):
     assert np.array_equal(fixed.rows(4, 4, 1, 2)[0], whole[[5, 7]])  # process 1 of 2
 
 
+@pytest.mark.slow
 def test_batch_schedule_trains_with_a_few_shapes_and_verifies(tiny, monkeypatch):
     asked = []
     real = loader_mod.TrainLoader.rows

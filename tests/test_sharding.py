@@ -113,6 +113,7 @@ def split():
     return training | each_trick
 
 
+@pytest.mark.slow
 def test_eight_devices_train_as_one(split):
     """Data parallelism: the batch split over 8 devices takes one device's steps (reductions
     over 8 shards round differently, hence the tolerance)."""
@@ -121,6 +122,7 @@ def test_eight_devices_train_as_one(split):
     assert one[-1] < one[0] - 0.5
 
 
+@pytest.mark.slow
 def test_fsdp_trains_as_dp_does(split):
     (dp_losses, dp_params), (fsdp_losses, fsdp_params) = (split["muon"][s]
                                                            for s in ("dp", "fsdp"))
@@ -130,11 +132,13 @@ def test_fsdp_trains_as_dp_does(split):
     assert len(gaps) > 10 and max(gaps.values()) < 1e-5, gaps
 
 
+@pytest.mark.slow
 def test_muon_and_polar_express_orthogonalize_split_matrices_as_whole_ones(split):
     assert len(split["ortho"]) == 4
     assert max(split["ortho"].values()) < 1e-5, split["ortho"]
 
 
+@pytest.mark.slow
 def test_fsdp_holds_about_an_eighth_of_the_state_per_device(split):
     got = split["bytes"]
     for names in ("", "muon+normuon"):
@@ -144,6 +148,7 @@ def test_fsdp_holds_about_an_eighth_of_the_state_per_device(split):
         assert dp / DEVICES <= fsdp < dp / DEVICES * 1.1, (names, dp, fsdp)
 
 
+@pytest.mark.slow
 def test_every_trick_gets_a_sharding_from_the_table_and_runs(split):
     groups = split["groups"]
     assert set().union(*(g["tricks"] for g in groups)) == set(tricks.available())

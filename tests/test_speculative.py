@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import PROMPTS, tiny_model
+from helpers import PROMPTS, sweep, tiny_model
 from speedrun.errors import SpeedrunError
 from speedrun.inference import generate as G
 
@@ -26,7 +26,7 @@ def pair():
     return target, draft
 
 
-@pytest.mark.parametrize("K", [1, 4])
+@pytest.mark.parametrize("K", sweep([4, 1]))
 def test_greedy_speculative_equals_target_greedy(pair, K):
     target, draft = pair
     want = G.generate(target, PROMPTS, 12, GREEDY)
@@ -35,6 +35,7 @@ def test_greedy_speculative_equals_target_greedy(pair, K):
     assert 0 <= stats.accepted <= stats.proposed and stats.rounds >= 1
 
 
+@pytest.mark.slow
 def test_draft_equal_to_target_accepts_everything(pair):
     target, _ = pair
     got, stats = G.speculative(target, target, PROMPTS, 12, 4, GREEDY)
@@ -65,6 +66,7 @@ def near_copy(m: G.Model, scale: float) -> G.Model:
     return dataclasses.replace(m, params=jax.tree_util.tree_unflatten(tree, nudged))
 
 
+@pytest.mark.slow
 def test_sampling_follows_the_target_distribution(pair):
     target, _ = pair
     draft = near_copy(target, 0.02)  # accepts ~70% of proposals: both branches of the rule run

@@ -258,12 +258,17 @@ ALL_FP8 = tuple(sorted(set(ALL) - {"mtp", "moe"} | {"fp8-head", "fp8-mlp"}))
 COMBOS = random_subsets() + [ALL, ALL_FP8]
 
 
+QUICK_COMBO = ("bigram-hash", "mtp", "rmsnorm", "rotary")  # the quick tier's: one of the cheapest
+
+
 def test_combinations_cover_every_trick():
+    assert QUICK_COMBO in COMBOS
     assert set().union(*COMBOS) == EVERY
 
 
-@pytest.mark.parametrize("names", COMBOS, ids=lambda n: "+".join(n) if len(n) < 16 else
-                         "all-fp8" if "fp8-head" in n else "all")
+@pytest.mark.parametrize("names", [
+    pytest.param(n, id="+".join(n) if len(n) < 16 else "all-fp8" if "fp8-head" in n else "all",
+                 marks=() if n == QUICK_COMBO else pytest.mark.slow) for n in COMBOS])
 def test_trick_combinations_train(names):
     cfg, hooks, params = setup(names)
     losses = train(cfg, hooks, params)

@@ -20,8 +20,8 @@ from speedrun.errors import SpeedrunError
 from speedrun.records import record, verify
 from speedrun.records.references import record_id
 from speedrun.training import plan, train
-from speedrun.training import run as run_module
-from speedrun.training import sweep as sw
+from speedrun.commands import run as run_module
+from speedrun.training import grid as sw
 from tricks import softcap
 
 QUICK = ("--steps", "3", "--set", "train.eval_every=3", "--set", "model.n_layer=1", "--quiet")
@@ -67,6 +67,7 @@ def verdict_of(out: str) -> str:
 # --- sweep -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_grid_writes_a_verified_record_per_point_and_pairs_them_by_seed(tiny, capsys):
     assert sweep(tiny, "--tricks", "softcap", "--sweep", "softcap.cap=10,30",
                  "--sweep", "optim.lr=0.01,0.02", "--seeds", "1",
@@ -97,6 +98,7 @@ def test_a_grid_writes_a_verified_record_per_point_and_pairs_them_by_seed(tiny, 
         assert f"{ref[0] - means[best]:.4f} below the reference #3" in verdict, verdict
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_with_only_the_missing_points(tiny, capsys, monkeypatch):
     real, calls = train.train, []
 
@@ -158,6 +160,7 @@ def test_the_verdict_names_the_best_point_and_whether_every_seed_agrees(second, 
     assert delta in row and row.startswith("best" if best == 2 else " "), row
 
 
+@pytest.mark.slow
 def test_a_diverging_point_is_a_row_of_the_table_and_the_sweep_goes_on(tiny, capsys):
     assert sweep(tiny, "--sweep", "optim.lr=1e30,0.01", "--set", "optim.grad_clip=0",
                  "--seeds", "1") == 0
@@ -176,7 +179,7 @@ def test_a_diverging_point_is_a_row_of_the_table_and_the_sweep_goes_on(tiny, cap
     (("--tricks", "softcap", "--sweep", "softcap.cap=10,abc"),
      ("softcap.cap must be a number, got 'abc'",)),
     (("--tricks", "softcap", "--sweep", "softcap.cap=10,-1"),
-     ("softcap.cap must be above 0, got -1.0",)),
+     ("softcap.cap must be above 0, got -1.0", "(change it with --sweep or --set)")),
     (("--sweep", "model.d_model=64,65"), ("model.d_model=65 must be divisible",)),
     (("--sweep", "optim.lr="), ("--sweep optim.lr= names no value",)),
     (("--sweep", "optim.lr=0.1,,0.2"), ("has an empty entry",)),
@@ -197,6 +200,21 @@ def test_bad_input_is_one_line_before_anything_trains(tiny, capsys, no_training,
     assert sweep(tiny, *extra) == 1
     one_line_error(capsys, *needles)
     assert record_dirs(tiny) == []
+
+
+def test_a_point_record_that_cannot_be_read_back_is_named_before_anything_runs(tiny, capsys,
+                                                                             no_training):
+    """Rather than run the point again and write a -2 sibling beside its unreadable record."""
+    broken = tiny / "records" / "tiny" / "2026-12-01_sweep-optim-lr-0-2"
+    broken.mkdir(parents=True)
+    (broken / "record.yaml").write_text("runs: [\n")
+    other = tiny / "records" / "tiny" / "2026-12-01_something-else"  # not this sweep's: ignored
+    other.mkdir()
+    (other / "record.yaml").write_text("runs: [\n")
+    assert sweep(tiny, "--sweep", "optim.lr=0.1,0.2") == 1
+    one_line_error(capsys, "tiny/2026-12-01_sweep-optim-lr-0-2, the record of point 2 "
+                   "(optim.lr=0.2) by its name, cannot be read back", "move it out of")
+    assert sorted((tiny / "records" / "tiny").iterdir()) == sorted([broken, other])
 
 
 # --- tuned constants ----------------------------------------------------------------------------
@@ -239,6 +257,7 @@ def test_a_wrong_tuned_value_stops_the_registry(monkeypatch, tuned, needle):
         tricks.available()
 
 
+@pytest.mark.slow
 def test_a_record_made_before_tuning_verifies_and_reruns_its_own_values(tiny, monkeypatch):
     assert run_cli(tiny, "--tricks", "softcap", *QUICK[:-1]) == 0  # run_cli adds --quiet
     (before,) = record_dirs(tiny)

@@ -351,37 +351,3 @@ def setting_lines(trick: Trick) -> list[str]:
         out += [f"  tuned on {track}: {values[k].value!r}, chosen by {values[k].record}"
                 for track, values in sorted(trick.tuned.items()) if k in values]
     return out
-
-
-def main(args) -> int:
-    """`python -m speedrun tricks [NAME]`."""
-    from tabulate import tabulate
-
-    registry = available()
-    if args.name:
-        if args.name not in registry:
-            resolve([args.name], registry)  # raises with suggestions
-        t = registry[args.name]
-        print(f"{t.name}: {t.summary}")
-        print(f"  changes:   {', '.join(t.changes)}")
-        print(f"  source:    {t.source or '-'}")
-        print(f"  requires:  {', '.join(t.requires) or '-'}")
-        print(f"  conflicts: {', '.join(t.conflicts) or '-'}")
-        print(f"  replaces:  {', '.join(t.replaces) or '-'} (hooks it sets outright)")
-        if t.params:
-            print("  hyperparameters (the record's constants; override with --set "
-                  + t.name + ".KEY=VALUE):")
-            for line in setting_lines(t):
-                print("    " + line)
-        else:
-            print("  hyperparameters: none")
-        if t.report is not None:
-            cfg = configure(with_tricks(tracks.get(tracks.DEFAULT).config, [t.name] + list(
-                t.requires), registry), registry)
-            print(f"  on the default track ({tracks.DEFAULT}): "
-                  f"{t.report(cfg, hp(t, cfg.tricks[t.name]))}")
-        return 0
-    rows = [(t.name, ", ".join(t.changes), t.summary, t.source) for t in registry.values()]
-    print(tabulate(rows, headers=["trick", "changes", "summary", "source"], tablefmt="simple"))
-    print(f"\n{len(rows)} tricks. `python -m speedrun tricks NAME` shows one with its hyperparameters.")
-    return 0

@@ -18,7 +18,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -131,6 +131,20 @@ def text_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
     return found
 
 
+def json_lines(lines: Iterable[str], bad: Callable[[int, ValueError], str]
+               ) -> Iterator[tuple[int, str, Any]]:
+    """(line number, line, value) of every non-blank line of a JSONL text; a line that is not
+    JSON raises the SpeedrunError ``bad(line number, error)`` words."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as e:
+            raise SpeedrunError(bad(number, e)) from None
+        yield number, line, value
+
+
 def read_text_documents(files: list[tuple[Path, str]]) -> Iterator[Document]:
     """A .txt file is one document; a .jsonl file has one object with a 'text' field per line."""
     for path, key in files:
@@ -142,13 +156,8 @@ def read_text_documents(files: list[tuple[Path, str]]) -> Iterator[Document]:
             if content.strip():
                 yield Document(key=key, text=content.strip())
             continue
-        for lineno, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as e:
-                raise SpeedrunError(f"{path}:{lineno}: invalid JSON: {e}") from None
+        for lineno, _, record in json_lines(content.splitlines(),
+                                            lambda n, e: f"{path}:{n}: invalid JSON: {e}"):
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise SpeedrunError(f"{path}:{lineno}: expected an object with a string "
                                     f"'text' field")

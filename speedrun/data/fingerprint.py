@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from speedrun.data import bytelevel, shards
+from speedrun.data import bytelevel, corpus, shards
 
 
 def _digest(arrays) -> str:
@@ -72,3 +72,55 @@ def describe(folder, dataset: str, train_files, val_batches) -> dict:
     n_bytes = bytelevel.text_bytes(np.concatenate(targets), tokenizer) if tokenizer else None
     return {"dataset": dataset, "tokenizer": tokenizer, "train_sha256": train_sha256(train_files),
             "val_tokens": n_val, "val_sha256": val_fp, "val_bytes": n_bytes}
+
+
+# --- a shard file on its own: its tokenizer and checksum, from the manifest beside it ------------
+
+
+def _manifest(shard: Path) -> dict:
+    try:
+        manifest = json.loads((shard.parent / "manifest.json").read_text())
+        return manifest if isinstance(manifest, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def tokenizer_for(shard: Path) -> tuple[str, str]:
+    """(the shard's tokenizer, how it is known): the manifest beside it names it; without one,
+    the tokens tell: a shard whose every id is below 256 is read as bytes (a GPT-2 shard holds
+    its separator 50256), else GPT-2."""
+    named = _manifest(shard).get("tokenizer")
+    if named in corpus.VOCAB:
+        return named, "manifest.json"
+    try:
+        tokens = shards.read_shard(shard)
+    except (shards.ShardError, OSError):
+        return "gpt2", "no manifest.json"  # validation reports what is wrong with the file
+    if tokens.size and int(tokens.max()) < bytelevel.BYTE_VOCAB:
+        return "bytes", "no manifest.json; every id is below 256, so read as bytes"
+    return "gpt2", "no manifest.json; read as GPT-2 tokens"
+
+
+def expected_sha256(shard: Path) -> str | None:
+    """The file's sha256 as the manifest beside it records it (None where it records none)."""
+    try:
+        for entry in _manifest(shard).get("splits", {}).values():
+            if shard.name in entry.get("files", []) and entry.get("file_sha256"):
+                return entry["file_sha256"][entry["files"].index(shard.name)]
+    except (AttributeError, TypeError, IndexError):
+        pass
+    return None
+
+
+def check_shard(shard: Path) -> str:
+    """What `data check` says of a valid shard (its tokens and documents, and how its tokenizer
+    is known); raises shards.ShardError naming what is wrong (OSError: it cannot be read)."""
+    tokenizer, how = tokenizer_for(shard)
+    info = shards.validate_shard(shard, bytelevel.separator(tokenizer),
+                                 corpus.VOCAB.get(tokenizer))
+    want = expected_sha256(shard)
+    if want and corpus.file_sha256(shard) != want:
+        raise shards.ShardError(f"{shard}: checksum does not match manifest.json (the file "
+                                f"changed after it was built; rebuild it)")
+    note = "" if how == "manifest.json" else f" ({how})"
+    return f"{info.n_tokens:,} tokens, {info.n_docs:,} documents{note}"

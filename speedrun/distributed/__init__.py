@@ -4,7 +4,7 @@
               it, joining a multi-process run
     sharding  where parameters and optimizer state live (train.sharding: dp, fsdp), one table
               from parameter kind to PartitionSpec
-    launch    `launch`: N joined processes on this machine, with simulated CPU devices
+    launch    N joined processes on this machine, with simulated CPU devices (`launch`)
 
 May import: speedrun.errors, speedrun.config, speedrun.core.
 """

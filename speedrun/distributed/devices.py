@@ -21,7 +21,6 @@ from speedrun.errors import SpeedrunError
 AXIS = "data"
 
 
-
 def maybe_initialize() -> None:
     """Join a multi-process run when the environment sets one up; a no-op on a single host.
     Set by `launch`, and by hand on hosts without a cluster manager (docs/distributed.md):
@@ -115,3 +114,33 @@ def main_first(work):
         return out
     multihost_utils.sync_global_devices("speedrun: process 0 done")
     return work()
+
+
+VERDICT_BYTES = 2048  # room for one refusal's text
+
+
+def decided_by_main(check) -> None:
+    """``check()`` (a pre-flight check of what only process 0 touches: the records folder, the
+    checkpoint folder) made by process 0, its refusal raised in every process. Every process
+    must call it at the same point: the others then stop at once with process 0's message,
+    where they would otherwise wait in their next collective for a process that has gone."""
+    if jax.process_count() == 1:
+        check()
+        return
+    refusal, text = None, ""
+    if is_main_process():
+        try:
+            check()
+        except Exception as e:  # noqa: BLE001 - the others must hear of any failure
+            refusal = e
+            text = str(e) if isinstance(e, SpeedrunError) else \
+                f"process 0 failed its pre-flight check ({type(e).__name__}: {e})"
+    sent = np.zeros(VERDICT_BYTES, np.uint8)
+    raw = text.encode()[:VERDICT_BYTES]
+    sent[:len(raw)] = np.frombuffer(raw, np.uint8)
+    got = np.asarray(multihost_utils.broadcast_one_to_all(sent)).astype(np.uint8).tobytes()
+    if refusal is not None:
+        raise refusal
+    heard = got.rstrip(b"\0").decode(errors="replace")
+    if heard:
+        raise SpeedrunError(heard)

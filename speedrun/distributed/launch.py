@@ -1,4 +1,4 @@
-"""`python -m speedrun launch`: one training command as N processes on this machine, joined
+"""One training command as N processes on this machine (`python -m speedrun launch`), joined
 through ``jax.distributed`` the way a cluster's processes are, each with K simulated CPU devices
 (``--xla_force_host_platform_device_count``) and JAX's gloo collectives between them.
 
@@ -9,14 +9,17 @@ coordinator's address (``JAX_COORDINATOR_ADDRESS``), the number of processes and
 
 Every process's output comes through the launcher a whole line at a time (so lines of two
 processes never mix), process 0's as it is, every other process's prefixed ``[process i]``;
-gloo's note that a process connected to its peers is left out. The first process to fail ends the others (a process waiting in a
-collective for a dead peer would otherwise wait out JAX's heartbeat timeout), launch names it
-in one line and exits with its code. This module imports no JAX: the launcher only starts,
-watches and stops processes.
+gloo's note that a process connected to its peers is left out, and so is another process's
+``error:`` line that process 0 printed too (a refusal every process makes reads as one line).
+The first process to fail ends the others (a process waiting in a collective for a dead peer
+would otherwise wait out JAX's heartbeat timeout) and launch exits with its code, naming it in
+one line unless its own ``error:`` line said why. This module imports no JAX: the launcher only
+starts, watches and stops processes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import queue
 import re
@@ -95,20 +98,60 @@ def exit_status(code: int) -> tuple[int, str]:
 GLOO_NOTE = re.compile(r"\[Gloo\] Rank \d+ is connected to \d+ peer ranks")
 
 
-def _relay(stream, out, tag: str, lock: threading.Lock) -> None:
-    """Copy a process's lines to ``out`` whole, each prefixed with ``tag``."""
-    for line in iter(stream.readline, ""):
-        if GLOO_NOTE.match(line):
-            continue
-        with lock:
-            out.write(f"{tag}{line}")
-            out.flush()
-    stream.close()
+class Relay:
+    """Every process's output, a whole line at a time, to the launcher's: process 0's as it is,
+    the others' prefixed ``[process i]``. A one-line refusal (``error: ...``) of another process
+    is held back until the end and shown only where process 0 did not say the same, so a
+    refusal every process makes (a bad setting, or process 0's verdict on the records folder,
+    which reaches them all) reads as one line."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.errors: dict[int, list[str]] = {}  # index -> its `error:` lines
+        self.threads: list[threading.Thread] = []
+        self.finished = False
+
+    def start(self, index: int, p: subprocess.Popen) -> None:
+        self.errors[index] = []
+        for stream, out in ((p.stdout, sys.stdout), (p.stderr, sys.stderr)):
+            t = threading.Thread(target=self._copy, args=(index, stream, out), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _copy(self, index: int, stream, out) -> None:
+        for line in iter(stream.readline, ""):
+            if GLOO_NOTE.match(line):
+                continue
+            with self.lock:
+                if line.startswith("error: "):
+                    self.errors[index].append(line)
+                    if index:
+                        continue
+                out.write(f"[process {index}] {line}" if index else line)
+                out.flush()
+        stream.close()
+
+    def said_why(self, index: int) -> bool:
+        return bool(self.errors.get(index))
+
+    def finish(self) -> None:
+        """The other processes' refusals that process 0 did not make (after every line; once)."""
+        if self.finished:
+            return
+        self.finished = True
+        for t in self.threads:
+            if t.is_alive():
+                t.join(timeout=GRACE_S)
+        for index, lines in sorted(self.errors.items()):
+            for line in lines if index else ():
+                if line not in self.errors[0]:
+                    sys.stderr.write(f"[process {index}] {line}")
+        sys.stderr.flush()
 
 
-def _stop(procs: list[subprocess.Popen], threads: list[threading.Thread]) -> None:
-    """SIGTERM to every process still running, SIGKILL to any that outlives the grace; then
-    every line they wrote relayed."""
+def _stop(procs: list[subprocess.Popen]) -> int:
+    """SIGTERM to every process still running, SIGKILL to any that outlives the grace: how many
+    had to be stopped."""
     alive = [p for p in procs if p.poll() is None]
     for p in alive:
         p.terminate()
@@ -119,9 +162,7 @@ def _stop(procs: list[subprocess.Popen], threads: list[threading.Thread]) -> Non
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-    for t in threads:
-        if t.is_alive():
-            t.join(timeout=GRACE_S)
+    return len(alive)
 
 
 def launch(count: int, devices: int, command: list[str], port: int | None = None,
@@ -133,9 +174,12 @@ def launch(count: int, devices: int, command: list[str], port: int | None = None
     if devices < 1:
         raise SpeedrunError(f"--devices-per-process must be at least 1, got {devices}")
     command = check_command(command)
+    if importlib.util.find_spec(module.partition(".")[0]) is None:
+        raise SpeedrunError(f"--module {module}: no such module here (each process runs "
+                            f"python -m {module})")
     address = f"{HOST}:{free_port() if port is None else check_port(port)}"
     argv = [sys.executable, "-m", module, *command]
-    procs, threads, lock = [], [], threading.Lock()
+    procs, relay = [], Relay()
     try:
         for i in range(count):
             procs.append(subprocess.Popen(argv, env=child_env(dict(os.environ), i, count, devices,
@@ -144,30 +188,33 @@ def launch(count: int, devices: int, command: list[str], port: int | None = None
                                           text=True))
         print(f"launch: {count} process(es) x {devices} CPU device(s), coordinator {address}, "
               f"pids {' '.join(str(p.pid) for p in procs)}", file=sys.stderr, flush=True)
-        for i, p in enumerate(procs):
-            tag = f"[process {i}] " if i else ""
-            for stream, out in ((p.stdout, sys.stdout), (p.stderr, sys.stderr)):
-                threads.append(threading.Thread(target=_relay, daemon=True,
-                                                args=(stream, out, tag, lock)))
         ended: queue.Queue = queue.Queue()  # (index, return code) in the order they end
         for i, p in enumerate(procs):
-            threads.append(threading.Thread(target=lambda i=i, p=p: ended.put((i, p.wait())),
-                                            daemon=True))
-        for t in threads:
-            t.start()
+            relay.start(i, p)
+            threading.Thread(target=lambda i=i, p=p: ended.put((i, p.wait())), daemon=True).start()
         for _ in procs:
             i, code = _next(ended)
             if code != 0:
-                _stop(procs, threads)  # their last lines first, then the one that says why
-                status, how = exit_status(code)
-                stopped = {1: "", 2: "; stopped the other process"}.get(
-                    count, "; stopped the other processes")
-                print(f"error: process {i} of {count} failed ({how}){stopped}", file=sys.stderr,
-                      flush=True)
-                return status
+                return _failed(procs, relay, i, code)
         return 0
     finally:
-        _stop(procs, threads)  # Ctrl-C, SIGTERM, an error: no process outlives the launcher
+        _stop(procs)  # Ctrl-C, SIGTERM, an error: no process outlives the launcher
+        relay.finish()
+
+
+def _failed(procs: list[subprocess.Popen], relay: Relay, i: int, code: int) -> int:
+    """Process ``i`` ended with ``code``: stop the others, then say so in one line, unless it
+    said why itself (exit code 1 after an ``error:`` line, a refusal)."""
+    stopped = _stop(procs)
+    relay.finish()  # its last lines first, then the one that says why
+    status, how = exit_status(code)
+    if code == 1 and relay.said_why(i):
+        return status
+    others = {0: "", 1: "; stopped the other process"}.get(stopped, "; stopped the other "
+                                                                     "processes")
+    print(f"error: process {i} of {len(procs)} failed ({how}){others}", file=sys.stderr,
+          flush=True)
+    return status
 
 
 def _next(ended: queue.Queue) -> tuple[int, int]:
@@ -176,16 +223,3 @@ def _next(ended: queue.Queue) -> tuple[int, int]:
             return ended.get(timeout=0.2)
         except queue.Empty:
             pass
-
-
-def _terminated(signum, frame):
-    raise KeyboardInterrupt  # a SIGTERM stops every process, as Ctrl-C does
-
-
-def main(args) -> int:
-    """`python -m speedrun launch --processes N [--devices-per-process K] -- COMMAND ...`."""
-    signal.signal(signal.SIGTERM, _terminated)
-    command = list(args.launched)
-    if args.debug:  # the command line's --debug is meant for the processes too
-        command = [*check_command(command), "--debug"]
-    return launch(args.processes, args.devices_per_process, command, args.port, args.module)

@@ -43,6 +43,7 @@ from speedrun.core import params as P
 from speedrun.data.shards import atomic_write
 from speedrun.errors import SpeedrunError
 from speedrun.inference import quantize as Q
+from speedrun.inference.generate import Model
 
 FORMAT = "speedrun-checkpoint"
 VERSION = 1
@@ -66,8 +67,6 @@ class Checkpoint:
         return Q.int8_hooks(hooks) if self.quantization == "int8" else hooks
 
     def model(self):
-        from speedrun.inference.generate import Model
-
         return Model(self.params, self.cfg, self.hooks, self.tokenizer)
 
     def describe(self) -> str:

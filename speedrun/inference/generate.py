@@ -36,9 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import tricks
 from speedrun.config import RunConfig, config_hash
 from speedrun.core import model as M
 from speedrun.data import bytelevel, corpus
+from speedrun.data import tokenizer as tok
 from speedrun.errors import SpeedrunError
 from speedrun.inference.kvcache import KVCache
 
@@ -73,6 +75,15 @@ class Sampling:
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
+
+
+def sampling(temperature: float, top_k: int) -> Sampling:
+    """``--temperature`` and ``--top-k`` as given on the command line, checked."""
+    if temperature < 0 or not math.isfinite(temperature):
+        raise SpeedrunError(f"--temperature must be 0 (greedy) or more, got {temperature}")
+    if top_k < 0:
+        raise SpeedrunError(f"--top-k must be 0 (all) or more, got {top_k}")
+    return Sampling(temperature, top_k)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,8 +162,6 @@ def encode(text: str, tokenizer: str) -> list[int]:
     if tokenizer == "bytes":
         return [bytelevel.BYTE_SEP, *bytelevel.encode_document(text).tolist()]
     if tokenizer == "gpt2":
-        from speedrun.data import tokenizer as tok
-
         return [bytelevel.separator("gpt2"), *tok.gpt2_encoding().encode_ordinary(text)]
     raise SpeedrunError(f"unknown tokenizer {tokenizer!r} (known: {', '.join(bytelevel.TOKENIZERS)})")
 
@@ -160,8 +169,6 @@ def encode(text: str, tokenizer: str) -> list[int]:
 def decode_text(tokens, tokenizer: str) -> str:
     if tokenizer == "bytes":
         return bytes(int(t) for t in tokens).decode("utf-8", errors="replace")
-    from speedrun.data import tokenizer as tok
-
     return tok.gpt2_encoding().decode([int(t) for t in tokens])
 
 
@@ -215,8 +222,6 @@ def _memo(key: tuple, models: tuple, build):
 def require_cached_decoding(m: Model) -> None:
     """A clear error for a model whose tricks cached decoding cannot reproduce (see
     ``Trick.cached_decoding``), instead of wrong text."""
-    import tricks
-
     registry = tricks.available()
     blocked = [n for n in m.cfg.trick_names if n in registry and not registry[n].cached_decoding]
     if blocked:

@@ -84,11 +84,12 @@ def decode_text(ids: Sequence[int], tokenizer: str) -> str:
 def normalise(conversation: Sequence[Mapping]) -> list[dict]:
     """Messages as user/assistant turns: a system message merged into the first user turn,
     roles alternating user, assistant, ..., every content a string. Raises on anything else."""
-    msgs = [dict(m) for m in conversation]
-    for i, m in enumerate(msgs):
-        if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+    for i, m in enumerate(conversation):
+        if not isinstance(m, Mapping) or m.get("role") not in ROLES or \
+                not isinstance(m.get("content"), str):
             raise SpeedrunError(f"message {i} must be {{'role': one of {', '.join(ROLES)}, "
                                 f"'content': text}}, got {m!r}"[:300])
+    msgs = [dict(m) for m in conversation]
     if msgs and msgs[0]["role"] == "system":
         system = msgs.pop(0)["content"]
         if not msgs or msgs[0]["role"] != "user":

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from speedrun.config import RunConfig
-from speedrun.core.batches import tokens_seen
+from speedrun.core.batch_sizes import tokens_seen
 from speedrun.distributed import devices
 from speedrun.inference import generate as G
 from speedrun.posttraining import objective, scoring

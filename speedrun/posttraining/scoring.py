@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from speedrun.errors import SpeedrunError
 from speedrun.inference import generate as G
 from speedrun.posttraining import chat
 from speedrun.posttraining.tasks.base import Example, Task
@@ -22,6 +23,23 @@ from speedrun.posttraining.tasks.base import Example, Task
 
 def prompts(m: G.Model, examples: Sequence[Example]) -> list[list[int]]:
     return [chat.prompt(e.question, m.tokenizer, m.cfg.model.vocab_size) for e in examples]
+
+
+def check_room(task: Task, examples: Sequence[Example], tokenizer: str, vocab_size: int,
+               seq_len: int) -> None:
+    """Every example's prompt leaves the model room to answer (its context is ``seq_len``
+    tokens), and a task of fixed conversations (jsonl) renders whole: known from the text alone,
+    so a command says so before anything compiles."""
+    for e in task.fixed:
+        chat.render(e.messages, tokenizer, vocab_size)
+    longest = max((len(chat.prompt(e.question, tokenizer, vocab_size)), i)
+                  for i, e in enumerate(examples))
+    if longest[0] >= seq_len:
+        raise SpeedrunError(f"task {task.name}: a held-out prompt is {longest[0]} tokens long "
+                            f"({examples[longest[1]].question[-1]['content'][:40]!r}...); this "
+                            f"model reads at most {seq_len} (model.seq_len) and needs room to "
+                            f"answer: shorten the conversations, or use a model with a longer "
+                            f"context")
 
 
 def answers(m: G.Model, examples: Sequence[Example], task: Task, sampling: G.Sampling,

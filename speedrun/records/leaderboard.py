@@ -1,4 +1,4 @@
-"""`python -m speedrun leaderboard`: leaderboard.md, regenerated from records/ alone.
+"""leaderboard.md, regenerated from records/ alone (`python -m speedrun leaderboard`).
 
 One section per track and hardware class, on one time scale: its reference machine's. Only
 claims are ranked: records that pass ``verify`` (track rules and references included) whose
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,11 @@ import pandas as pd
 import tricks as T
 from speedrun import tracks
 from speedrun.config import RunConfig
-from speedrun.data.shards import atomic_write
+from speedrun.data import paths
 from speedrun.errors import SpeedrunError
 from speedrun.records import plots, references, stats
 from speedrun.records.record import load_record
-from speedrun.records.verify import find_records, verify
+from speedrun.records.verify import RECORD_FILE, find_records, verify
 
 HEADER = """# Leaderboard
 
@@ -362,23 +363,49 @@ def write_plots(records_dir: Path, df: pd.DataFrame) -> list[Path]:
     return written
 
 
-def main(args) -> int:
-    records_dir = Path(args.records_dir)
-    df = load_all(records_dir)  # verifies every record: once per command
-    text = render(records_dir, df)
-    out = Path(args.output)
-    if args.check:
-        if not out.exists() or out.read_text() != text:
-            print(f"{out} is stale: run `python -m speedrun leaderboard` and commit it")
-            return 1
-        missing = [p for t, hw, ranked, _, _ in sections(df) if len(ranked)
-                   for p in plot_paths(records_dir, t, hw) if not p.exists()]
-        if missing:
-            print(f"missing plots {', '.join(map(str, missing))}: run `python -m speedrun leaderboard`")
-            return 1
-        print(f"{out} is up to date")
-        return 0
-    atomic_write(out, [text.encode()])
-    plots = write_plots(records_dir, df)
-    print(f"wrote {out} and {len(plots)} plots")
-    return 0
+def check_records_dir(records_dir: Path) -> None:
+    """A leaderboard is made from a folder that exists and holds at least one record: a typo
+    (``recrods``), a file or an empty folder would otherwise write an empty leaderboard."""
+    where = "--records-dir names the folder holding <track>/<date>_<name>/record.yaml"
+    if not records_dir.exists():
+        raise SpeedrunError(f"records folder {records_dir} does not exist ({where})")
+    if not records_dir.is_dir():
+        raise SpeedrunError(f"records folder {records_dir} is a file, not a folder ({where})")
+    if not find_records([records_dir]):
+        raise SpeedrunError(f"no records under {records_dir} (a record is a folder holding "
+                            f"{RECORD_FILE}): a leaderboard is made from records")
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def listed(text: str) -> set[str]:
+    """The record folders a leaderboard links to (its plots aside)."""
+    return {link for link in LINK.findall(text) if not link.endswith(".png")}
+
+
+def dropped(old: str, new: str, bases: list[Path]) -> list[str]:
+    """The records ``old`` lists that ``new`` would not, though they are still on disk (their
+    folder, read from any of ``bases``, holds a record). A record removed from the records
+    folder may leave the leaderboard; one still there leaves it only by mistake, e.g. a
+    --records-dir that names a part of the records."""
+    return sorted(link for link in listed(old) - listed(new)
+                  if any((base / link / RECORD_FILE).is_file() for base in bases))
+
+
+def check_output(out: Path, text: str, records_dir: Path, force: bool) -> None:
+    """``out`` can be written, and writing ``text`` over it drops no record it lists that is
+    still on disk (unless ``force``). Its links are read from beside it and from beside the
+    records folder (where `leaderboard` makes them relative to)."""
+    if out.is_dir():
+        raise SpeedrunError(f"--output {out} is a folder: name the file to write")
+    paths.probe_writable(out.parent, "--output folder", "pass --output FILE in a writable "
+                         "folder")
+    if force or not out.is_file():
+        return
+    lost = dropped(out.read_text(errors="replace"), text, [out.parent, records_dir.parent])
+    if lost:
+        raise SpeedrunError(
+            f"{out} lists {len(lost)} record(s) that are still on disk but not under "
+            f"{records_dir} (e.g. {lost[0]}): writing it would drop them; give --records-dir "
+            f"the folder that holds every record, or pass --force to write it anyway")

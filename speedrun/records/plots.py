@@ -20,6 +20,7 @@ def _save(fig, out: Path, outside_legend: bool = False) -> None:
     if not outside_legend:
         fig.tight_layout()
     tmp = out.with_name(out.name + ".tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(tmp, dpi=100, metadata=PNG_META, format="png")
     plt.close(fig)
     os.replace(tmp, out)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HARNESS = (
     "speedrun/config.py",
     "speedrun/core/attention.py",
-    "speedrun/core/batches.py",
+    "speedrun/core/batch_sizes.py",
     "speedrun/core/hooks.py",
     "speedrun/core/model.py",
     "speedrun/core/optim.py",

@@ -44,7 +44,7 @@ record.yaml, schema version 2 (every field required unless marked optional):
                     HellaSwag accuracy after the final validation (untimed):
                     examples, sha256 (of the examples file), seeds: [{seed, acc_norm,
                     acc_norm_se, acc, acc_se, truncated, examples}]
-                    (speedrun/inference/hellaswag.py)
+                    (speedrun/inference/hellaswag_score.py)
 
 The environment also stores ``sources`` (the sha256 of the code that ran) and ``packages``
 (every installed distribution's version), so that ``verify`` and ``run --from-record`` can say

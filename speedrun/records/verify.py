@@ -1,4 +1,4 @@
-"""`python -m speedrun verify`: every check a record must pass.
+"""Every check a record must pass (`python -m speedrun verify`).
 
 The schema (record.py's), the content hash, the config hash, the track's rules, that the tricks
 resolve (in their one canonical order, whatever the file's order), distinct seeds, that every
@@ -16,7 +16,7 @@ import tricks as registry
 from speedrun import tracks
 from speedrun.config import RunConfig, config_hash, dict_hash
 from speedrun.config import problems as config_problems
-from speedrun.core.batches import tokens_seen
+from speedrun.core.batch_sizes import tokens_seen
 from speedrun.core.model import baseline_hooks
 from speedrun.errors import SpeedrunError
 from speedrun.records import provenance, references
@@ -306,35 +306,3 @@ def find_records(paths) -> list[Path]:
         elif p.is_dir():
             found += sorted(q.parent for q in p.rglob(RECORD_FILE) if ".tmp-record-" not in str(q))
     return found
-
-
-def main(args) -> int:
-    """`python -m speedrun verify PATH...`."""
-    found = find_records(args.paths)
-    missing = [p for p in args.paths if not Path(p).exists()]
-    if missing:
-        raise SpeedrunError(f"no such path: {', '.join(missing)}")
-    if not found:  # a mistyped path must not pass a CI check
-        raise SpeedrunError("no records under " + ", ".join(args.paths)
-                            + f" (a record is a folder holding {RECORD_FILE})")
-    failed = old = 0
-    for folder in found:
-        problems = verify(folder)
-        if problems:
-            failed += 1
-            print(f"FAIL {folder}")
-            for p in problems:
-                print(f"     {p}")
-            continue
-        print(f"OK   {folder}")
-        env = load_record(folder).get("environment") or {}
-        if "sources" not in env:
-            old += 1
-            continue
-        for line in provenance.drift(env):  # a note, not a failure: records outlive the code
-            print(f"     note: {line}")
-    print(f"{len(found) - failed} ok, {failed} failed")
-    if old:
-        print(f"{old} record(s) predate source hashes: whether today's code differs from what "
-              f"they ran is not known")
-    return 1 if failed else 0

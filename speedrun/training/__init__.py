@@ -1,20 +1,23 @@
-"""Training runs and the commands that make them.
+"""The training engine: what every command that trains shares.
 
-    plan          a run's configuration resolved, checked and prepared once (track, data,
-                  hooks, validation set, fingerprints, environment), shared by every command
-    state         the initial parameters and optimizer state (train and bench share them)
-    train         the timed loop of one seed: compile and warm up, train, validate, result
-    evaluate      the validation loss, during a run and of a saved model (`eval`)
-    console       progress bar and log lines
-    run           `run`: every seed of a configuration, then its record
-    fallback      a finished run's results when its record cannot be written (`recover`)
-    find_steps    `find-steps`: the fewest steps that make a claim
-    compare       `compare`: two configurations interleaved on one machine
-    submit        `submit`: a claim timed against the track's #1 on this machine, linked to it
-    sweep         `sweep`: a grid of settings, one record per point, paired by seed; resumes
-    bench         `bench`: step time, tokens/s, MFU, where the time goes; decode speed
-    hardware      what a run ran on: devices, versions, the machine-speed probe
-    compile_cache the persistent compilation cache
+    plan           a run's configuration resolved, checked and prepared once (track, data,
+                   hooks, validation set, fingerprints, environment), before anything compiles
+    state          the initial parameters and optimizer state (train and bench share them)
+    train          the timed loop of one seed: compile and warm up, train, validate, result
+    seed           one seed as a command runs it: speed probe, timed loop, log, summary line
+    evaluate       the validation loss, during a run and of a saved model
+    console        progress bar and log lines
+    saving         a finished run kept: its record, its results file when the record cannot
+                   be written (for `recover`), two linked records, its checkpoints
+    interleave     configurations timed side by side on one machine, A B A B
+    step_search    the search for the fewest steps that make a claim (`find-steps`)
+    grid           a grid of settings: points, resuming from records, the paired table (`sweep`)
+    time_reference the record a claim is timed against (`submit`)
+    speed          step time, tokens/s, MFU, where the step goes; decode speed (`bench`)
+    environment    what a run ran on: devices, hardware class, speed probe, versions, git
+    compile_cache  the persistent compilation cache
+
+The commands themselves (`run`, `find-steps`, `compare`, ...) are speedrun/commands/.
 
 May import: every package below it, speedrun.errors, speedrun.config, speedrun.tracks,
 speedrun.data, speedrun.core, speedrun.distributed, tricks, speedrun.records,

@@ -1,9 +1,7 @@
 """Validation: the mean next-token loss over a track's fixed validation tokens, during a run
-(``make_eval``) and of a saved model (`python -m speedrun eval CHECKPOINT`)."""
+(``make_eval``) and of a saved model (``evaluate_checkpoint``, for `eval CHECKPOINT`)."""
 
 from __future__ import annotations
-
-import sys
 
 import jax
 import numpy as np
@@ -14,7 +12,7 @@ from speedrun.core import model
 from speedrun.data import bytelevel, fingerprint
 from speedrun.distributed import devices, sharding
 from speedrun.errors import SpeedrunError
-from speedrun.inference import checkpoint, hellaswag
+from speedrun.inference import checkpoint
 from speedrun.training import plan
 
 
@@ -51,6 +49,7 @@ def evaluate_checkpoint(ck: checkpoint.Checkpoint, data_dir: str | None) -> dict
         track = tracks.get(cfg.track)
     except SpeedrunError as e:
         raise SpeedrunError(f"checkpoint {ck.path}: {e}") from None
+    plan.check_data_dir(track, data_dir)
     _, val_files = plan.data_for(track, data_dir)
     tokenizer = fingerprint.tokenizer_of(val_files[0].parent, track.dataset) or ck.tokenizer
     if tokenizer != ck.tokenizer:
@@ -65,16 +64,3 @@ def evaluate_checkpoint(ck: checkpoint.Checkpoint, data_dir: str | None) -> dict
     return {"val_loss": loss, "val_tokens": n_tokens, "val_bytes": n_bytes,
             "bits_per_byte": bytelevel.bits_per_byte(loss, n_tokens, n_bytes) if n_bytes else None,
             "target": cfg.train.target}
-
-
-def main(args) -> int:
-    """`python -m speedrun eval CHECKPOINT` (`--hellaswag`: speedrun/inference/hellaswag.py)."""
-    if args.hellaswag or args.hellaswag_examples is not None:
-        return hellaswag.main(args)
-    ck = checkpoint.load(args.checkpoint)
-    print(ck.describe(), file=sys.stderr)
-    r = evaluate_checkpoint(ck, args.data_dir)
-    bpb = "" if r["bits_per_byte"] is None else f", {r['bits_per_byte']:.4f} bits/byte"
-    print(f"val loss {r['val_loss']:.6f} nats/token{bpb} over {r['val_tokens']:,} validation "
-          f"tokens (track {ck.cfg.track}, target {r['target']})")
-    return 0

@@ -25,11 +25,13 @@ from speedrun.data import corpus, fingerprint, loader, paths
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.records import provenance
-from speedrun.training import compile_cache, hardware
+from speedrun.training import compile_cache, environment
 
 
 def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
     if seeds is None:
+        if seed is not None and seed < 0:
+            raise SpeedrunError(f"--seed must be 0 or more, got {seed}")
         return [0 if seed is None else seed]
     try:
         values = [int(s) for s in seeds.split(",") if s.strip()]
@@ -43,7 +45,16 @@ def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
         return list(range(values[0]))
     if len(set(values)) != len(values):
         raise SpeedrunError(f"--seeds has duplicates: {seeds}")
+    if min(values) < 0:
+        raise SpeedrunError(f"--seeds must be 0 or more, got {min(values)}")
     return values
+
+
+def check_name(name: str | None, flag: str = "--name") -> None:
+    """A record's name gives its folder's slug: it needs a letter or a digit."""
+    if name is not None and not any(c.isascii() and c.isalnum() for c in name):
+        raise SpeedrunError(f"{flag} {name!r} has no letter or digit to name the record's "
+                            f"folder by")
 
 
 def with_steps(cfg: RunConfig, steps: int | None) -> RunConfig:
@@ -80,9 +91,20 @@ def check_data_dir(track: tracks.Track, data_dir: str | None) -> None:
     paths.probe_writable(root, "data dir", fix)
 
 
-def preflight(cfg: RunConfig, data_dir: str | None, records_dir: str | None = None) -> tracks.Track:
+def check_records_dir(records_dir: str, track: str, skippable: bool = True) -> None:
+    """The records folder is writable, checked by process 0 (the one that writes records) for
+    every process. ``skippable``: the command has --no-record (the fix names it)."""
+    fix = "pass --records-dir DIR (a writable folder)" + (" or --no-record" if skippable else "")
+    devices.decided_by_main(
+        lambda: paths.probe_writable(Path(records_dir) / track, "records folder", fix))
+
+
+def preflight(cfg: RunConfig, data_dir: str | None, records_dir: str | None = None,
+              skippable: bool = True) -> tracks.Track:
     """Every check that needs no data and no compilation: settings in range, the records folder
-    writable, the data dir usable. Runs before anything slow; returns the run's track."""
+    writable, the data dir usable. Runs before anything slow, in every process of a
+    multi-process run alike; returns the run's track. ``records_dir``: where records will be
+    written (None: none will be); ``skippable``: whether the command has --no-record."""
     config_module.validate(cfg, trick_registry.setting_problems(cfg))
     track = tracks.get(cfg.track)
     if cfg.model.vocab_size < track.rules.vocab:  # else its tokens would read as corrupt data
@@ -93,8 +115,7 @@ def preflight(cfg: RunConfig, data_dir: str | None, records_dir: str | None = No
                             f"model.vocab_size={track.rules.vocab} or more")
     devices.check_batch(cfg.train.batch_size)
     if records_dir is not None:
-        paths.probe_writable(Path(records_dir) / cfg.track, "records folder",
-                       "pass --records-dir DIR (a writable folder) or --no-record")
+        check_records_dir(records_dir, cfg.track, skippable)
     check_data_dir(track, data_dir)
     return track
 
@@ -177,16 +198,17 @@ class Plan:
 
 
 def prepare(cfg: RunConfig, data_dir: str | None, command: str,
-            records_dir: str | None = None) -> Plan:
+            records_dir: str | None = None, skippable: bool = True) -> Plan:
     """Pre-flight checks, then the data, hooks, validation set and fingerprints. ``records_dir``:
-    where records will be written (checked writable now), None when none will be."""
-    track = preflight(cfg, data_dir, records_dir)
+    where records will be written (checked writable now), None when none will be (every
+    process passes the same: process 0 checks it for all); ``skippable``: as for preflight."""
+    track = preflight(cfg, data_dir, records_dir, skippable)
     hooks = trick_registry.build_hooks(cfg)  # fails here, before data or compilation, if broken
     train_files, val_files = data_for(track, data_dir)
     val = validation_set(cfg, val_files)
     check_token_range(cfg, val, val_files, train_files[0].parent, track.dataset)
     data = fingerprint.describe(train_files[0].parent, track.dataset, train_files, val)
-    env = hardware.environment(command=command)
+    env = environment.environment(command=command)
     env["attention"] = attention_implementation(cfg)
     env["sources"] = provenance.sources(cfg.trick_names)  # what code and packages ran: verify
     env["packages"] = provenance.packages()  # and --from-record say when today's differ

@@ -5,7 +5,7 @@ clock stops while validating, and a run trains exactly ``train.steps`` steps (th
 schedule); its result is the validation loss after the last step. Validations every
 ``train.eval_every`` steps (untimed) draw the curve and find the first crossing of the target,
 which is stored as information only. A non-finite loss raises ``Diverged``; nothing here writes
-files (run.py writes the record after every seed has finished).
+files (the command writes the record after every seed has finished: saving.py).
 
 ``train`` is three parts: ``compile_steps`` (untimed: every step program compiled and run once
 on copies of the state), ``timed_loop`` (the clock) and ``outcome`` (what the seed measured).
@@ -25,7 +25,7 @@ import optax
 
 from speedrun.config import RunConfig
 from speedrun.core import model
-from speedrun.core.batches import batch_sizes, tokens_seen
+from speedrun.core.batch_sizes import batch_sizes, tokens_seen
 from speedrun.distributed import devices, sharding
 from speedrun.errors import SpeedrunError
 from speedrun.records.logs import val_line

@@ -17,9 +17,8 @@ import pytest
 
 import tricks
 from speedrun import tracks
-from speedrun.training import bench
+from speedrun.training import speed as bench
 from speedrun.core import model
-from speedrun.training import train
 
 CFG = tracks.WIKI.config
 

@@ -15,7 +15,7 @@ import pytest
 
 import tricks
 from speedrun import tracks
-from speedrun.training import bench
+from speedrun.training import speed as bench
 from speedrun.distributed import devices as distributed
 from speedrun.core import model
 from speedrun.training import train
@@ -48,11 +48,11 @@ def test_track_step(benchmark, peak, monkeypatch, stack, layout):
     if layout == "3d-before":
         monkeypatch.setattr(model, "dense", dense_3d)
     cfg = tricks.configure(tricks.with_tricks(TRACK.config, STACKS[stack]))
-    hooks, tx, params, opt_state, (x, y), shard = bench._setup(cfg)
+    hooks, start, (x, y), shard = bench._setup(cfg)
     x, y = distributed.put_batch(x, shard), distributed.put_batch(y, shard)
-    step = jax.jit(train.make_step(cfg, hooks, tx), donate_argnums=(0, 1))
-    step = step.lower(params, opt_state, x, y).compile()  # compile outside the measurement
-    state = [params, opt_state]
+    step = jax.jit(train.make_step(cfg, hooks, start.tx, start.layout), donate_argnums=(0, 1))
+    step = step.lower(start.params, start.opt_state, x, y).compile()  # compile outside the measurement
+    state = [start.params, start.opt_state]
 
     def one():
         state[0], state[1], loss = step(state[0], state[1], x, y)

@@ -12,9 +12,9 @@ its line number.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
+from speedrun.data import corpus
 from speedrun.errors import SpeedrunError
 from speedrun.posttraining import chat
 from speedrun.posttraining.tasks.base import Example, Task, exact
@@ -29,13 +29,8 @@ def load(path: str) -> Task:
     except UnicodeDecodeError as e:
         raise SpeedrunError(f"{file} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     examples = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            body = json.loads(line)
-        except ValueError as e:
-            raise SpeedrunError(f"{file}, line {number}: not JSON ({e.msg})") from None
+    for number, line, body in corpus.json_lines(
+            lines, lambda n, e: f"{file}, line {n}: not JSON ({e.msg})"):
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list):
             raise SpeedrunError(f"{file}, line {number}: not a conversation (expected "

@@ -1,4 +1,5 @@
-"""`python -m speedrun export CHECKPOINT --format hf DIR`: a Hugging Face GPT-2 folder.
+"""A checkpoint as a Hugging Face GPT-2 folder (`python -m speedrun export CHECKPOINT --format hf
+DIR`).
 
 What it writes (the layout of transformers' ``GPT2LMHeadModel``):
 
@@ -33,7 +34,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -44,7 +44,7 @@ import tricks as trick_registry
 from speedrun.config import RunConfig
 from speedrun.core import params as P
 from speedrun.core.model import baseline_hooks
-from speedrun.data import bytelevel, corpus, tokenizer
+from speedrun.data import bytelevel, corpus, paths, tokenizer
 from speedrun.data.shards import atomic_write
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
@@ -178,6 +178,7 @@ def check_folder(out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not force:
         raise SpeedrunError(f"export folder {out} already exists and is not empty; pass --force "
                             f"to write over its files, or name a new folder")
+    paths.probe_writable(out, "export folder", "name a folder in a writable place")
 
 
 def write(out: Path, blobs: dict[str, bytes]) -> None:
@@ -224,23 +225,3 @@ def export(ck: checkpoint.Checkpoint, out: Path, tokenizer_choice: str = "auto",
     blobs = files(ck, with_tokenizer)
     write(out, blobs)
     return sorted(blobs)
-
-
-def main(args) -> int:
-    """`python -m speedrun export CHECKPOINT --format hf DIR`."""
-    ck = checkpoint.load(args.checkpoint)
-    out = Path(args.output).expanduser()
-    written = export(ck, out, args.tokenizer, args.force)
-    print(ck.describe(), file=sys.stderr)
-    vocab = exported_vocab(ck.cfg, ck.tokenizer)
-    notes = [f"vocab_size {vocab}" + (f" (cut from the model's padded {ck.cfg.model.vocab_size})"
-                                      if vocab < ck.cfg.model.vocab_size else "")]
-    if ck.tokenizer != "gpt2":
-        notes.append("no tokenizer files: its ids are a text's UTF-8 bytes")
-    if ck.quantization != "none":
-        notes.append(f"{ck.quantization} weights written dequantized to float32")
-    if ck.cfg.model.compute_dtype != "float32" or "bf16" in ck.cfg.tricks:
-        notes.append("trained with reduced-precision compute; float32 master weights written")
-    print(f"Hugging Face GPT-2 folder written: {out} ({', '.join(written)}); "
-          f"{'; '.join(notes)}")
-    return 0

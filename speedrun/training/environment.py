@@ -1,4 +1,7 @@
-"""What a run ran on and with: devices, host, library versions, git state."""
+"""What a run ran on and with, as a record's ``environment`` stores it: the devices and the
+hardware class, the machine-speed probe (and the datasheet peaks MFU is quoted against on
+accelerators), the host, library versions and git state. speedrun/records/provenance.py adds
+the sha256 of the code that ran and every installed package's version."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import numpy as np
 
 from speedrun.errors import SpeedrunError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the repository: git runs here
 
 
 def matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:

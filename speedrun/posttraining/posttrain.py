@@ -1,11 +1,6 @@
-"""The post-training commands: `sft`, `rl`, `tasks`, `eval --task`, `chat`.
-
-    python -m speedrun sft CKPT --task addition --steps 300 --save out/     # fine-tune a model
-    python -m speedrun rl CKPT --task addition --steps 100 --save out/      # policy gradient
-    python -m speedrun sft --track sft-addition --seeds 3                   # a post-training claim
-    python -m speedrun eval CKPT --task addition --k 8                      # pass@1, pass@8
-    python -m speedrun chat CKPT                                            # talk to it
-    python -m speedrun tasks                                                # the tasks
+"""A post-training run, `sft` or `rl` alike: the start checkpoint and the configuration resolved
+(a track's, or a checkpoint's with a task), every seed timed like pretraining, and on a track
+its record.
 
 On a post-training track (``--track``) the start checkpoint, the task, the held-out set and the
 target are the track's, and every run writes a record timed like pretraining; without one, any
@@ -16,16 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
 from pathlib import Path
 
 import jax
 import optax
 
-from speedrun import tracks
 import tricks as trick_registry
+from speedrun import tracks
 from speedrun.config import RunConfig, apply_overrides, validate
-from speedrun.data import paths
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
@@ -35,23 +28,21 @@ from speedrun.posttraining import tasks as task_registry
 from speedrun.posttraining.tasks.base import fingerprint
 from speedrun.records import logs, provenance
 from speedrun.records.record import claim_line
-from speedrun.training import evaluate, hardware, train
+from speedrun.training import environment, saving, train
 from speedrun.training import plan as plans
 from speedrun.training.console import Console
-from speedrun.training.run import check_save_dir, save, save_checkpoint
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def default_config(ck: checkpoint.Checkpoint, method: str, task: str, steps: int | None,
-                   sha: str) -> RunConfig:
+def default_config(ck: checkpoint.Checkpoint, method: str, task: str, sha: str) -> RunConfig:
     """A post-training run of a checkpoint outside any track: its model, tricks and optimizer as
     trained, the train and post settings of the post-training baselines (speedrun/tracks.py)."""
     base = tracks.get(f"{method}-addition").config
     return dataclasses.replace(
-        ck.cfg, train=dataclasses.replace(base.train, steps=steps or base.train.steps),
+        ck.cfg, train=base.train,
         post=dataclasses.replace(base.post, method=method, task=task, start_sha256=sha,
                                  seq_len=min(ck.cfg.model.seq_len, base.post.seq_len)))
 
@@ -86,7 +77,7 @@ def resolve(args, method: str) -> tuple[RunConfig, checkpoint.Checkpoint, tracks
             cfg = plans.with_steps(cfg, args.steps)
     else:
         task_registry.get(args.task)  # an unknown task fails here, naming the tasks
-        cfg = default_config(ck, method, args.task, args.steps, sha)
+        cfg = plans.with_steps(default_config(ck, method, args.task, sha), args.steps)
     cfg = apply_overrides(cfg, args.overrides)
     if cfg.post.method != method:
         raise SpeedrunError(f"post.method is {cfg.post.method!r}; this is `{method}`")
@@ -107,28 +98,31 @@ def post_tracks() -> list[str]:
     return [t.name for t in tracks.TRACKS.values() if t.config.post is not None]
 
 
-def main(args, method: str) -> int:
+def posttrain(args, method: str) -> int:
+    """`sft` or `rl` (``method``) as the command line asks: every seed, then the record on a
+    track."""
     devices.maybe_initialize()
     if jax.process_count() > 1:
         raise SpeedrunError(f"`{method}` runs in one process (on all of its devices); `launch` "
                             f"joins processes for pretraining only")
     cfg, ck, track = resolve(args, method)
     seeds = plans.parse_seeds(args.seed, args.seeds)
+    plans.check_name(args.name)
     records_dir = None if track is None or args.no_record else args.records_dir
     writes = records_dir is not None and devices.is_main_process()
     if args.save:
-        check_save_dir(args.save, args.records_dir)
+        saving.check_save_dir(args.save, args.records_dir)
     validate(cfg, trick_registry.setting_problems(cfg))
-    if writes:
-        paths.probe_writable(Path(records_dir) / cfg.track, "records folder",
-                             "pass --records-dir DIR (a writable folder) or --no-record")
+    if records_dir is not None:
+        plans.check_records_dir(records_dir, cfg.track)
     task = task_registry.get(cfg.post.task)
     heldout = task.examples("heldout", 0, cfg.post.heldout)
+    scoring.check_room(task, heldout, ck.tokenizer, cfg.model.vocab_size, cfg.model.seq_len)
     data = {"dataset": f"task:{task.name}", "tokenizer": ck.tokenizer,
             "train_sha256": fingerprint(task.examples("train", 0, 256)),
             "val_tokens": len(heldout), "val_sha256": fingerprint(heldout),
             "start_sha256": cfg.post.start_sha256, "val_bytes": None, "metric": "heldout_error"}
-    env = hardware.environment(command=plans.command_line())
+    env = environment.environment(command=plans.command_line())
     env["attention"] = plans.attention_implementation(cfg)
     env["sources"] = provenance.sources(cfg.trick_names)
     env["packages"] = provenance.packages()
@@ -140,7 +134,7 @@ def main(args, method: str) -> int:
     results = [seed_run(plan, ck, task, heldout, seed, args) for seed in seeds]
     if writes:
         name = args.name or f"{method}-{task.name.split('/')[-1].split('.')[0]}"
-        where, rec = save(plan, results, records_dir, name)
+        where, rec = saving.save(plan, results, records_dir, name)
         print(f"record written: {where}")
         print(claim_line(rec))
     return 0
@@ -149,7 +143,7 @@ def main(args, method: str) -> int:
 def seed_run(plan: plans.Plan, ck: checkpoint.Checkpoint, task, heldout, seed: int, args):
     """One seed: the machine probe, then the timed loop from the start checkpoint."""
     cfg = plan.cfg
-    gflops = hardware.machine_gflops()
+    gflops = environment.machine_gflops()
     console = Console(cfg.train.steps, args.quiet, f"seed {seed}")
     console.lines += logs.header(cfg, seed, plan.env)
     console.log(logs.machine_line(gflops))
@@ -164,7 +158,7 @@ def seed_run(plan: plans.Plan, ck: checkpoint.Checkpoint, task, heldout, seed: i
 
     def finished(final):
         if args.save and devices.is_main_process():
-            saved.append(save_checkpoint(plan, final, seed, args.save)[1])
+            saved.append(saving.save_checkpoint(plan, final, seed, args.save)[1])
 
     try:
         out = loop.run(cfg, seed, plan.hooks, params, ck.tokenizer, task, heldout, next_batch,
@@ -179,85 +173,3 @@ def seed_run(plan: plans.Plan, ck: checkpoint.Checkpoint, task, heldout, seed: i
     console.lines.append(line)
     print(line)
     return train.RunResult(**vars(out), log="\n".join(console.lines) + "\n")
-
-
-def sft_main(args) -> int:
-    return main(args, "sft")
-
-
-def rl_main(args) -> int:
-    return main(args, "rl")
-
-
-def tasks_main(args) -> int:
-    """`python -m speedrun tasks`."""
-    from tabulate import tabulate
-
-    rows = []
-    for t in task_registry.available().values():
-        e = t.examples("train", 0, 1)[0]
-        rows.append((t.name, t.summary, f"{e.question[-1]['content']} -> {e.answer}"))
-    print(tabulate(rows, headers=["task", "what", "an example"], tablefmt="simple"))
-    print("\nOr your own conversations: --task jsonl:PATH (one {\"messages\": [...]} a line). "
-          "Post-training tracks: " + ", ".join(post_tracks()))
-    return 0
-
-
-def eval_main(args) -> int:
-    """`python -m speedrun eval CKPT`: the track's val loss, HellaSwag (--hellaswag), or a
-    task's pass@k (--task)."""
-    if args.task and args.hellaswag:
-        raise SpeedrunError("give --task or --hellaswag, not both")
-    return eval_task(args) if args.task else evaluate.main(args)
-
-
-def eval_task(args) -> int:
-    """`python -m speedrun eval CKPT --task T`: pass@1 and pass@k on the held-out examples."""
-    ck = checkpoint.load(args.checkpoint)
-    task = task_registry.get(args.task)
-    chat.specials(ck.tokenizer, ck.cfg.model.vocab_size)
-    if args.k < 1 or args.n < 1:
-        raise SpeedrunError("--k and --n must be at least 1")
-    examples = task.examples("heldout", 0, args.n)
-    model = ck.model()
-    model = G.Model(jax.device_put(model.params), model.cfg, model.hooks, model.tokenizer)
-    print(ck.describe(), file=sys.stderr)
-    greedy = scoring.score(model, task, examples, k=1)
-    print(f"{task.name}: greedy pass@1 {greedy.pass1:.4f} ± {greedy.pass1_se:.4f} over "
-          f"{greedy.n} held-out examples")
-    if args.k > 1:
-        s = scoring.score(model, task, examples, k=args.k, temperature=args.temperature,
-                          top_k=args.top_k, seed=args.seed,
-                          progress=lambda j: print(f"  sample {j}/{args.k}", file=sys.stderr))
-        print(f"{task.name}: sampled (temperature {args.temperature}) pass@1 {s.pass1:.4f} ± "
-              f"{s.pass1_se:.4f}, pass@{args.k} {s.passk:.4f} ± {s.passk_se:.4f}")
-    return 0
-
-
-def chat_main(args) -> int:
-    """`python -m speedrun chat CKPT`: type a message, read the answer, until Ctrl-D."""
-    ck = checkpoint.load(args.checkpoint)
-    m = ck.model()
-    m = G.Model(jax.device_put(m.params), m.cfg, m.hooks, m.tokenizer)
-    sp = chat.specials(m.tokenizer, m.cfg.model.vocab_size)
-    sampling = G.Sampling(args.temperature, args.top_k)
-    print(f"{ck.describe()}\ntype a message and press Enter; Ctrl-D ends", file=sys.stderr)
-    conversation, turn = [], 0
-    for line in sys.stdin:
-        text = line.rstrip("\n")
-        if not text.strip():
-            continue
-        conversation.append({"role": "user", "content": text})
-        ids = chat.prompt(conversation, m.tokenizer, m.cfg.model.vocab_size)
-        if len(ids) >= m.seq_len - 1:
-            print("(the conversation is longer than the model's context: starting a new one)",
-                  file=sys.stderr)
-            conversation = conversation[-1:]
-            ids = chat.prompt(conversation, m.tokenizer, m.cfg.model.vocab_size)[-(m.seq_len - 2):]
-        out = G.generate(m, [ids], args.max_new_tokens, sampling, args.seed + turn,
-                         stop=sp.assistant_end)[0]
-        answer = chat.completion(out, m.tokenizer, m.cfg.model.vocab_size)
-        print(answer, flush=True)
-        conversation.append({"role": "assistant", "content": answer})
-        turn += 1
-    return 0

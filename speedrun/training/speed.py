@@ -1,6 +1,6 @@
-"""`python -m speedrun bench`: train-step time, tokens/s and model FLOPs utilisation (MFU),
-where the step's time goes, and (``--profile DIR``) a ``jax.profiler`` trace of a few steps;
-with ``--decode``, inference: prefill and decode tokens/s at batch 1 and 8.
+"""How fast a configuration trains and decodes on this machine, as `bench` reports it: the
+train step's time, tokens/s and model FLOPs utilisation (MFU), where the step's time goes, and
+prefill and decode tokens/s.
 
 MFU is measured on a CPU against this machine's own float32 matmul peak, timed in the same
 process; on an accelerator computing in bfloat16, against its datasheet's dense bf16 peak (the
@@ -29,18 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import tricks as trick_registry
-from speedrun import tracks
-from speedrun.config import RunConfig, validate
-from speedrun.core import attention, model
+from speedrun.config import RunConfig
+from speedrun.core import model
 from speedrun.core import params as P
 from speedrun.core.hooks import Ctx
 from speedrun.distributed import devices, sharding
-from speedrun.errors import SpeedrunError
-from speedrun.inference import checkpoint
 from speedrun.inference import generate as G
-from speedrun.training import hardware, train
-from speedrun.training.hardware import matmul_peak
-from speedrun.training.plan import config_for
+from speedrun.training import environment, train
+from speedrun.training.environment import matmul_peak
 from speedrun.training.state import init_state
 
 
@@ -229,54 +225,11 @@ def mfu_peak(dev, compute_dtype: str) -> tuple[float, str]:
         return matmul_peak() * n, "measured, float32 2048^3"
     dtype = jnp.dtype(compute_dtype)
     measured = matmul_peak(8192, dtype) * n
-    sheet = hardware.datasheet_peak(dev.device_kind) if dtype == jnp.bfloat16 else None
+    sheet = environment.datasheet_peak(dev.device_kind) if dtype == jnp.bfloat16 else None
     if sheet is None:
         return measured, f"measured, {dtype.name} 8192^3"
     return sheet[0] * n, (f"datasheet dense bf16, {sheet[1]}; measured bf16 8192^3: "
                           f"{measured / 1e12:,.0f} TFLOP/s")
-
-
-def main(args) -> int:
-    if getattr(args, "decode", False):
-        return decode_main(args)
-    if getattr(args, "checkpoint", None):
-        raise SpeedrunError("--checkpoint goes with --decode (the train step benchmark uses the "
-                            "track's config)")
-    cfg = config_for(args.track, args.tricks, args.overrides)
-    validate(cfg, trick_registry.setting_problems(cfg))  # e.g. a train.sharding that is none
-    dev = jax.devices()[0]
-    peak, peak_label = mfu_peak(dev, cfg.model.compute_dtype)
-    profile = Path(args.profile) if args.profile else None
-    r = measure_step(cfg, steps=args.steps, profile_dir=profile)
-    m = cfg.model
-    print(f"device: {jax.device_count()} x {dev.device_kind}")
-    print(f"model: {m.n_layer}L d{m.d_model} h{m.n_head} seq{m.seq_len} vocab{m.vocab_size}, "
-          f"{r['params'] / 1e6:.2f}M params, batch {cfg.train.batch_size}, tricks: "
-          f"{','.join(cfg.trick_names) or 'baseline'}")
-    print(f"matmul peak ({peak_label}): {peak / 1e9:,.1f} GFLOP/s")
-    print(f"attention: {attention.implementation_name()} ({m.compute_dtype}, head size "
-          f"{m.head_dim})")
-    print(f"step time: {r['step_s'] * 1e3:.1f} ms (median of {args.steps}), "
-          f"compile {r['compile_s']:.1f}s")
-    print(f"throughput: {r['tokens_per_s']:,.0f} tokens/s, "
-          f"{r['flops_per_token'] / 1e6:.1f} MFLOP/token")
-    print(f"MFU: {r['achieved_flops'] / peak:.1%} ({r['achieved_flops'] / 1e9:.1f} GFLOP/s)")
-    n = jax.device_count()
-    print(f"parameters + optimizer state: {r['state_bytes_per_device'] / 2**20:,.2f} MiB per "
-          f"device (train.sharding={cfg.train.sharding} over {n} device{'s' * (n > 1)})")
-    if r["peak_memory_bytes"]:
-        where = "device" if jax.devices()[0].platform != "cpu" else "process RSS"
-        print(f"peak memory ({where}): {r['peak_memory_bytes'] / 2**20:,.0f} MiB")
-    if r["step_peak_bytes"]:
-        print(f"step program's peak (XLA's buffer plan): {r['step_peak_bytes'] / 2**20:,.0f} MiB")
-    if args.breakdown:
-        print("\nwhere the step goes (each piece compiled on its own, median of "
-              f"{args.steps}):")
-        print(breakdown_table(breakdown(cfg, steps=args.steps), r["step_s"] - r["pipelined_s"]))
-    if profile:
-        print(f"\nprofile written under {profile} (open with TensorBoard's profile plugin or "
-              "Perfetto: xprof/tensorboard --logdir)")
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,30 +260,3 @@ def measure_decode(m, batch: int, prompt_len: int, new_tokens: int, repeats: int
             "prefill_s": prefill_s, "prefill_tokens_per_s": batch * prompt_len / prefill_s,
             "decode_s": decode_s, "decode_tokens_per_s": batch * steps / decode_s,
             "ms_per_step": decode_s / steps * 1e3, "compile_s": compile_s}
-
-
-def decode_main(args) -> int:
-    if args.checkpoint:
-        ck = checkpoint.load(args.checkpoint)
-        m = ck.model()
-        what = f"{ck.path.name}{' (int8)' if ck.quantization == 'int8' else ''}"
-    else:
-        cfg = config_for(args.track, args.tricks, args.overrides)
-        hooks = trick_registry.build_hooks(cfg)
-        tokenizer = tracks.get(cfg.track).rules.tokenizer
-        m = G.Model(hooks.init(jax.random.PRNGKey(0), cfg.model), cfg, hooks, tokenizer)
-        what = f"{cfg.track} {','.join(cfg.trick_names) or 'baseline'} (random weights)"
-    m = G.Model(jax.device_put(m.params), m.cfg, m.hooks, m.tokenizer)
-    c = m.cfg.model
-    prompt_len = args.prompt_len or max(1, c.seq_len // 4)
-    new_tokens = args.new_tokens or max(2, c.seq_len // 2)
-    print(f"device: {jax.device_count()} x {jax.devices()[0].device_kind}")
-    print(f"model: {what}, {c.n_layer}L d{c.d_model} h{c.n_head} kv{c.kv_heads} "
-          f"seq{c.seq_len} vocab{c.vocab_size}, {P.count(m.params) / 1e6:.2f}M parameters")
-    for batch in args.batch:
-        r = measure_decode(m, batch, prompt_len, new_tokens)
-        print(f"batch {batch}: prefill {r['prompt_len']} tokens/row {r['prefill_tokens_per_s']:,.0f} "
-              f"tokens/s ({r['prefill_s'] * 1e3:.1f} ms); decode {r['new_tokens']} tokens/row "
-              f"{r['decode_tokens_per_s']:,.0f} tokens/s ({r['ms_per_step']:.2f} ms/step); "
-              f"compile {r['compile_s']:.1f}s")
-    return 0

@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from speedrun.core import model as M
-from speedrun.data import bytelevel, paths
+from speedrun.data import bytelevel
+from speedrun.data import tokenizer as tok
 from speedrun.data import hellaswag as data
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
@@ -70,8 +71,6 @@ def encode_texts(texts: Sequence[str], tokenizer: str) -> list[list[int]]:
     if tokenizer == "bytes":
         return [bytelevel.encode_document(t).tolist() for t in texts]
     if tokenizer == "gpt2":
-        from speedrun.data import tokenizer as tok
-
         return tok.gpt2_encoding().encode_ordinary_batch(list(texts))
     raise SpeedrunError(f"unknown tokenizer {tokenizer!r} (known: "
                         f"{', '.join(bytelevel.TOKENIZERS)})")
@@ -265,23 +264,7 @@ def on_device(m: Model) -> Model:
     return Model(jax.device_put(params), m.cfg, m.hooks, m.tokenizer)
 
 
-# --- `eval CHECKPOINT --hellaswag` and what a run records ----------------------------------------
-
-
-def main(args) -> int:
-    limit = args.hellaswag_examples
-    if not args.hellaswag:
-        raise SpeedrunError("--hellaswag-examples N limits --hellaswag: give both")
-    if limit is not None and limit < 1:
-        raise SpeedrunError(f"--hellaswag-examples must be at least 1, got {limit}")
-    examples = data.require(paths.data_dir(args.data_dir))
-    ck = checkpoint.load(args.checkpoint)
-    print(ck.describe(), file=sys.stderr)
-    items = examples.items[:limit] if limit else examples.items
-    s = score(on_device(ck.model()), items)
-    part = f", the first {len(items):,} scored" if len(items) < len(examples.items) else ""
-    print(f"{examples.describe()}{part}: {s.line()}")
-    return 0
+# --- what a run records ------------------------------------------------------------------------
 
 
 def record_field(examples: data.Examples, seeds: dict[int, Score]) -> dict:

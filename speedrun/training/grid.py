@@ -1,49 +1,36 @@
-"""`python -m speedrun sweep`: tune settings on a track, one grid of fixed-length runs.
+"""A grid of settings for `sweep`: its points, checked before anything runs, the points already
+on record (to resume), and the table that pairs every point's final losses with a reference
+point's by seed.
 
-The speedrun retuned its constants with almost every record. A sweep runs every point of a grid
-(``--sweep KEY=V1,V2,...``; several keys make every combination) one after another, never in
-parallel (each point's times go into its record), every seed a full fixed-length run, and writes
-each point as a record (a screening record, ``<date>_<prefix>-<settings>``) as soon as its seeds
-finish (a point that diverges writes none, as with `run`: the table says where it diverged and
-the sweep goes on). Then a table: each point's final val loss per seed and their mean, and its
-difference from a reference point paired by seed (the seed fixes the initialization and the
-data order, so most of the seed-to-seed spread cancels): the first point, or the one
-``--reference`` names (e.g. the record's constants). The best point is named with its margin,
-and whether every seed's own difference agrees in sign, or the margin is within the seeds'
-disagreement.
-
-Interrupted, the points finished are on record; the same command again resumes: a point whose
-record exists under the records folder (same configuration hash, the same seeds, this hardware
-class, and it verifies) is read back into the table instead of being run. Every bad input fails
-before anything runs: an unknown key, a value of the wrong type or outside a trick's limits, an
-empty value list, a reference that is not a point, a grid of more than ``MAX_POINTS`` points
-without ``--yes``.
+A point is one combination of the swept values (``--sweep KEY=V1,V2,...``; several keys make
+every combination). Every bad input fails before anything runs: an unknown key, a value of the
+wrong type or outside a trick's limits, an empty value list, a reference that is not a point, a
+grid of more than ``MAX_POINTS`` points without ``--yes``. A point is on record when a record
+under the records folder has its configuration hash, the same seeds and this hardware class,
+and verifies. The table's paired differences cancel most of the seed-to-seed spread (the seed
+fixes the initialization and the data order); the verdict names the best point with its margin,
+and whether every seed's own difference agrees in sign.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 import statistics
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-import tricks as trick_registry
 from speedrun.config import RunConfig, apply_overrides, config_hash, split_override
-from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.records import stats
-from speedrun.records.record import SLUG_CHARS, load_record, run_dict, slugify
+from speedrun.records.record import SLUG_CHARS, load_record, slugify
 from speedrun.records.references import record_id
 from speedrun.records.verify import find_records, verify
-from speedrun.training import hardware, train
-from speedrun.training.plan import (command_line, config_for, label, parse_seeds, preflight,
-                                    prepare)
-from speedrun.training.run import run_seed, save
+from speedrun.training.plan import config_for
 
 MAX_POINTS = 50  # a larger grid needs --yes: it runs for a long time, one point after another
 
@@ -158,12 +145,13 @@ def check_size(grid_axes: dict, n_seeds: int, yes: bool) -> int:
     return n
 
 
-def grid(args, grid_axes: dict) -> list[Point]:
+def grid(grid_axes: dict, track: str, trick_names: str, overrides: list[str],
+         steps: int | None) -> list[Point]:
     """Every combination, the last key varying fastest, each with its configuration."""
     points = []
     for number, combo in enumerate(itertools.product(*grid_axes.values()), 1):
         items = tuple(f"{k}={text}" for k, (_, text) in zip(grid_axes, combo))
-        cfg = config_for(args.track, args.tricks, args.overrides, args.steps, swept=list(items))
+        cfg = config_for(track, trick_names, overrides, steps, swept=list(items))
         points.append(Point(number, tuple((k, v) for k, (v, _) in zip(grid_axes, combo)), cfg))
     seen: dict[str, Point] = {}
     for p in points:
@@ -202,17 +190,30 @@ def reference_of(points: list[Point], base: RunConfig, grid_axes: dict, text: st
 # --- resuming: points already on record ---------------------------------------------------------
 
 
-def records_by_point(records_dir: str, track: str) -> dict[tuple, list[Path]]:
-    """The track's records under ``records_dir`` by (config hash, seeds, hardware class)."""
+def records_by_point(records_dir: str, track: str, points: list[Point], prefix: str
+                     ) -> dict[tuple, list[Path]]:
+    """The track's records under ``records_dir`` by (config hash, seeds, hardware class). A
+    record named as one of ``points`` that cannot be read is refused: the sweep could neither
+    read it back nor tell whether it ran that point."""
     folder = Path(records_dir) / track
     index: dict[tuple, list[Path]] = {}
+    names = {slugify(p.name(prefix)): p for p in points}
     for f in find_records([folder]) if folder.is_dir() else []:
         try:
             rec = load_record(f)
             key = (rec["config_hash"], tuple(sorted(int(r["seed"]) for r in rec["runs"])),
                    rec["hardware_class"])
-        except (SpeedrunError, KeyError, TypeError, ValueError):
-            continue  # unreadable: `verify` says why; a sweep cannot read it back
+        except (SpeedrunError, KeyError, TypeError, ValueError) as e:
+            name = f.name.partition("_")[2]  # <date>_<name>, or <date>_<name>-2 beside it
+            point = names.get(name) or names.get(re.sub(r"-\d+$", "", name))
+            if point is None:
+                continue  # not this sweep's: `verify` says why it is unreadable
+            raise SpeedrunError(f"{record_id(f)}, the record of point {point.number} "
+                                f"({point.label()}) by its name, cannot be read back "
+                                f"({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                                f"mend it (`python -m speedrun verify {f}` says what is "
+                                f"wrong) or move it out of {records_dir}, then run the sweep "
+                                f"again") from None
         index.setdefault(key, []).append(f)
     return index
 
@@ -293,67 +294,3 @@ def table(outcomes: list[Outcome], ref: Outcome, seeds: list[int]) -> str:
     headers = ["", "#", *keys, *(f"seed {s}" for s in seeds), "mean",
                f"vs #{ref.point.number}, paired", "record"]
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
-
-
-# --- the command --------------------------------------------------------------------------------
-
-
-def run_point(args, point: Point, n: int, seeds: list[int], writes: bool) -> Outcome:
-    """Every seed of one point, then its record (written before the next point starts)."""
-    plan = prepare(point.cfg, args.data_dir, command_line(), args.records_dir if writes else None)
-    results = []
-    for s in seeds:
-        try:
-            results.append(run_seed(plan, s, args.quiet, tag=f"point {point.number}/{n} "))
-        except train.Diverged as e:  # a sweep probes values that may be too far: go on
-            print(f"point {point.number}/{n}: seed {s} {e}: no record; on to the next point")
-            return Outcome(point, {}, None, diverged=f"seed {s} {e}")
-    if not writes:
-        return Outcome(point, losses_of([run_dict(r) for r in results]), None)
-    where, rec = save(plan, results, args.records_dir, point.name(args.name))
-    print(f"point {point.number}/{n}: record written: {where}")
-    return Outcome(point, losses_of(rec["runs"]), record_id(where))
-
-
-def main(args) -> int:
-    devices.maybe_initialize()
-    seeds = parse_seeds(None, args.seeds)
-    base = config_for(args.track, args.tricks, args.overrides, args.steps)
-    grid_axes = axes(base, args.sweep, args.overrides, args.steps)
-    n = check_size(grid_axes, len(seeds), args.yes)
-    points = grid(args, grid_axes)
-    ref = reference_of(points, base, grid_axes, args.reference)
-    writes = devices.is_main_process()
-    for p in points:  # every point's settings, limits and folders, before anything runs
-        try:
-            preflight(p.cfg, args.data_dir, args.records_dir if writes else None)
-            trick_registry.build_hooks(p.cfg)
-        except SpeedrunError as e:
-            raise SpeedrunError(f"point {p.number}/{n} ({p.label()}): {e}") from None
-    hw = hardware.describe()["hardware_class"]
-    index = records_by_point(args.records_dir, args.track)
-    steps = ", ".join(str(s) for s in sorted({p.cfg.train.steps for p in points}))
-    print(f"sweep on {args.track}: {n} point(s) x {len(seeds)} seed(s) {seeds}, {steps} steps, "
-          f"one point after another; tricks: {label(base)}; reference: #{ref.number} "
-          f"({ref.label()})")
-    outcomes: list[Outcome] = []
-    try:
-        for p in points:
-            found = on_record(index, p.cfg, seeds, hw)
-            if found is not None:
-                folder, rec = found
-                print(f"point {p.number}/{n}: {p.label()}: from record {record_id(folder)}")
-                outcomes.append(Outcome(p, losses_of(rec["runs"]), record_id(folder), reused=True))
-                continue
-            print(f"point {p.number}/{n}: {p.label()}")
-            outcomes.append(run_point(args, p, n, seeds, writes))
-    except KeyboardInterrupt:
-        kept = sum(o.record is not None for o in outcomes)
-        print(f"interrupted at point {len(outcomes) + 1}/{n}: {kept} point(s) finished before "
-              f"it are on record; the same command again resumes from there", file=sys.stderr)
-        raise
-    reference = next(o for o in outcomes if o.point is ref)
-    print()
-    print(table(outcomes, reference, seeds))
-    print(verdict(outcomes, reference))
-    return 0
