@@ -33,7 +33,7 @@ import jax
 import tricks as trick_registry
 from speedrun.config import validate
 from speedrun.data.shards import atomic_write
-from speedrun.training import bench
+from speedrun.training import speed
 from speedrun.training.plan import config_for
 
 FIRST = ("fp8-head", "fp8-mlp")  # what the table is for first: the speed tricks of records 19, 89
@@ -54,7 +54,7 @@ def configurations(only: list[str] | None = None) -> list[tuple[str, list[str]]]
 def measure(track: str, names: list[str], overrides: list[str], steps: int) -> dict:
     cfg = config_for(track, ",".join(names), overrides)
     validate(cfg, trick_registry.setting_problems(cfg))
-    r = bench.measure_step(cfg, steps=steps, warmup=1)
+    r = speed.measure_step(cfg, steps=steps, warmup=1)
     return {"step_ms": r["step_s"] * 1e3, "peak_mib": (r["step_peak_bytes"] or 0) / 2**20,
             "compile_s": r["compile_s"], "tokens_per_s": r["tokens_per_s"]}
 
