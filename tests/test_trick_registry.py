@@ -255,10 +255,8 @@ def random_subsets(seed=3, count=10):
 # as mtp does, fp8-mlp the mlp hook as moe does: the second set holds the FP8 tricks
 ALL = tuple(sorted(EVERY - {"value-residual", "untie-head", "fp8-head", "fp8-mlp"}))
 ALL_FP8 = tuple(sorted(set(ALL) - {"mtp", "moe"} | {"fp8-head", "fp8-mlp"}))
-COMBOS = random_subsets() + [ALL, ALL_FP8]
-
-
 QUICK_COMBO = ("bigram-hash", "mtp", "rmsnorm", "rotary")  # the quick tier's: one of the cheapest
+COMBOS = random_subsets() + [QUICK_COMBO, ALL, ALL_FP8]
 
 
 def test_combinations_cover_every_trick():
