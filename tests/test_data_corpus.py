@@ -183,3 +183,13 @@ def test_copied_wiki_build_serves_without_its_package(wiki, tmp_path, monkeypatc
         corpus.build_wiki(tmp_path)  # damaged: not used, and not rebuildable here
     with pytest.raises(SpeedrunError, match="install it"):
         corpus.build_wiki(wiki.directory.parent, force=True)
+
+
+def test_a_built_corpus_serves_every_virtual_environment(wiki, tmp_path, monkeypatch):
+    """Each virtual environment installs its own copy of the corpus package: a build made from
+    one copy is the build of another (the same bytes at another path), not a reason to rebuild."""
+    copy = tmp_path / "another-venv" / "summaries_en-us.json"
+    copy.parent.mkdir()
+    copy.write_bytes(corpus.wiki_source().read_bytes())
+    monkeypatch.setattr(corpus, "wiki_source", lambda: copy)
+    assert corpus.build_wiki(wiki.directory.parent).skipped

@@ -417,7 +417,9 @@ def _build_wiki(dataset: str, kind: str, data_dir: Path, force: bool,
         if manifest is None:
             raise
         return _report(dataset, directory, manifest, skipped=True)
-    expect["source_sha256"] = _fingerprint([source])
+    # The package file's bytes alone: where the package is installed (each virtual environment
+    # has its own copy) does not change what is built from it.
+    expect["source_sha256"] = file_sha256(source)
 
     def write():
         docs = wiki_documents(source)
