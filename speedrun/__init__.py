@@ -12,10 +12,11 @@ docstring says what it may import; tests/test_architecture.py holds the code to 
     core/            the baseline GPT and its hook points, the baseline optimizer
     tricks/          (beside speedrun/) one file per trick, and their registry
     distributed/     devices, meshes, batch and parameter sharding
-    records/         the record format, logs, verify, statistics, the leaderboard
+    records/         the record format, logs, verify, sittings, the time scale, the leaderboard
     inference/       checkpoints, int8 weights, KV-cache decoding, sampling, HellaSwag, export
     training/        the training engine: plans, the timed loop, evaluation, saving runs
     posttraining/    chat format, tasks, sft and rl, their timed loop and scoring
+    audit/           the checks of a record that run its model: step 0, replay
     commands/        one module per command: its parser and its main
     cli              the command line: the list of commands
 

@@ -4,9 +4,10 @@ The commands, in the order ``--help`` lists them: each is one module of speedrun
 holding its parser and its ``main`` (imported lightly: JAX loads only when a command runs). Usage
 errors exit 2 (argparse), user-fixable problems (``SpeedrunError``, and OS errors) exit 1 with
 one line (``--debug`` adds the traceback), Ctrl-C exits 130; anything else is a bug and shows its
-traceback.
+traceback. Every command begins a new sitting (speedrun/records/sittings.py): the seeds it times
+share its id.
 
-May import: speedrun.errors, speedrun.commands.
+May import: speedrun.errors, speedrun.commands, speedrun.records (the sitting a command begins).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from speedrun.commands import (bench, chat, compare, data, export, find_steps, l
                                sweep, tasks, tracks, tricks, verify)
 from speedrun.commands import eval as evaluate
 from speedrun.errors import SpeedrunError
+from speedrun.records import sittings
 
 COMMANDS = (data, run, find_steps, compare, submit, sweep, tricks, tracks, leaderboard, verify,
             recover, bench, sample, evaluate, sft, rl, tasks, chat, quantize, export, launch)
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
+    sittings.begin()
     try:
         return int(args.main(args) or 0)
     except SpeedrunError as e:

@@ -293,6 +293,29 @@ def config_hash(cfg: RunConfig) -> str:
     return dict_hash(d)
 
 
+# Settings that say how a step is carried out on a machine (how the batch and parameters are laid
+# over the devices, how the loss is chunked, how often the run validates and logs), never what it
+# computes beyond float rounding. A record made with other values of these is a measurement of
+# the same configuration: the leaderboard gives a configuration one entry (``identity_hash``).
+EXECUTION = (("train", "sharding"), ("train", "loss_chunk"), ("train", "val_batch_size"),
+             ("train", "eval_every"), ("train", "log_every"))
+
+
+def identity_hash(cfg: RunConfig) -> str:
+    """What the leaderboard counts as one configuration: ``config_hash`` of the configuration
+    with every ``EXECUTION`` setting at its default."""
+    sections = {}
+    for section, key in EXECUTION:
+        sections.setdefault(section, {})[key] = _default(SECTIONS[section], key)
+    changed = {s: dataclasses.replace(getattr(cfg, s), **keys) for s, keys in sections.items()}
+    return config_hash(dataclasses.replace(cfg, **changed))
+
+
+def _default(cls, key: str) -> Any:
+    f = next(f for f in dataclasses.fields(cls) if f.name == key)
+    return f.default
+
+
 def dict_hash(d: Mapping[str, Any]) -> str:
     """The fingerprint of a config dict exactly as given (e.g. as a record stores it)."""
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)

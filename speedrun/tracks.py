@@ -309,12 +309,15 @@ TRACKS = {t.name: t for t in (WIKI_BYTES, WIKI, FINEWEB10B, FINEWEB10B_MEDIUM, S
 DEFAULT = "wiki-bytes"  # what `run` trains without --track
 
 
-# The time scale of each (track, hardware class): the float32 matmul probe (GFLOP/s) of the
-# machine its unreferenced records were made on (the committed cpu-2core records: 452-522,
-# median 485). A claim without a same-sitting reference ranks at its own time only when its
-# probe is within SPEED_TOLERANCE of it (speedrun/records/references.py). 10%: the reference
-# machine's own probe wanders ~7% over a day, and under deliberate slowdowns the probe missed
-# the time by -22% to +16% where a same-sitting ratio missed by -2% to +4% (docs/records.md).
+# The time scale of each (track, hardware class): the float32 matmul probe (GFLOP/s) of its
+# reference machine, where the first records were made (the committed cpu-2core records:
+# 452-522, median 485). A sitting whose median probe is within SPEED_TOLERANCE of it ran on the
+# reference machine, and those sittings fix the scale on average; every other sitting places
+# what it timed only through what it timed beside (speedrun/records/timescale.py). 10%: the
+# reference machine's own probe wanders ~7% over a day, and under deliberate slowdowns the probe
+# missed the time by -22% to +16% where a same-sitting ratio missed by -2% to +4%
+# (docs/records.md). A hardware class with no reference machine here has no scale: its claims
+# are listed, not ranked.
 REFERENCE_SPEEDS = {("wiki-bytes", "cpu-2core"): 485.0, ("wiki", "cpu-2core"): 490.0,
                     # the post-training baselines' mean probes
                     ("sft-addition", "cpu-2core"): 193.4, ("rl-addition", "cpu-2core"): 206.1}
@@ -322,8 +325,8 @@ SPEED_TOLERANCE = 0.10
 
 
 def reference_speed(track: str, hardware: str) -> float | None:
-    """The reference machine's probe for a track and hardware class (None: none declared, and
-    every claim of the class ranks at its own time)."""
+    """The reference machine's probe for a track and hardware class (None: none declared, so
+    the class has no time scale on the track)."""
     return REFERENCE_SPEEDS.get((track, hardware))
 
 

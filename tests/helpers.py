@@ -13,6 +13,8 @@ trains in seconds on a small CPU.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import itertools
 import json
 import os
 import subprocess
@@ -153,16 +155,19 @@ UNIT = make_track("unit", "records written by unit tests (no data)", "(none)", O
 UNIT_DATA = {"dataset": "unit", "tokenizer": "gpt2", "train_sha256": TRAIN_SHA,
              "val_tokens": 1024, "val_sha256": VAL_SHA}
 
-ENV = {"hardware_class": "cpu-2core", "device_kind": "cpu", "device_count": 1, "command": "test",
-       "jax_version": "0.10.2", "host": "vm", "date": "2026-11-24T10:00:00+00:00"}
+ENV = {"hardware_class": "cpu-2core", "platform": "cpu", "device_kind": "cpu", "device_count": 1,
+       "cpu_count": 2, "process_count": 1, "command": "test", "jax_version": "0.10.2",
+       "host": "vm", "host_id": "host-a"}
 TOKENS_PER_STEP = 8 * 32  # the unit track's batch x seq_len
+START = "2026-11-24T10:00:00+00:00"  # when the unit records' sittings begin, unless told
 
 
 def result(seed: int, loss: float, time_s: float = 10.0, steps: int = 100, target: float = 3.0,
            probe: float = 400.0):
-    """A seed's outcome and the log that a real run would have written for it (its header is
-    added by ``write``, which knows the config)."""
-    curve = ((0, 0.0, 0, 10.8), (steps // 2, time_s / 2, steps // 2 * TOKENS_PER_STEP, 5.0),
+    """A seed's outcome and the log that a real run would have written for it (its header,
+    wall-clock start and end are added by ``write``, which knows the config and the sitting)."""
+    curve = ((0, 0.0, 0, 10.8 + seed / 100),  # distinct seeds start at distinct losses
+             (steps // 2, time_s / 2, steps // 2 * TOKENS_PER_STEP, 5.0),
              (steps, time_s, steps * TOKENS_PER_STEP, loss))
     log = "\n".join([logs.machine_line(probe),
                      *(logs.val_line(s, steps, v, t) for s, t, _, v in curve)]) + "\n"
@@ -179,20 +184,45 @@ def config(trick_names=(), steps=100):
     return tricks.configure(tricks.with_tricks(cfg, list(trick_names)))
 
 
+def timed(results, start: str = START, gap_s: float = 5.0):
+    """The results with wall-clock starts and ends, one seed after another from ``start``
+    (each seed its compile and train time, then ``gap_s``), as one machine times them."""
+    t = datetime.datetime.fromisoformat(start)
+    out = []
+    for r in results:
+        end = t + datetime.timedelta(seconds=r.compile_time_s + r.train_time_s)
+        out.append(dataclasses.replace(r, started=t.isoformat(timespec="milliseconds"),
+                                       ended=end.isoformat(timespec="milliseconds")))
+        t = end + datetime.timedelta(seconds=gap_s)
+    return out
+
+
 def with_headers(results, cfg, env=ENV):
-    """The results with each log's header stating what ran, as a run writes it."""
-    return [dataclasses.replace(r, log="\n".join(logs.header(cfg, r.seed, env)) + "\n" + r.log)
+    """The results with each log's header (and last line) stating what ran and when, as a run
+    writes them."""
+    return [dataclasses.replace(r, log="\n".join(logs.header(cfg, r.seed, env, r.started))
+                                + "\n" + r.log + logs.ended_line(r.ended) + "\n")
             for r in results]
 
 
-def write(tmp_path, results, trick_names=(), name=None, date="2026-11-24", data=None, cfg=None,
-          env=ENV, **optional):
-    """A record of ``results`` (their logs given the header a run writes) written under
+SITTINGS = itertools.count()
+
+
+def write(tmp_path, results, trick_names=(), name=None, start=None, data=None, cfg=None,
+          env=ENV, sitting=None, **optional):
+    """A record of ``results`` (their logs given the header and wall clock a run writes), timed
+    from ``start`` in ``sitting`` (default: a sitting of its own, in an hour of its own from
+    START, so that no two default records overlap on the one host), written under
     ``tmp_path / "records"``: its folder. ``optional``: record.OPTIONAL_FIELDS."""
     cfg = cfg or config(trick_names, steps=results[0].steps)
+    n = next(SITTINGS)
+    env = {**env, "sitting": sitting or f"unit-sitting-{n}"}
+    if start is None:
+        start = (datetime.datetime.fromisoformat(START) + datetime.timedelta(hours=n)).isoformat()
+    if results[0].started is None:
+        results = timed(results, start)
     results = with_headers(results, cfg, env)
-    rec = record.build_record(cfg, results, env, data or UNIT_DATA, name=name, date=date,
-                              **optional)
+    rec = record.build_record(cfg, results, env, data or UNIT_DATA, name=name, **optional)
     return record.write_record(tmp_path / "records", rec, results=results)
 
 

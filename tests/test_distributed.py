@@ -256,11 +256,12 @@ def killing(cli_folder):
 
 
 def comparable(rec: dict) -> dict:
-    """A record without what differs between any two runs of it (times, speeds, dates, hashes
-    of its logs, which hold the times) and without the environment."""
-    rec = {k: v for k, v in rec.items() if k not in ("environment", "content_hash")}
+    """A record without what differs between any two runs of it (times, speeds, dates, its
+    sitting, hashes of its logs, which hold the times) and without the environment."""
+    rec = {k: v for k, v in rec.items() if k not in ("environment", "content_hash", "sitting")}
     rec["runs"] = [{k: v for k, v in run.items() if k not in (
-        "train_time_s", "compile_time_s", "machine_gflops", "log_sha256", "curve")}
+        "train_time_s", "compile_time_s", "machine_gflops", "log_sha256", "curve", "started",
+        "ended")}
         | {"curve": [(s, n, v) for s, _, n, v in run["curve"]]} for run in rec["runs"]]
     rec["summary"] = {k: v for k, v in rec["summary"].items()
                       if "time" not in k and "gflops" not in k}

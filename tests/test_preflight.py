@@ -276,7 +276,7 @@ def test_empty_seeds_is_refused_before_anything_runs(tiny, capsys, no_training):
 
 def test_recover_of_a_results_file_without_seeds_is_one_line(tmp_path, capsys):
     saved = tmp_path / "results.json"
-    saved.write_text(json.dumps({"speedrun_results": 1, "config": UNIT.config.to_dict(),
+    saved.write_text(json.dumps({"speedrun_results": saving.FALLBACK_VERSION, "config": UNIT.config.to_dict(),
                                  "name": None, "date": "2026-11-24", "environment": ENV,
                                  "data": UNIT_DATA, "results": []}))
     assert cli.main(["recover", str(saved), "--records-dir", str(tmp_path / "records")]) == 1

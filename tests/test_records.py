@@ -24,8 +24,9 @@ def edit(folder, change, rehash=False):
 
 
 def test_round_trip_verifies(tmp_path):
-    folder = write(tmp_path, [result(0, 2.99), result(1, 2.98, 11.0), result(2, 2.985, 12.0)])
-    assert folder.name == "2026-11-24_baseline"
+    folder = write(tmp_path, [result(0, 2.99), result(1, 2.98, 11.0), result(2, 2.985, 12.0)],
+                   start="2026-11-24T10:00:00+00:00")
+    assert folder.name == "2026-11-24_baseline"  # the date of its first seed's start
     assert verify.verify(folder) == []
     rec = record.load_record(folder)
     assert rec["summary"]["seeds"] == 3 and rec["summary"]["mean_time_s"] == pytest.approx(11.0)

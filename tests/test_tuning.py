@@ -18,7 +18,7 @@ from helpers import one_line_error, record_dirs, run_cli
 from speedrun import cli
 from speedrun.errors import SpeedrunError
 from speedrun.records import record, verify
-from speedrun.records.references import record_id
+from speedrun.records.record import record_id
 from speedrun.training import plan, train
 from speedrun.commands import run as run_module
 from speedrun.training import grid as sw

@@ -3,20 +3,20 @@ find_steps.py): its parser (``add_parser(subparsers)``, returning the command's 
 ``main(args) -> int``. Only argparse and the shared flags (flags.py) load at a command module's
 top, so `--help` builds every parser without importing JAX; ``main`` imports what the command
 runs. A command module is what the user invokes, in order: the work it orchestrates lives in
-the packages below (training/, inference/, posttraining/, records/, data/), where other commands
-and the tests reuse it. speedrun/cli.py lists the commands.
+the packages below (training/, inference/, posttraining/, records/, audit/, data/), where other
+commands and the tests reuse it. speedrun/cli.py lists the commands.
 
     flags        the flags several commands share
     data         build, download or check token shards
     run          a timed fixed-length run of every seed, and its record
     find_steps   the fewest steps that make a claim
     compare      two configurations interleaved on one machine
-    submit       a claim timed against the track's #1 on this machine, linked to it
+    submit       a claim timed beside the track's #1 on this machine, in one sitting
     sweep        a grid of settings, one record per point, paired by seed; resumes
     tricks       the tricks, or one with its settings
     tracks       the tracks, their targets, rules and baselines
     leaderboard  leaderboard.md from the records
-    verify       every check a record must pass
+    verify       every check a record must pass; --replay trains its seeds again
     recover      the record of a run whose record could not be written
     bench        step time, tokens/s, MFU, where the time goes; decode speed
     sample       text from a checkpoint
@@ -30,5 +30,5 @@ and the tests reuse it. speedrun/cli.py lists the commands.
 
 May import: every package of the harness: speedrun.errors, speedrun.config, speedrun.tracks,
 speedrun.data, speedrun.core, speedrun.distributed, tricks, speedrun.records,
-speedrun.inference, speedrun.training, speedrun.posttraining.
+speedrun.inference, speedrun.training, speedrun.posttraining, speedrun.audit.
 """

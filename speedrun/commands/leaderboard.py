@@ -1,5 +1,6 @@
 """`python -m speedrun leaderboard`: leaderboard.md and its plots, regenerated from the records
-alone (what it ranks and how: speedrun/records/leaderboard.py); ``--check`` says whether the
+alone (what it ranks and how: speedrun/records/leaderboard.py), every record verified as
+`verify` does (each seed's step 0 included); ``--check`` says whether the
 file on disk is what the records make. A records folder that is missing, a file or empty is
 refused, and so is a new file that would drop a record still on disk (unless ``--force``)."""
 
@@ -22,23 +23,26 @@ def add_parser(sub) -> argparse.ArgumentParser:
     lb.add_argument("--force", action="store_true",
                     help="write even if the file lists records, still on disk, that the new one "
                     "would drop")
+    flags.data_dir(lb)
     return lb
 
 
 def main(args) -> int:
+    from speedrun.audit.step0 import Checker
     from speedrun.data.shards import atomic_write
     from speedrun.records import leaderboard as L
 
     records_dir = Path(args.records_dir)
     L.check_records_dir(records_dir)
-    df = L.load_all(records_dir)  # verifies every record: once per command
-    text = L.render(records_dir, df)
+    checker = Checker(args.data_dir)
+    board = L.load_all(records_dir, lambda folder, rec: checker.problems(rec))  # verifies all
+    text = L.render(records_dir, board)
     out = Path(args.output)
     if args.check:
         if not out.exists() or out.read_text() != text:
             print(f"{out} is stale: run `python -m speedrun leaderboard` and commit it")
             return 1
-        missing = [p for t, hw, ranked, _, _ in L.sections(df) if len(ranked)
+        missing = [p for t, hw, ranked, _ in L.sections(board) if ranked
                    for p in L.plot_paths(records_dir, t, hw) if not p.exists()]
         if missing:
             print(f"missing plots {', '.join(map(str, missing))}: run `python -m speedrun leaderboard`")
@@ -47,6 +51,6 @@ def main(args) -> int:
         return 0
     L.check_output(out, text, records_dir, args.force)
     atomic_write(out, [text.encode()])
-    plots = L.write_plots(records_dir, df)
+    plots = L.write_plots(records_dir, board)
     print(f"wrote {out} and {len(plots)} plots")
     return 0

@@ -1,13 +1,12 @@
-"""`python -m speedrun submit`: a claim made on any machine, timed against the track's #1 there.
+"""`python -m speedrun submit`: a claim made on any machine, timed beside the track's #1 there.
 
 Machines of one hardware class differ ~3x in speed, so a time means something only beside a
-reference timed on the same machine in the same sitting. `submit` runs the candidate and a
-re-run of a ranked record's exact configuration (the current #1 of the track on this hardware
-class, or ``--against RECORD``: speedrun/training/time_reference.py) interleaved, A B A B, as
-`compare` does, then writes both records, linked: the re-run says ``rerun_of`` the reference,
-the candidate names its ``reference`` with the time ratio and its 95% confidence interval. The
-leaderboard ranks the candidate at that ratio times the reference's ranked time
-(speedrun/records/references.py).
+configuration already on the track's time scale, timed on the same machine in the same sitting.
+`submit` runs the candidate and a re-run of a ranked configuration (the current #1 of the track
+on this hardware class, or ``--against RECORD``'s: speedrun/training/time_reference.py)
+interleaved, A B A B, as `compare` does, in one sitting, then writes both records. The re-run
+is one more measurement of the #1 (its entry pools it), and through the sitting they share it
+places the candidate on the scale (speedrun/records/timescale.py): the command prints where.
 
 Both records are written only after every seed has finished, and together: if the second cannot
 be written, the first is removed again and both sides' results go to results files for
@@ -24,18 +23,18 @@ from speedrun.commands import flags
 
 def add_parser(sub) -> argparse.ArgumentParser:
     sm = sub.add_parser(
-        "submit", help="time a claim against the track's #1 on this machine; write both, linked",
+        "submit", help="time a claim beside the track's #1 on this machine; write both records",
         description="Run the candidate (--tricks/--set/--steps) and a re-run of the track's "
-        "current #1 on this machine's hardware class (or --against RECORD) interleaved, A B A B, "
-        "then write both records linked: the re-run as a time reference, the candidate with its "
-        "time ratio and 95%% confidence interval. The leaderboard ranks the candidate at that "
-        "ratio times the reference's ranked time, whatever this machine's speed.")
+        "current #1 on this machine's hardware class (or of --against RECORD's configuration) "
+        "interleaved, A B A B, in one sitting, then write both records. The leaderboard fits "
+        "one time scale from every sitting: the sitting both share places the candidate on it "
+        "at its time ratio to the #1, whatever this machine's speed.")
     flags.configuration(sm)
     flags.steps(sm)
     flags.seeds(sm, "3", "seeds, run by both (default 3: a claim needs 3+)")
     sm.add_argument("--against", metavar="RECORD", default=None,
-                    help="the ranked record to time against (default: the track's #1 for this "
-                    "machine's hardware class)")
+                    help="a record of the ranked configuration to time against (default: the "
+                    "track's #1 for this machine's hardware class)")
     sm.add_argument("--name", default=None, help="record name of the candidate")
     flags.records_dir(sm, "where the records are read and written")
     flags.quiet(sm)
@@ -45,7 +44,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def main(args) -> int:
     import tricks as trick_registry
-    from speedrun.config import RunConfig, config_hash
+    from speedrun.config import RunConfig, identity_hash
     from speedrun.distributed import devices
     from speedrun.errors import SpeedrunError
     from speedrun.records.record import claim_line
@@ -66,26 +65,44 @@ def main(args) -> int:
         ref_cfg = trick_registry.canonical(RunConfig.from_dict(ref["config"]))
     except (SpeedrunError, KeyError, TypeError) as e:
         raise SpeedrunError(f"{ref_id}: its configuration cannot be re-run here ({e})") from None
-    if config_hash(ref_cfg) == config_hash(cand_cfg):
+    if identity_hash(ref_cfg) == identity_hash(cand_cfg):
         raise SpeedrunError(f"the candidate is {ref_id}'s own configuration: submit a change "
-                            f"(other tricks, settings or steps)")
+                            f"(other tricks, settings or steps), or re-run it with `run "
+                            f"--from-record`: a re-run adds a measurement to its entry")
     plans = {side: prepare(cfg, args.data_dir, command_line(), args.records_dir, skippable=False)
              for side, cfg in (("a", ref_cfg), ("b", cand_cfg))}
-    print(f"submit on {args.track} ({hw}): B = {label(cand_cfg)} timed against A = a re-run of "
-          f"{ref_id} ({label(ref_cfg)}, ranked {ref_time:.1f} s)")
+    print(f"submit on {args.track} ({hw}): B = {label(cand_cfg)} timed beside A = a re-run of "
+          f"{ref_id} ({label(ref_cfg)}, {ref_time[0]:.1f} s on the scale)")
     results = interleave(plans, seeds, args.quiet)
     line = ratio_line(results["b"], results["a"])
     if not devices.is_main_process():
         return 0
-    rerun_folder, rerun, cand_folder, cand = saving.save_linked(args.records_dir, plans, results,
-                                                                ref_id, args.name)
-    print(f"A record written: {rerun_folder} (a re-run of {ref_id}: a time reference)")
+    names = {"a": f"{ref_id.split('/')[-1].split('_', 1)[-1]}-rerun", "b": args.name}
+    (rerun_folder, rerun), (cand_folder, cand) = saving.save_together(args.records_dir, plans,
+                                                                      results, names)
+    print(f"A record written: {rerun_folder} (a re-run of {ref_id}'s configuration)")
     print(f"A: {claim_line(rerun)}")
     print(f"B record written: {cand_folder}")
     print(f"B: {claim_line(cand)}")
-    ratio = cand["reference"]["time_ratio"]
-    print(f"{line}; on the leaderboard's time scale: {ratio:.3f} x {ref_time:.1f} s = "
-          f"{ratio * ref_time:.1f} s (scaled)"
-          + ("" if cand["summary"]["claim"] else "; B is not a claim, so it is not ranked"))
+    print(f"{line}; {placement(Path(args.records_dir), cand_folder, (args.track, hw))}")
     print("next: python -m speedrun leaderboard, then open a pull request with both record folders")
     return 0
+
+
+def placement(records_dir: Path, folder: Path, section: tuple) -> str:
+    """Where the candidate's configuration now stands on the track's scale."""
+    from speedrun.records import leaderboard
+    from speedrun.records.record import record_id
+
+    board = leaderboard.load_all(records_dir)
+    rid = record_id(folder)
+    entries = board.entries.get(section, [])
+    entry = next((e for e in entries if rid in e.records), None)
+    if entry is None:
+        return "B is not on the leaderboard (it fails verify: run `python -m speedrun verify`)"
+    if entry.time is None:
+        return f"B is not placed on the scale: {entry.note}"
+    where = (f"#{[e for e in entries if e.ranked].index(entry) + 1}" if entry.ranked
+             else f"not ranked: {entry.note}")
+    return (f"on the leaderboard's time scale B is {entry.time[0]:.1f} s (95% interval "
+            f"{entry.time[1]:.1f}-{entry.time[2]:.1f}): {where}")

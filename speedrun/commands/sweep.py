@@ -83,7 +83,7 @@ def run_point(args, point, n: int, seeds: list[int], writes: bool):
     """Every seed of one point, then its record (written before the next point starts): its
     ``grid.Outcome``."""
     from speedrun.records.record import run_dict
-    from speedrun.records.references import record_id
+    from speedrun.records.record import record_id
     from speedrun.training import saving, train
     from speedrun.training.grid import Outcome, losses_of
     from speedrun.training.plan import command_line, prepare
@@ -106,7 +106,7 @@ def run_point(args, point, n: int, seeds: list[int], writes: bool):
 
 def main(args) -> int:
     from speedrun.distributed import devices
-    from speedrun.records.references import record_id
+    from speedrun.records.record import record_id
     from speedrun.training import environment
     from speedrun.training import grid as G
     from speedrun.training.plan import label, parse_seeds

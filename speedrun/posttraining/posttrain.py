@@ -26,7 +26,7 @@ from speedrun.inference import generate as G
 from speedrun.posttraining import chat, loop, rl, scoring, sft
 from speedrun.posttraining import tasks as task_registry
 from speedrun.posttraining.tasks.base import fingerprint
-from speedrun.records import logs, provenance
+from speedrun.records import logs, provenance, sittings
 from speedrun.records.record import claim_line
 from speedrun.training import environment, saving, train
 from speedrun.training import plan as plans
@@ -143,9 +143,10 @@ def posttrain(args, method: str) -> int:
 def seed_run(plan: plans.Plan, ck: checkpoint.Checkpoint, task, heldout, seed: int, args):
     """One seed: the machine probe, then the timed loop from the start checkpoint."""
     cfg = plan.cfg
+    started = sittings.now()
     gflops = environment.machine_gflops()
     console = Console(cfg.train.steps, args.quiet, f"seed {seed}")
-    console.lines += logs.header(cfg, seed, plan.env)
+    console.lines += logs.header(cfg, seed, plan.env, started)
     console.log(logs.machine_line(gflops))
     params = jax.device_put(ck.params, devices.replicated(devices.mesh()))
     model = G.Model(params, cfg, plan.hooks, ck.tokenizer)
@@ -165,6 +166,8 @@ def seed_run(plan: plans.Plan, ck: checkpoint.Checkpoint, task, heldout, seed: i
                        console.log, console.progress, finished, gflops)
     finally:
         console.close()
+    ended = sittings.now()
+    console.lines.append(logs.ended_line(ended))
     for line in saved:
         print(f"seed {seed}: {line}")
     line = (f"seed {seed}: {out.steps} steps in {out.train_time_s:.1f}s train time, held-out "
@@ -172,4 +175,5 @@ def seed_run(plan: plans.Plan, ck: checkpoint.Checkpoint, task, heldout, seed: i
             f"{gflops} GFLOP/s)")
     console.lines.append(line)
     print(line)
-    return train.RunResult(**vars(out), log="\n".join(console.lines) + "\n")
+    return train.RunResult(**vars(out), log="\n".join(console.lines) + "\n", started=started,
+                           ended=ended)

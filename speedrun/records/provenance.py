@@ -20,7 +20,8 @@ from pathlib import Path
 import tricks as registry
 
 ROOT = Path(__file__).resolve().parents[2]
-# The files that compute a run, besides its tricks: change one and a re-run may differ.
+# The files that compute and time a run, besides its tricks: change one and a re-run may differ
+# (the machine-speed probe and the code that times a seed included: they make a record's times).
 HARNESS = (
     "speedrun/config.py",
     "speedrun/core/attention.py",
@@ -30,7 +31,9 @@ HARNESS = (
     "speedrun/core/optim.py",
     "speedrun/core/params.py",
     "speedrun/data/loader.py",
+    "speedrun/training/environment.py",
     "speedrun/training/evaluate.py",
+    "speedrun/training/seed.py",
     "speedrun/training/state.py",
     "speedrun/training/train.py",
     "tricks/__init__.py",

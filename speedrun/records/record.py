@@ -8,20 +8,24 @@ and T seconds on this hardware". Every seed trains exactly ``train.steps`` steps
 when a one-sided t-test of the seeds' final val losses against the track's target gives
 p < 0.01 over at least 3 distinct seeds (``stats.summarize``).
 
-record.yaml, schema version 2 (every field required unless marked optional):
+record.yaml, schema version 3 (every field required unless marked optional):
 
-    schema_version  2
+    schema_version  3
     track           track name;  target: the track's target val loss
-    name, slug      short name; folder slug;  date: YYYY-MM-DD (UTC)
-    description     "baseline" or the tricks joined with " + "
-    hardware_class  e.g. "cpu-2core", "8xH100" (records are ranked within a track and class)
+    name, slug      short name; folder slug;  date: YYYY-MM-DD (UTC), the first seed's start
+    description     "baseline" or the tricks joined with " + " in their application order
+    hardware_class  e.g. "cpu-2core", "8xH100" (records are ranked within a track and class),
+                    derived from the device facts (hardware_class.py)
+    sitting         id (drawn when the command started, shared by every seed it timed) and
+                    host_id (the machine's fingerprint): what the logs say (sittings.py)
     tricks          {trick: {hyperparameter: resolved value}}, in application order
     config          the full RunConfig (speedrun.config.RunConfig.to_dict())
     config_hash     speedrun.config.config_hash(config): identical configs hash identically
     data            dataset, tokenizer, train_sha256, val_tokens (scored), val_sha256: measured
                     at run time, checked against the track's rules (speedrun.tracks.Rules);
                     val_bytes: UTF-8 bytes of the scored text (for bits per byte; optional)
-    environment     devices, host, git commit + dirty flag, jax/jaxlib/optax versions, date, command
+    environment     devices, host and host_id, git commit + dirty flag, jax/jaxlib/optax
+                    versions, date (the first seed's start), command
     runs            one per seed: seed, steps (= train.steps), train_time_s, tokens,
                     final_val_loss (after the last step), reached (final <= target),
                     first_reached ([step, time] of the first validation at or below the target,
@@ -34,12 +38,11 @@ record.yaml, schema version 2 (every field required unless marked optional):
     content_hash    sha256 of the canonical JSON of every other field (the logs' sha256 included)
 
     optional:
-    rerun_of        '<track>/<record folder>': this record re-ran that record's configuration
-                    in the same sitting as a candidate, as its time reference (references.py);
-                    a re-run is never a leaderboard entry of its own
-    reference       a candidate's same-sitting reference: record, rerun, time_ratio, ci95
     history         lines saying how a committed record was changed after it was written
-                    (e.g. links to its same-sitting re-run added by a schema migration)
+                    (e.g. the sittings a schema migration derived)
+    untimed         why the seeds' train times are not each one seed's uninterrupted wall clock
+                    (a resumed run, seeds trained side by side): the record is listed, never
+                    ranked, and its times feed no estimate
     hellaswag       information, never a rule: on the tracks that report it, each seed's
                     HellaSwag accuracy after the final validation (untimed):
                     examples, sha256 (of the examples file), seeds: [{seed, acc_norm,
@@ -59,7 +62,6 @@ loss from its log, checks the track's rules, and why the real check is re-runnin
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -75,19 +77,25 @@ from speedrun.errors import SpeedrunError
 from speedrun.data.bytelevel import bits_per_byte
 from speedrun.records import stats
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+LEGACY_SCHEMA = 2  # before sittings were logged: accepted only as committed (legacy.py)
 RECORD_FILE = "record.yaml"
 
 
 RUN_FIELDS = {"seed": int, "steps": int, "train_time_s": (int, float), "tokens": int,
               "final_val_loss": (int, float), "reached": bool, "first_reached": (list, type(None)),
               "compile_time_s": (int, float), "machine_gflops": (int, float, type(None)),
-              "curve": list, "log": str, "log_sha256": str}
+              "curve": list, "log": str, "log_sha256": str, "started": str, "ended": str}
+LEGACY_RUN_FIELDS = {k: v for k, v in RUN_FIELDS.items() if k not in ("started", "ended")}
 FIELDS = {"schema_version": int, "track": str, "target": (int, float), "name": str, "slug": str,
-          "date": str, "description": str, "hardware_class": str, "tricks": dict,
-          "config": dict, "config_hash": str, "data": dict, "environment": dict, "runs": list,
-          "summary": dict, "content_hash": str}
-OPTIONAL_FIELDS = {"rerun_of": str, "reference": dict, "history": list, "hellaswag": dict}
+          "date": str, "description": str, "hardware_class": str, "sitting": dict,
+          "tricks": dict, "config": dict, "config_hash": str, "data": dict, "environment": dict,
+          "runs": list, "summary": dict, "content_hash": str}
+SITTING_FIELDS = {"id": str, "host_id": str}
+OPTIONAL_FIELDS = {"history": list, "hellaswag": dict, "untimed": str}
+# What schema-2 records may also hold: their same-sitting links, from which the migration
+# derived their sittings (read as history, never for ranking).
+LEGACY_FIELDS = {"rerun_of": str, "reference": dict}
 DATA_FIELDS = {"dataset": str, "tokenizer": (str, type(None)), "train_sha256": str,
                "val_tokens": int, "val_sha256": str}
 
@@ -123,6 +131,8 @@ def run_dict(r) -> dict:
         "curve": [[int(s), round(float(t), 4), int(n), round(float(v), 6)] for s, t, n, v in r.curve],
         "log": f"seed{r.seed}.log",
         "log_sha256": sha256_text(r.log),
+        "started": r.started,
+        "ended": r.ended,
     }
 
 
@@ -138,11 +148,20 @@ def summary(runs: list[dict], target: float, data: dict) -> dict:
     return out
 
 
+def description(cfg: RunConfig) -> str:
+    """What the leaderboard shows of a configuration's tricks: derived, never typed."""
+    return " + ".join(cfg.trick_names) or "baseline"
+
+
 def build_record(cfg: RunConfig, results: list, env: dict, data: dict,
-                 name: str | None = None, date: str | None = None, **optional) -> dict:
-    """The record of a configuration's finished seeds; ``optional``: any of OPTIONAL_FIELDS."""
+                 name: str | None = None, **optional) -> dict:
+    """The record of a configuration's finished seeds (each with its wall-clock ``started``
+    and ``ended``), timed in the sitting ``env["sitting"]`` on ``env["host_id"]``; its date is
+    the first seed's start. ``optional``: any of OPTIONAL_FIELDS."""
     runs = [run_dict(r) for r in results]
-    description = " + ".join(cfg.trick_names) or "baseline"
+    first = min(run["started"] for run in runs)  # one ISO format, UTC: sorts as time does
+    sitting = env.get("sitting")
+    env = {**{k: v for k, v in env.items() if k != "sitting"}, "date": first}
     name = name or "-".join(cfg.trick_names) or "baseline"
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -150,14 +169,15 @@ def build_record(cfg: RunConfig, results: list, env: dict, data: dict,
         "target": cfg.train.target,
         "name": name,
         "slug": slugify(name),
-        "date": date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-        "description": description,
+        "date": first[:10],
+        "description": description(cfg),
         "hardware_class": env["hardware_class"],
+        "sitting": {"id": sitting, "host_id": env.get("host_id")},
         "tricks": {k: dict(v) for k, v in cfg.tricks.items()},
         "config": cfg.to_dict(),
         "config_hash": config_hash(cfg),
         "data": dict(data),
-        "environment": dict(env),
+        "environment": env,
         "runs": runs,
         "summary": summary(runs, cfg.train.target, data),
         **{k: v for k, v in optional.items() if v is not None},
@@ -215,6 +235,12 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def record_id(folder: Path | str) -> str:
+    """A record's name relative to the records folder: '<track>/<folder name>'."""
+    folder = Path(folder)
+    return f"{folder.parent.name}/{folder.name}"
 
 
 def record_file(path: Path | str) -> Path:

@@ -1,10 +1,13 @@
-"""Every check a record must pass (`python -m speedrun verify`).
+"""Every check a record must pass from its files alone (`python -m speedrun verify`).
 
 The schema (record.py's), the content hash, the config hash, the track's rules, that the tricks
 resolve (in their one canonical order, whatever the file's order), distinct seeds, that every
 seed ran exactly ``train.steps`` steps, and that each run's curve, steps, train time, final loss,
-first crossing and machine probe are what its log says (the log must also match its sha256).
-``verify`` runs nothing: a record is checked from its files and the code beside it.
+first crossing, machine probe, sitting and wall-clock times are what its log says (the log must
+also match its sha256). What a record states about itself is derived, not typed: its
+description from its tricks, its hardware class from the device facts, its date, host and
+command from its logs. ``verify_all`` adds the checks across records (``sittings``). Nothing here
+runs a model: the checks that do (each seed's step-0 loss, a replay) live above training.
 """
 
 from __future__ import annotations
@@ -14,16 +17,18 @@ from pathlib import Path
 
 import tricks as registry
 from speedrun import tracks
-from speedrun.config import RunConfig, config_hash, dict_hash
+from speedrun.config import RunConfig, config_hash
 from speedrun.config import problems as config_problems
 from speedrun.core.batch_sizes import tokens_seen
 from speedrun.core.model import baseline_hooks
 from speedrun.errors import SpeedrunError
-from speedrun.records import provenance, references
+from speedrun.records import hardware_class, legacy, provenance, sittings
 from speedrun.records.logs import HEADER_REQUIRED, parse_header, parse_log
-from speedrun.records.record import (DATA_FIELDS, FIELDS, OPTIONAL_FIELDS, RECORD_FILE, RUN_FIELDS,
-                                     SCHEMA_VERSION, content_hash, first_crossing, load_record,
-                                     record_file, sha256_text, summary)
+from speedrun.records.record import (DATA_FIELDS, FIELDS, LEGACY_FIELDS, LEGACY_RUN_FIELDS,
+                                     LEGACY_SCHEMA, OPTIONAL_FIELDS, RECORD_FILE, RUN_FIELDS,
+                                     SCHEMA_VERSION, SITTING_FIELDS, content_hash, description,
+                                     first_crossing, load_record, record_file, record_id,
+                                     sha256_text, summary)
 
 
 def _type_problems(obj: dict, fields: dict, where: str) -> list[str]:
@@ -39,22 +44,34 @@ def _type_problems(obj: dict, fields: dict, where: str) -> list[str]:
 def validate(record: dict, where: str) -> list[str]:
     """Schema problems, each naming the file and the field."""
     version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
-        if version == 1:
-            return [f"{where}: schema_version 1 was made under the old stop-at-target rules and is "
-                    f"not a claim; re-run it with `python -m speedrun run --from-record`"]
+    old = version == LEGACY_SCHEMA
+    if old and not legacy.accepted(record):
+        return [f"{where}: schema_version 2 predates logged sittings and is accepted only for "
+                f"the records committed before them (speedrun/records/legacy.txt), exactly as "
+                f"committed; re-run it with `python -m speedrun run --from-record`"]
+    if version == 1:
+        return [f"{where}: schema_version 1 was made under the old stop-at-target rules and is "
+                f"not a claim; re-run it with `python -m speedrun run --from-record`"]
+    if version not in (SCHEMA_VERSION, LEGACY_SCHEMA):
         return [f"{where}: unsupported schema_version {version!r} (this harness reads "
                 f"{SCHEMA_VERSION})"]
     problems = _type_problems(record, FIELDS, where)
     if isinstance(record.get("data"), dict):
         problems += _type_problems(record["data"], DATA_FIELDS, f"{where}: data")
+    if isinstance(record.get("sitting"), dict) and not old:
+        problems += _type_problems(record["sitting"], SITTING_FIELDS, f"{where}: sitting")
     for i, run in enumerate(record.get("runs") or []):
         if not isinstance(run, dict):
             problems.append(f"{where}: runs[{i}] must be a mapping")
             continue
-        problems += _type_problems(run, RUN_FIELDS, f"{where}: runs[{i}]")
+        problems += _type_problems(run, LEGACY_RUN_FIELDS if old else RUN_FIELDS,
+                                   f"{where}: runs[{i}]")
+    optional = {**OPTIONAL_FIELDS, **(LEGACY_FIELDS if old else {})}
     problems += [f"{where}: field '{k}' has the wrong type ({type(record[k]).__name__})"
-                 for k, typ in OPTIONAL_FIELDS.items() if k in record and not isinstance(record[k], typ)]
+                 for k, typ in optional.items() if k in record and not isinstance(record[k], typ)]
+    extra = sorted(set(record) - set(FIELDS) - set(optional))
+    if extra:
+        problems.append(f"{where}: unknown field(s) {', '.join(extra)}")
     if isinstance(record.get("runs"), list) and not record["runs"]:
         problems.append(f"{where}: field 'runs' is empty")
     return problems
@@ -108,6 +125,9 @@ def header_problems(header: dict | None, rec: dict, cfg: RunConfig, seed: int,
         return [f"{where}: the log's header lacks {', '.join(missing)}"]
     if header["seed"] != seed:
         return [f"{where}: the log's header is of seed {header['seed']}, the record says {seed}"]
+    if header.get("command") != rec["environment"].get("command"):
+        return [f"{where}: the log's header says the command was {header.get('command')!r}, the "
+                f"record says {rec['environment'].get('command')!r}"]
     stated = header["config"]
     if not isinstance(stated, dict):
         return [f"{where}: the log's header has no config mapping"]
@@ -187,8 +207,57 @@ def _run_problems(run: dict, folder: Path, cfg: RunConfig, rec: dict, where: str
     text = log_file.read_text()
     if sha256_text(text) != run["log_sha256"]:
         return problems + [f"{where}: {run['log']} does not match its log_sha256 (edited log)"]
-    problems += header_problems(parse_header(text), rec, cfg, run["seed"], where)
+    header = parse_header(text)
+    problems += header_problems(header, rec, cfg, run["seed"], where)
+    if rec["schema_version"] != LEGACY_SCHEMA:
+        problems += sitting_problems(header, parse_log(text), run, rec, where)
     return problems + _log_problems(run, text, _tokens_seen(cfg), where)
+
+
+def sitting_problems(header: dict | None, log: dict, run: dict, rec: dict,
+                     where: str) -> list[str]:
+    """The log vouches for the seed's sitting and wall-clock times: its header names the
+    record's sitting and the seed's start, its last lines the seed's end."""
+    if header is None:
+        return []  # reported by header_problems
+    sid = (rec.get("sitting") or {}).get("id")
+    if header.get("sitting") != sid:
+        return [f"{where}: the log's header says sitting {header.get('sitting')!r}, the record "
+                f"says {sid!r}"]
+    out = []
+    for key, logged in (("started", header.get("started")), ("ended", log["ended"])):
+        if logged != run[key] or sittings.parse_time(logged) is None:
+            out.append(f"{where}: the log says the seed {key} at {logged!r}, the record says "
+                       f"{run[key]!r}")
+    if not out and run["ended"] < run["started"]:
+        out.append(f"{where}: the seed ended before it started")
+    return out
+
+
+def stated_problems(rec: dict, cfg: RunConfig) -> list[str]:
+    """What a record says about itself must follow from its facts: the description from the
+    tricks, the hardware class from the device facts, the date from the first seed's start and
+    the host from the sitting (the logs vouch for those, run by run)."""
+    out = []
+    if rec["description"] != description(cfg):
+        out.append(f"description {rec['description']!r} is not the tricks' "
+                   f"{description(cfg)!r} (it is derived, never typed)")
+    env = rec["environment"]
+    derived = hardware_class.of_environment(env)
+    if derived != rec["hardware_class"]:
+        facts = ", ".join(f"{k} {env.get(k)!r}" for k in hardware_class.FACTS)
+        out.append(f"hardware_class {rec['hardware_class']!r} is not what the device facts give "
+                   f"({facts}: {derived!r})")
+    if rec["schema_version"] == LEGACY_SCHEMA:
+        return out
+    first = min((str(r["started"]) for r in rec["runs"]), default=None)
+    if env.get("date") != first or rec["date"] != str(first)[:10]:
+        out.append(f"date {rec['date']!r} (environment.date {env.get('date')!r}) is not the "
+                   f"first seed's start {first!r}")
+    if rec["sitting"]["host_id"] != env.get("host_id"):
+        out.append(f"sitting.host_id {rec['sitting']['host_id']!r} is not "
+                   f"environment.host_id {env.get('host_id')!r}")
+    return out
 
 
 def repeated_runs(runs: list[dict], folder: Path) -> list[str]:
@@ -256,10 +325,9 @@ def verify(path: Path | str) -> list[str]:
         cfg = RunConfig.from_dict(rec["config"])
     except (SpeedrunError, TypeError) as e:
         return problems + [f"{f}: config: {e}"]
-    # The canonical hash, or the hash of the config exactly as stored (records written while
-    # a newer field was hashed at its default value)
-    if rec["config_hash"] not in (config_hash(cfg), dict_hash(rec["config"])):
-        problems.append(f"{f}: config_hash does not match config")
+    if rec["config_hash"] != config_hash(cfg):
+        problems.append(f"{f}: config_hash does not match config (it is "
+                        f"speedrun.config.config_hash of the config: {config_hash(cfg)})")
     if cfg.track != rec["track"] or not _close(cfg.train.target, rec["target"]):
         problems.append(f"{f}: track/target disagree with config")
     if {k: dict(v) for k, v in cfg.tricks.items()} != rec["tricks"]:
@@ -268,6 +336,7 @@ def verify(path: Path | str) -> list[str]:
         cfg = registry.canonical(cfg)
     except SpeedrunError as e:
         problems.append(f"{f}: tricks: {e}")
+    problems += [f"{f}: {p}" for p in stated_problems(rec, cfg)]
     try:
         track = tracks.get(rec["track"])
     except SpeedrunError as e:
@@ -282,7 +351,6 @@ def verify(path: Path | str) -> list[str]:
     for i, run in enumerate(rec["runs"]):
         problems += _run_problems(run, f.parent, cfg, rec, f"{f}: runs[{i}] (seed {run['seed']})")
     problems += [f"{f}: {p}" for p in repeated_runs(rec["runs"], f.parent)]
-    problems += [f"{f}: {p}" for p in references.problems(rec, f.parent)]
     problems += [f"{f}: {p}" for p in hellaswag_problems(rec)]
     expected = summary(rec["runs"], target, rec["data"])
     for key, value in expected.items():
@@ -294,6 +362,24 @@ def verify(path: Path | str) -> list[str]:
         if not same:
             problems.append(f"{f}: summary.{key} is {got!r}, runs give {value!r}")
     return problems
+
+
+def verify_all(folders: list[Path], check=None) -> dict[Path, list[str]]:
+    """{folder: problems} for every record, alone (``verify``, plus ``check(folder, rec)``'s
+    problems where given: the checks that run a model) and across records: the records that
+    share a sitting must have been one (``sittings.problems``)."""
+    out, ok = {}, {}
+    for folder in folders:
+        problems = verify(folder)
+        if not problems and check is not None:
+            problems = list(check(folder, load_record(folder)))
+        out[folder] = problems
+        if not problems:
+            ok[folder] = load_record(folder)
+    ids = {record_id(folder): folder for folder in ok}
+    for rid, found in sittings.problems({rid: ok[f] for rid, f in ids.items()}).items():
+        out[ids[rid]] += [f"{record_file(ids[rid])}: {p}" for p in found]
+    return out
 
 
 def find_records(paths) -> list[Path]:

@@ -1,18 +1,20 @@
 """What a run ran on and with, as a record's ``environment`` stores it: the devices and the
 hardware class, the machine-speed probe (and the datasheet peaks MFU is quoted against on
 accelerators), the host, library versions and git state. speedrun/records/provenance.py adds
-the sha256 of the code that ran and every installed package's version."""
+the sha256 of the code that ran and every installed package's version. The environment also
+names the command's sitting and the host's fingerprint (speedrun/records/sittings.py)."""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import math
 import os
 import platform
-import time
-import re
 import subprocess
 import sys
+import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from speedrun.errors import SpeedrunError
+from speedrun.records import hardware_class, sittings
 
 REPO = Path(__file__).resolve().parents[2]  # the repository: git runs here
 
@@ -104,29 +107,39 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def short_device_name(kind: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'H100'; 'TPU v5 lite' -> 'TPUv5lite'."""
-    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Za-z]?)\b", kind)
-    if m:
-        return m.group(1)
-    return re.sub(r"\s+", "", kind) or "device"
+def host_id() -> str:
+    """This machine's fingerprint as a log states it: a sha256 of what tells machines (and
+    boots of one) apart: the machine id, the kernel's boot id, the network card's address, the
+    CPU's name and cores and the memory size. Two machines never share it; one machine keeps it
+    until it reboots (a sitting never spans a reboot)."""
+    parts = [platform.node(), _cpu_name(), str(os.cpu_count()), str(uuid.getnode())]
+    for f in ("/etc/machine-id", "/proc/sys/kernel/random/boot_id"):
+        try:
+            parts.append(Path(f).read_text().strip())
+        except OSError:
+            parts.append("")
+    try:
+        parts.append(str(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")))
+    except (ValueError, OSError, AttributeError):
+        parts.append("")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def describe() -> dict:
+    """The devices and host; the hardware class derived from them (records/hardware_class.py),
+    as ``verify`` derives it again from what a record states."""
     dev = jax.devices()[0]
     cores = os.cpu_count() or 1
-    if dev.platform == "cpu":
-        hw_class = f"cpu-{cores}core"
-    else:
-        hw_class = f"{jax.device_count()}x{short_device_name(dev.device_kind)}"
     return {
-        "hardware_class": hw_class,
+        "hardware_class": hardware_class.derive(dev.platform, dev.device_kind,
+                                                jax.device_count(), cores),
         "platform": dev.platform,
         "device_kind": dev.device_kind,
         "device_count": jax.device_count(),
         "local_device_count": jax.local_device_count(),
         "process_count": jax.process_count(),
         "host": platform.node(),
+        "host_id": host_id(),
         "cpu": _cpu_name(),
         "cpu_count": cores,
     }
@@ -162,4 +175,5 @@ def environment(command: str) -> dict:
         "os": platform.platform(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
+        "sitting": sittings.current(),  # this command's: every seed it times shares it
     }

@@ -27,8 +27,7 @@ from tabulate import tabulate
 from speedrun.config import RunConfig, apply_overrides, config_hash, split_override
 from speedrun.errors import SpeedrunError
 from speedrun.records import stats
-from speedrun.records.record import SLUG_CHARS, load_record, slugify
-from speedrun.records.references import record_id
+from speedrun.records.record import SLUG_CHARS, load_record, record_id, slugify
 from speedrun.records.verify import find_records, verify
 from speedrun.training.plan import config_for
 

@@ -4,7 +4,7 @@
 full disk, a folder made read-only mid-run, Ctrl-C while it is written), ``write_fallback``
 saves everything the record is built from (config, every seed's outcome and log, environment,
 data fingerprints) as one JSON file and the error names it; ``recover`` (`python -m speedrun
-recover FILE`) turns that file into the record later. ``save_linked`` writes `submit`'s two
+recover FILE`) turns that file into the record later. ``save_together`` writes `submit`'s two
 records together or neither. ``save_checkpoint`` writes a seed's final parameters for
 `run --save`, after the clock.
 """
@@ -24,12 +24,11 @@ from speedrun.config import RunConfig
 from speedrun.data import paths
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
-from speedrun.records import references
-from speedrun.records.record import build_record, sealed, slugify, write_record
+from speedrun.records.record import build_record, slugify, write_record
 from speedrun.training.plan import Plan
 from speedrun.training.train import RunResult
 
-FALLBACK_VERSION = 1
+FALLBACK_VERSION = 2  # 2: each seed's wall-clock start and end, the sitting in the environment
 
 
 # --- the record -------------------------------------------------------------------------------
@@ -65,35 +64,28 @@ def save(plan: Plan, results: list, records_dir: str, name: str | None,
             f" --records-dir DIR") from e
 
 
-def save_linked(records_dir: str, plans: dict, results: dict, reference_id: str,
-                name: str | None) -> tuple[Path, dict, Path, dict]:
-    """`submit`'s two records: the re-run of ``reference_id`` (side "a"), then the candidate
-    (side "b") linked to it with the time ratio; all or nothing."""
-    rerun_plan, cand_plan = plans["a"], plans["b"]
-    rerun = build_record(rerun_plan.cfg, results["a"], rerun_plan.env, rerun_plan.data,
-                         name=f"{reference_id.split('/')[-1].split('_', 1)[-1]}-rerun",
-                         rerun_of=reference_id)
-    written: list[Path] = []
+def save_together(records_dir: str, plans: dict, results: dict,
+                  names: dict) -> list[tuple[Path, dict]]:
+    """Records of one sitting that belong together (`submit`'s re-run of the #1 and its
+    candidate: neither places the other on the scale alone), all or nothing: [(folder,
+    record), ...] in ``plans``' order, ``names`` by side."""
+    written: list[tuple[Path, dict]] = []
     try:
-        rerun_folder = write_record(Path(records_dir), rerun, results=results["a"])
-        written.append(rerun_folder)
-        cand = build_record(cand_plan.cfg, results["b"], cand_plan.env, cand_plan.data, name=name)
-        cand["reference"] = references.link(cand, reference_id,
-                                            references.record_id(rerun_folder), rerun)
-        cand = sealed(cand)
-        cand_folder = write_record(Path(records_dir), cand, results=results["b"])
-        return rerun_folder, rerun, cand_folder, cand
+        for side, plan in plans.items():
+            rec = build_record(plan.cfg, results[side], plan.env, plan.data, name=names.get(side))
+            written.append((write_record(Path(records_dir), rec, results=results[side]), rec))
+        return written
     except BaseException as e:  # Ctrl-C included: never leave one record without the other
-        for folder in written:
+        for folder, _ in written:
             shutil.rmtree(folder, ignore_errors=True)
-        saved = [write_fallback(p.cfg, results[s], p.env, p.data, None, records_dir)
+        saved = [write_fallback(p.cfg, results[s], p.env, p.data, names.get(s), records_dir)
                  for s, p in plans.items()]
         if isinstance(e, KeyboardInterrupt) or None in saved:
             raise
         files = " and ".join(shlex.quote(str(f)) for f in saved)
-        raise SpeedrunError(f"could not write the two records to {records_dir} ({e}); nothing "
-                            f"was left there, and the results are safe in {files}: make plain "
-                            f"records of them with `python -m speedrun recover FILE`, or submit "
+        raise SpeedrunError(f"could not write the records to {records_dir} ({e}); nothing was "
+                            f"left there, and the results are safe in {files}: make the records "
+                            f"with `python -m speedrun recover FILE` (each), or submit "
                             f"again") from e
 
 
@@ -108,7 +100,6 @@ def write_fallback(cfg: RunConfig, results: list[RunResult], env: dict, data: di
     writable place of: the records folder, the current folder, the temp folder. ``recover``
     turns it into the record. Returns its path, or None if no place could be written."""
     body = {"speedrun_results": FALLBACK_VERSION, "config": cfg.to_dict(), "name": name,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
             "environment": dict(env), "data": dict(data),
             "results": [dataclasses.asdict(r) for r in results], "optional": optional or {}}
     blob = json.dumps(body, indent=1, default=str)
@@ -146,7 +137,7 @@ def recover(path: Path | str, records_dir: Path | str) -> tuple[Path, dict]:
         if not results:
             raise SpeedrunError(f"{path}: holds no finished seed, so there is no record to make")
         rec = build_record(cfg, results, body["environment"], body["data"], name=body["name"],
-                           date=body["date"], **(body.get("optional") or {}))
+                           **(body.get("optional") or {}))
     except (KeyError, TypeError) as e:
         raise SpeedrunError(f"{path}: incomplete results file ({e})") from None
     try:

@@ -1,6 +1,7 @@
 """One seed of a plan, as every training command runs it: the machine-speed probe (untimed),
 the timed loop with its progress bar and log lines, the final parameters (saved, or handed on)
-after the clock, and the seed's summary line. `run`, `find-steps`, `compare`, `submit` and
+after the clock, the seed's wall-clock start and end (its log's header and last lines: the
+sitting's evidence), and the seed's summary line. `run`, `find-steps`, `compare`, `submit` and
 `sweep` run their seeds through ``run_seed``.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 from speedrun.data import bytelevel, loader
 from speedrun.distributed import devices
 from speedrun.inference import checkpoint
-from speedrun.records import logs
+from speedrun.records import logs, sittings
 from speedrun.training import environment, saving, train
 from speedrun.training.console import Console
 from speedrun.training.plan import Plan
@@ -22,10 +23,11 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | 
     clock; a checkpoint that cannot be written is reported and appended to ``save_failures``.
     ``after(seed, params)``: more work on the final parameters, also after the clock."""
     cfg = plan.cfg
+    started = sittings.now()  # the seed's wall clock, as its log and record state it
     gflops = environment.machine_gflops()
     # One progress bar: the other processes of a multi-process run show only validations.
     console = Console(cfg.train.steps, quiet or not devices.is_main_process(), f"{tag}seed {seed}")
-    console.lines += logs.header(cfg, seed, plan.env)
+    console.lines += logs.header(cfg, seed, plan.env, started)
     console.log(logs.machine_line(gflops))
     tokenizer = plan.data["tokenizer"] or "gpt2"
     batches = loader.TrainLoader(plan.train_files, cfg.train.batch_size, cfg.model.seq_len, seed,
@@ -52,12 +54,15 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | 
                           machine_gflops=gflops, bpb_per_nat=bpb_per_nat, finished=finished)
     finally:
         console.close()
+    ended = sittings.now()
+    console.lines.append(logs.ended_line(ended))
     for line in saved:
         print(f"{tag}seed {seed}: {line}")
     summary = summary_line(out, cfg.train.target, gflops, tag)
     console.lines.append(summary)
     print(summary)
-    return train.RunResult(**vars(out), log="\n".join(console.lines) + "\n")
+    return train.RunResult(**vars(out), log="\n".join(console.lines) + "\n", started=started,
+                           ended=ended)
 
 
 def summary_line(out: train.Outcome, target: float, gflops: float, tag: str = "") -> str:

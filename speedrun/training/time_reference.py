@@ -1,52 +1,49 @@
-"""The record a claim is timed against in `submit`: the track's current #1 on this hardware
-class, or the ranked record ``--against`` names, refused with the reason when it cannot be one
-(what the named record alone shows is said before every record is verified for the ranking).
+"""The configuration a claim is timed against in `submit`: the track's current #1 on this
+hardware class, or the ranked configuration of the record ``--against`` names, refused with the
+reason when it cannot be one (what the named record alone shows is said before every record is
+verified for the ranking).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from speedrun.errors import SpeedrunError
-from speedrun.records import leaderboard, references
-from speedrun.records.record import load_record
+from speedrun.records import leaderboard
+from speedrun.records.record import load_record, record_id
 
 
 def reference_for(records_dir: Path, track: str, hardware_class: str,
-                  against: str | None) -> tuple[str, dict, float]:
-    """(id, record, ranked time) of the record to time against: ``against``, else the track's
-    current #1 on this hardware class. Refuses one that is not a ranked claim of the track and
-    class, naming why."""
+                  against: str | None) -> tuple[str, dict, tuple]:
+    """(record id, record, its entry's (estimate, low, high) seconds on the scale) of the
+    configuration to time against: ``against``'s, else the track's current #1 on this hardware
+    class. Refuses one that is not a ranked configuration of the track and class, naming why."""
     if against is not None:
         check_against(records_dir, track, hardware_class, against)
-    df = leaderboard.load_all(records_dir)  # verifies every record: the ranking needs them all
+    board = leaderboard.load_all(records_dir)  # verifies every record: the ranking needs them all
+    entries = board.entries.get((track, hardware_class), [])
     if against is None:
-        entries = df[(df["track"] == track) & (df["hardware"] == hardware_class) & df["entry"]]
-        if not len(entries):
+        ranked = [e for e in entries if e.ranked]
+        if not ranked:
             raise SpeedrunError(
                 f"no ranked record of {track} on {hardware_class} in {records_dir} to time "
                 f"against: make the first claim with `python -m speedrun run`, or name one with "
                 f"--against RECORD")
-        best = entries.sort_values(["ranked", "date", "folder"]).iloc[0]
-        return best["id"], best["record"], float(best["ranked"])
-    folder = against_folder(records_dir, against)
-    rows = df[df["id"] == references.record_id(folder.resolve())] if len(df) else df
-    if not len(rows):
+        rid = ranked[0].records[0]
+        return rid, board.record(rid), ranked[0].time
+    rid = record_id(against_folder(records_dir, against).resolve())
+    row = board.row(rid)
+    if row is None:
         raise SpeedrunError(f"--against {against} is not under the records folder "
                             f"{records_dir}: a reference is ranked among its records")
-    row = rows.iloc[0]
     if row["problem"]:
         raise SpeedrunError(f"--against {against} fails verify: {row['problem']}")
-    if not row["claim"]:
-        raise SpeedrunError(f"--against {against} is not a claim ({row['reasons']}): only a "
-                            f"ranked claim can be a reference")
-    if pd.isna(row["ranked"]):
-        raise SpeedrunError(f"--against {against} is a claim but not ranked "
-                            f"({row['standing'] or 'it is a re-run or a repeated configuration'}):"
-                            f" time against a ranked entry")
-    return row["id"], row["record"], float(row["ranked"])
+    entry = next((e for e in entries if rid in e.records), None)
+    if entry is None or not entry.ranked:
+        why = entry.note if entry is not None else "it is marked untimed"
+        raise SpeedrunError(f"--against {against}: its configuration is not ranked ({why}): "
+                            f"time against a ranked entry")
+    return rid, row["record"], entry.time
 
 
 def against_folder(records_dir: Path, against: str) -> Path:

@@ -56,9 +56,12 @@ class Outcome:
 
 @dataclasses.dataclass(frozen=True)
 class RunResult(Outcome):
-    """A finished seed as a record stores it: its outcome and its full text log."""
+    """A finished seed as a record stores it: its outcome, its full text log and its wall-clock
+    start and end (ISO 8601, UTC; speedrun/records/sittings.py)."""
 
     log: str
+    started: str | None = None
+    ended: str | None = None
 
 
 def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation,
