@@ -4,6 +4,9 @@
                    hooks, validation set, fingerprints, environment), before anything compiles
     state          the initial parameters and optimizer state (train and bench share them)
     train          the timed loop of one seed: compile and warm up, train, validate, result
+    accumulate     a step's gradient taken in microbatches (train.grad_accum), and their count
+                   chosen from a device's memory
+    remat          activation checkpointing of each block (train.remat)
     seed           one seed as a command runs it: speed probe, timed loop, log, summary line
     evaluate       the validation loss, during a run and of a saved model
     console        progress bar and log lines

@@ -30,7 +30,7 @@ from speedrun.distributed import devices, sharding
 from speedrun.errors import SpeedrunError
 from speedrun.records.logs import val_line
 from speedrun.records.record import first_crossing
-from speedrun.training import evaluate
+from speedrun.training import accumulate, evaluate, remat
 from speedrun.training.state import State, init_state
 
 
@@ -66,15 +66,20 @@ def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation,
     """One update. With a split ``layout`` (fsdp) the forward and backward pass see the whole
     parameters (XLA all-gathers them), the gradients come back split (summed, each device
     keeping its slice) and the optimizer updates each device's slice; replicated (dp), none of
-    that is in the step."""
+    that is in the step. The gradient is taken in ``train.grad_accum`` microbatches
+    (accumulate.py), each block checkpointed as ``train.remat`` says (remat.py)."""
     chunk, steps = cfg.train.loss_chunk, cfg.train.steps
+    hooks = remat.with_remat(hooks, cfg.train.remat)
+
+    def loss_fn(params, x, y, i):
+        return model.loss(layout.gather(params), x, y, cfg.model, hooks, chunk, i, steps)
+
+    grads_of = accumulate.value_and_grad(loss_fn, cfg.train.grad_accum, layout.split_params)
 
     def step(params, opt_state, x, y, i=None):
         # i: this update's index (traced), for hooks with schedules in the forward pass
-        loss, grads = jax.value_and_grad(
-            lambda p: model.loss(layout.gather(p), x, y, cfg.model, hooks, chunk, i, steps)
-        )(params)
-        updates, opt_state = tx.update(layout.split_params(grads), opt_state, params)
+        loss, grads = grads_of(params, x, y, i)
+        updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return layout.split_params(params), layout.split_state(opt_state), loss
 
