@@ -74,9 +74,10 @@ def _label(rec: dict, registry) -> str:
     return f"{text} ({', '.join(changed)})" if changed else text
 
 
-# Settings that do not change what a run computes: left out when pairing records for ablations
-# (train.steps is the competitor's to choose: a trick's worth is partly the steps it saves).
-CADENCE = ("steps", "eval_every", "log_every")
+# Settings that do not change what a run computes (beyond rounding): left out when pairing records
+# for ablations (train.steps is the competitor's to choose: a trick's worth is partly the steps it
+# saves).
+CADENCE = ("steps", "eval_every", "log_every", "grad_accum", "remat")
 
 
 def _comparable(config: dict) -> str:
@@ -136,7 +137,8 @@ def stand(df: pd.DataFrame) -> pd.DataFrame:
     ranks at, NaN when not ranked; ``scaled``; ``standing``: how, or why not), and ``entry``:
     whether it is its configuration's leaderboard entry (the first ranked claim of it; re-runs
     and later claims of a ranked configuration are references)."""
-    ok = (df["problem"] == "") & df["claim"]
+    untimed = [bool((r or {}).get("untimed")) for r in df["record"]]
+    ok = (df["problem"] == "") & df["claim"] & ~pd.Series(untimed, index=df.index, dtype=bool)
     found = references.standings({r["id"]: r["record"] for r in df[ok].to_dict("records")})
     df = df.assign(
         ranked=[found[i].time if i in found and found[i].time is not None else np.nan
@@ -282,6 +284,9 @@ def _unranked_line(r: dict) -> str:
         return f"- {name}: fails verify: {r['problem']}\n"
     runs = (f"{r['steps']:.0f} steps, final val loss {r['loss']:.4f} ± {r['loss_std']:.4f} over "
             f"{r['seeds']} seed(s) ({r['reached']} below the target), {r['time']:.1f} s")
+    if r["record"].get("untimed"):
+        return (f"- {name}: untimed ({r['record']['untimed']}): its times are not a timed "
+                f"claim; {runs}\n")
     if not r["claim"]:
         return f"- {name}: not a claim ({r['reasons']}); {runs}\n"
     return f"- {name}: a claim, not ranked: {r['standing']}; {runs}\n"

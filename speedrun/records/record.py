@@ -45,6 +45,9 @@ record.yaml, schema version 2 (every field required unless marked optional):
                     examples, sha256 (of the examples file), seeds: [{seed, acc_norm,
                     acc_norm_se, acc, acc_se, truncated, examples}]
                     (speedrun/inference/hellaswag_score.py)
+    untimed         why the train times are not one seed's uninterrupted wall clock (e.g.
+                    "resumed from step 400"): the leaderboard lists the record unranked, with
+                    the reason, and its times feed no estimate
 
 The environment also stores ``sources`` (the sha256 of the code that ran) and ``packages``
 (every installed distribution's version), so that ``verify`` and ``run --from-record`` can say
@@ -87,7 +90,8 @@ FIELDS = {"schema_version": int, "track": str, "target": (int, float), "name": s
           "date": str, "description": str, "hardware_class": str, "tricks": dict,
           "config": dict, "config_hash": str, "data": dict, "environment": dict, "runs": list,
           "summary": dict, "content_hash": str}
-OPTIONAL_FIELDS = {"rerun_of": str, "reference": dict, "history": list, "hellaswag": dict}
+OPTIONAL_FIELDS = {"rerun_of": str, "reference": dict, "history": list, "hellaswag": dict,
+                   "untimed": str}
 DATA_FIELDS = {"dataset": str, "tokenizer": (str, type(None)), "train_sha256": str,
                "val_tokens": int, "val_sha256": str}
 
@@ -249,7 +253,8 @@ def claim_line(rec: dict) -> str:
     s = rec["summary"]
     p = s.get("p_value")
     verdict = "a claim" if s["claim"] else "NOT a claim (" + "; ".join(s["reasons"]) + ")"
+    untimed = f"; untimed ({rec['untimed']}): not a timed claim" if rec.get("untimed") else ""
     return (f"{rec['description']}: {s['mean_steps']:.0f} steps, {s['mean_time_s']:.1f} ± "
             f"{s['std_time_s']:.1f}s, final val loss {s['mean_val_loss']:.4f} ± "
             f"{s['std_val_loss']:.4f} over {s['seeds']} seed(s), "
-            f"p {'n/a' if p is None else f'{p:.2g}'}: {verdict}")
+            f"p {'n/a' if p is None else f'{p:.2g}'}: {verdict}{untimed}")

@@ -12,6 +12,7 @@
     console        progress bar and log lines
     saving         a finished run kept: its record, its results file when the record cannot
                    be written (for `recover`), two linked records, its checkpoints
+    resume         a run's whole training state kept every N steps, and continued from it
     interleave     configurations timed side by side on one machine, A B A B
     step_search    the search for the fewest steps that make a claim (`find-steps`)
     grid           a grid of settings: points, resuming from records, the paired table (`sweep`)

@@ -16,17 +16,23 @@ from speedrun.training.plan import Plan
 
 
 def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | None = None,
-             save_failures: list | None = None, after=None) -> train.RunResult:
+             save_failures: list | None = None, after=None, folder=None) -> train.RunResult:
     """One fixed-length run: the machine-speed probe (untimed), then training, then its log.
     ``save_dir``: write the final parameters there (``saving.checkpoint_path``), after the
     clock; a checkpoint that cannot be written is reported and appended to ``save_failures``.
-    ``after(seed, params)``: more work on the final parameters, also after the clock."""
+    ``after(seed, params)``: more work on the final parameters, also after the clock.
+    ``folder`` (resume.Folder): keep the seed's state there, and continue from it if kept."""
     cfg = plan.cfg
-    gflops = environment.machine_gflops()
+    kept = folder.restored(seed) if folder is not None else None
+    gflops = kept.machine_gflops if kept else environment.machine_gflops()
     # One progress bar: the other processes of a multi-process run show only validations.
     console = Console(cfg.train.steps, quiet or not devices.is_main_process(), f"{tag}seed {seed}")
-    console.lines += logs.header(cfg, seed, plan.env)
-    console.log(logs.machine_line(gflops))
+    if kept:  # the log so far, probe included
+        console.lines += kept.lines
+    else:
+        console.lines += logs.header(cfg, seed, plan.env)
+        console.log(logs.machine_line(gflops))
+    keep = folder.keeper(seed, console.lines, gflops, kept) if folder is not None else None
     tokenizer = plan.data["tokenizer"] or "gpt2"
     batches = loader.TrainLoader(plan.train_files, cfg.train.batch_size, cfg.model.seq_len, seed,
                                  align_docs=cfg.train.align_docs,
@@ -49,7 +55,8 @@ def run_seed(plan: Plan, seed: int, quiet: bool, tag: str = "", save_dir: str | 
 
     try:
         out = train.train(cfg, seed, plan.hooks, batches, plan.val, console.log, console.progress,
-                          machine_gflops=gflops, bpb_per_nat=bpb_per_nat, finished=finished)
+                          machine_gflops=gflops, bpb_per_nat=bpb_per_nat, finished=finished,
+                          keep=keep)
     finally:
         console.close()
     for line in saved:
