@@ -41,6 +41,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                      help="continue the run kept in DIR (--save DIR --checkpoint-every N) from "
                      "its last checkpoint: its configuration and seeds; the record says it was "
                      "resumed (not a timed claim)")
+    run.add_argument("--log-to", action="append", default=[], metavar="LOGGER",
+                     help="also log the metrics (train loss, val loss and bits per byte, lr, "
+                     "step time, tokens/s, MFU) as the run goes: tensorboard:DIR (event files, "
+                     "needs tensorboardX) or wandb[:PROJECT] (needs wandb; WANDB_MODE=offline "
+                     "keeps it local); repeatable")
     flags.output(run, "records are written")
     run.set_defaults(track=None)  # so that --resume can tell a track named from none
     return run
@@ -158,11 +163,12 @@ def main(args) -> int:
     from speedrun.errors import SpeedrunError
     from speedrun.inference import hellaswag_score
     from speedrun.records.record import claim_line
-    from speedrun.training import saving
+    from speedrun.training import metrics, saving
     from speedrun.training.plan import check_name, command_line, label, prepare
 
     devices.maybe_initialize()
     check_name(args.name)
+    targets = metrics.parse(args.log_to)
     if args.resume:
         folder, cfg, seeds, name = kept_run(args)
         save_dir = args.resume
@@ -182,7 +188,8 @@ def main(args) -> int:
     failed: list[str] = []
     examples, scores = hellaswag_examples(plan, args.data_dir), {}
     after = None if examples is None else hellaswag_after(plan, examples, args.quiet, scores)
-    results = train_seeds(plan, seeds, args, save_dir, failed, after, folder)
+    log_to = (targets, run_name(folder, name or label(cfg))) if targets else None
+    results = train_seeds(plan, seeds, args, save_dir, failed, after, folder, log_to)
     where = None
     if writes:
         where, rec = saving.save(plan, results, args.records_dir, name,
@@ -216,7 +223,17 @@ def kept_folder(args, folder, plan, seeds: list[int], name: str | None):
     return folder
 
 
-def train_seeds(plan, seeds, args, save_dir, failed, after, folder) -> list:
+def run_name(folder, name: str) -> str:
+    """The run's name in the metrics loggers: when it started (a resumed run's: when the
+    stopped one started, so it writes on into the same run) and its name."""
+    import datetime
+
+    started = folder.manifest["started"] if folder is not None else \
+        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return f"{started[:19].replace(':', '')}-{name}"
+
+
+def train_seeds(plan, seeds, args, save_dir, failed, after, folder, log_to) -> list:
     """Every seed's result: trained now, or kept in ``folder`` by the run that was stopped."""
     from speedrun.training.seed import run_seed
 
@@ -225,7 +242,7 @@ def train_seeds(plan, seeds, args, save_dir, failed, after, folder) -> list:
         done = folder.result(seed) if folder is not None else None
         if done is None:
             done = run_seed(plan, seed, args.quiet, save_dir=save_dir, save_failures=failed,
-                            after=after, folder=folder)
+                            after=after, folder=folder, log_to=log_to)
             if folder is not None:
                 folder.finish(done)
         else:

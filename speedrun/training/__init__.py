@@ -10,6 +10,8 @@
     seed           one seed as a command runs it: speed probe, timed loop, log, summary line
     evaluate       the validation loss, during a run and of a saved model
     console        progress bar and log lines
+    metrics        the metrics a person watches while a run trains (`run --log-to`:
+                   TensorBoard, Weights & Biases)
     saving         a finished run kept: its record, its results file when the record cannot
                    be written (for `recover`), two linked records, its checkpoints
     resume         a run's whole training state kept every N steps, and continued from it

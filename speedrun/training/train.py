@@ -165,6 +165,8 @@ def train(
     if resumed is None:
         log(val_line(0, cfg.train.steps, curve[0][3], 0.0, bpb_per_nat))
         check_finite(curve[0][3], 0, "val")
+        if progress:
+            progress(0, {"val": curve[0][3], "time": 0.0})
     else:
         log(f"resumed at step {step} ({train_time:.1f}s of train time before it; the time "
             f"from that checkpoint to the stop is not counted)")
