@@ -69,7 +69,7 @@ def parse(specs: list[str]) -> list[Target]:
             raise SpeedrunError(f"--log-to {kind} needs the {module} package, which is not "
                                 f"installed: {install}") from None
         if kind == "tensorboard":
-            paths.probe_writable(Path(where), f"--log-to {spec}:", "pass --log-to "
+            paths.probe_writable(Path(where), "--log-to tensorboard folder", "pass --log-to "
                                  "tensorboard:DIR with a writable folder")
         out.append(Target(kind, where or None))
     return out
