@@ -85,13 +85,16 @@ def kept_run(tiny, seeds=(0,), every=EVERY) -> resume.Folder:
     return folder
 
 
-def nothing_written(tiny, before: dict) -> None:
-    assert not record_dirs(tiny)
-    assert {p.name: p.read_bytes() for p in (tiny / "kept").iterdir()} == before
-
-
 def contents(tiny) -> dict:
     return {p.name: p.read_bytes() for p in (tiny / "kept").iterdir()}
+
+
+def refused(tiny, capsys, needles, *flags) -> None:
+    """`run` with ``flags`` is one line holding ``needles``; no record, the kept run untouched."""
+    before = contents(tiny)
+    assert run_cli(tiny, *flags) == 1
+    one_line_error(capsys, *needles)
+    assert not record_dirs(tiny) and contents(tiny) == before
 
 
 @pytest.mark.parametrize("flags, needles", [
@@ -103,10 +106,7 @@ def contents(tiny) -> dict:
 ])
 def test_a_resume_of_another_run_is_one_line(tiny, capsys, no_training, flags, needles):
     kept_run(tiny)
-    before = contents(tiny)
-    assert run_cli(tiny, "--resume", str(tiny / "kept"), *flags) == 1
-    one_line_error(capsys, *needles)
-    nothing_written(tiny, before)
+    refused(tiny, capsys, needles, "--resume", str(tiny / "kept"), *flags)
 
 
 def test_the_same_configuration_named_again_resumes(tiny):
@@ -119,20 +119,15 @@ def test_a_checkpoint_cut_short_is_one_line(tiny, capsys, no_training):
     folder = kept_run(tiny)
     state = folder.file(0, resume.STATE_SUFFIX)
     state.write_bytes(state.read_bytes()[:-1000])
-    before = contents(tiny)
-    assert run_cli(tiny, "--resume", str(tiny / "kept")) == 1
-    one_line_error(capsys, "training state", str(state), "truncated")
-    nothing_written(tiny, before)
+    refused(tiny, capsys, ["training state", str(state), "truncated"], "--resume",
+            str(tiny / "kept"))
 
 
 def test_a_manifest_cut_short_is_one_line(tiny, capsys, no_training):
     kept_run(tiny)
     manifest = tiny / "kept" / resume.MANIFEST
     manifest.write_text(manifest.read_text()[:200])
-    before = contents(tiny)
-    assert run_cli(tiny, "--resume", str(tiny / "kept")) == 1
-    one_line_error(capsys, "resume.json is cut short or damaged")
-    nothing_written(tiny, before)
+    refused(tiny, capsys, ["resume.json is cut short or damaged"], "--resume", str(tiny / "kept"))
 
 
 def test_a_run_on_another_machine_is_one_line(tiny, capsys, no_training):
@@ -140,10 +135,8 @@ def test_a_run_on_another_machine_is_one_line(tiny, capsys, no_training):
     manifest = json.loads((folder.path / resume.MANIFEST).read_text())
     manifest["data"], manifest["environment"] = {}, {"device_count": 8}
     resume.write_manifest(folder.path, manifest)
-    before = contents(tiny)
-    assert run_cli(tiny, "--resume", str(tiny / "kept")) == 1
-    one_line_error(capsys, "environment.device_count is 1 here, the kept run's was 8")
-    nothing_written(tiny, before)
+    refused(tiny, capsys, ["environment.device_count is 1 here, the kept run's was 8"],
+            "--resume", str(tiny / "kept"))
 
 
 def test_a_finished_run_and_an_empty_folder_are_one_line(tiny, capsys, no_training):
@@ -158,10 +151,8 @@ def test_a_finished_run_and_an_empty_folder_are_one_line(tiny, capsys, no_traini
 
 def test_a_folder_keeping_a_run_is_never_overwritten(tiny, capsys, no_training):
     kept_run(tiny)
-    before = contents(tiny)
-    assert run_cli(tiny, "--save", str(tiny / "kept"), "--checkpoint-every", "5") == 1
-    one_line_error(capsys, "already keeps a run", f"--resume {tiny / 'kept'}")
-    nothing_written(tiny, before)
+    refused(tiny, capsys, ["already keeps a run", f"--resume {tiny / 'kept'}"],
+            "--save", str(tiny / "kept"), "--checkpoint-every", "5")
 
 
 @pytest.mark.parametrize("flags, needle", [
