@@ -164,6 +164,19 @@ def test_bad_checkpoint_flags_are_one_line(tiny, capsys, no_training, flags, nee
     one_line_error(capsys, needle)
 
 
+def test_a_finished_seed_is_kept_with_how_it_ran(tiny):
+    """A seed that finished before the stop is read back as it finished (its state file
+    gone), with the steps it had resumed from; a seed still kept is whole."""
+    folder = kept_run(tiny, seeds=(0, 1))
+    folder.resumed[0] = [10]
+    done = result(0, 2.5)
+    folder.finish(done)
+    assert not folder.file(0, resume.STATE_SUFFIX).exists()
+    again = resume.open_folder(folder.path, None, None)
+    assert again.result(0) == done and again.result(1) is None
+    assert again.untimed() == "seed 0 resumed from step 10"
+
+
 # --- what the record and the leaderboard say ----------------------------------------------------
 
 
