@@ -84,7 +84,7 @@ def step_main(args) -> int:
     dev = jax.devices()[0]
     peak, peak_label = speed.mfu_peak(dev, cfg.model.compute_dtype)
     profile = Path(args.profile) if args.profile else None
-    r = speed.measure_step(cfg, steps=args.steps, profile_dir=profile)
+    r = speed.measure_step(cfg, steps=args.steps, profile_dir=profile, activations=True)
     m = cfg.model
     print(f"device: {jax.device_count()} x {dev.device_kind}")
     print(f"model: {m.n_layer}L d{m.d_model} h{m.n_head} seq{m.seq_len} vocab{m.vocab_size}, "

@@ -5,7 +5,10 @@ compiles, ``plan.prepare`` checks the settings, the records folder and the data 
 validation tokens' range. The record is written only after every seed has finished; a
 divergence, a crash or Ctrl-C leaves no record behind, and a record that cannot be written
 leaves a results file for `recover` instead of losing the run. On the tracks that report it,
-each seed's model is scored on HellaSwag after its clock stops.
+each seed's model is scored on HellaSwag after its clock stops. `--save DIR --checkpoint-every
+N` keeps the whole training state in DIR, and `--resume DIR` continues a stopped run from it
+(an untimed record: speedrun/training/resume.py); `--log-to` shows the metrics in TensorBoard
+or Weights & Biases as the run goes (speedrun/training/metrics.py).
 """
 
 from __future__ import annotations

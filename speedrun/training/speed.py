@@ -83,14 +83,16 @@ def _setup(cfg: RunConfig):
 
 
 def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
-                 profile_dir: Path | None = None) -> dict:
+                 profile_dir: Path | None = None, activations: bool = False) -> dict:
     """Median wall time of the compiled train step on random tokens (state donated as in a run);
     with ``profile_dir``, a jax.profiler trace of ``steps`` more steps is written there. Also
-    the bytes of parameters and optimizer state one device holds (``train.sharding``), and
-    the activations its backward pass keeps (``remat.kept_bytes``, as ``train.remat`` says)."""
+    the bytes of parameters and optimizer state one device holds (``train.sharding``); with
+    ``activations``, those its backward pass keeps (``remat.kept_bytes``: a trace of the model,
+    seconds at GPT-2 small's size)."""
     cfg = resolved(cfg)
     hooks, start, (x, y), shard = _setup(cfg)
     state_bytes = sharding.bytes_per_device((start.params, start.opt_state))
+    kept = kept_activation_bytes(cfg, hooks, start.params, x, y) if activations else None
     x, y = devices.put_batch(x, shard), devices.put_batch(y, shard)
     step = jax.jit(train.make_step(cfg, hooks, start.tx, start.layout), donate_argnums=(0, 1))
     t0 = time.perf_counter()
@@ -118,7 +120,6 @@ def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
             jax.block_until_ready(loss)
     tokens = x.shape[0] * x.shape[1]
     fpt = flops_per_token(cfg, state[0])
-    kept = kept_activation_bytes(cfg, hooks, start.params, x, y)
     return {
         "step_s": step_s,
         "pipelined_s": pipelined_s,
