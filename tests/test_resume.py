@@ -123,6 +123,15 @@ def test_a_checkpoint_cut_short_is_one_line(tiny, capsys, no_training):
             str(tiny / "kept"))
 
 
+def test_a_finished_seeds_result_cut_short_is_one_line(tiny, capsys, no_training):
+    folder = kept_run(tiny, seeds=(0, 1))
+    folder.finish(result(0, 2.5))
+    done = folder.file(0, resume.RESULT_SUFFIX)
+    done.write_text(done.read_text()[:100])
+    refused(tiny, capsys, [str(done), "a finished seed's result, cut short or damaged"],
+            "--resume", str(tiny / "kept"))
+
+
 def test_a_manifest_cut_short_is_one_line(tiny, capsys, no_training):
     kept_run(tiny)
     manifest = tiny / "kept" / resume.MANIFEST

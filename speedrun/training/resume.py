@@ -109,12 +109,17 @@ class Folder:
         path = self.file(seed, RESULT_SUFFIX)
         if not path.exists():
             return None
-        body = json.loads(path.read_text())
-        self.resumed[seed] = body["resumed_from"]
-        out = body["result"]
-        return RunResult(**{**out, "curve": tuple(tuple(p) for p in out["curve"]),
-                            "first_reached": None if out["first_reached"] is None
-                            else tuple(out["first_reached"])})
+        try:
+            body = json.loads(path.read_text())
+            out = body["result"]
+            result = RunResult(**{**out, "curve": tuple(tuple(p) for p in out["curve"]),
+                                  "first_reached": None if out["first_reached"] is None
+                                  else tuple(out["first_reached"])})
+        except (ValueError, KeyError, TypeError) as e:
+            raise SpeedrunError(f"{path}: a finished seed's result, cut short or damaged ({e}); "
+                                f"it cannot be resumed") from None
+        self.resumed[seed] = body.get("resumed_from", [])
+        return result
 
     def finish(self, result: RunResult) -> None:
         """A seed's result kept, its state no longer needed."""
@@ -273,7 +278,7 @@ def check_new(path: Path) -> None:
 def open_folder(path: Path, cfg: RunConfig | None, seeds: list[int] | None) -> Folder:
     """The kept run of ``--resume DIR``, checked before anything is built or compiled: it is
     unfinished, of ``cfg`` (when the command names a configuration) and ``seeds`` (when it
-    names them), and every seed's state file is whole."""
+    names them), and every seed's result or state file is whole."""
     manifest = read_manifest(path)
     folder = Folder(path, manifest)
     if manifest.get("finished"):
@@ -292,7 +297,7 @@ def open_folder(path: Path, cfg: RunConfig | None, seeds: list[int] | None) -> F
                             f"leave --seed/--seeds out")
     for seed in folder.seeds:
         state = folder.file(seed, STATE_SUFFIX)
-        if state.exists():
+        if folder.result(seed) is None and state.exists():
             checkpoint.read_file(state, "training state", tensors=False)
     return folder
 
