@@ -114,9 +114,17 @@ class TrainConfig:
     # Where parameters and optimizer state live: "dp" replicates them on every device, "fsdp"
     # splits them over the devices (speedrun/distributed/sharding.py). Batches split either way.
     sharding: str = "dp"
+    # Microbatches per step: the step's gradient is the mean of theirs, so the optimizer takes
+    # the step of the whole batch (speedrun/training/accumulate.py). 0: the fewest whose
+    # microbatch fits this device's memory, chosen when the run starts.
+    grad_accum: int = 1
+    # Activation checkpointing of each block (jax.checkpoint): "off", "dots" (keep the matmul
+    # outputs, recompute the rest) or "full" (keep only each block's input).
+    remat: str = "off"
 
 
 SHARDINGS = ("dp", "fsdp")
+REMATS = ("off", "dots", "full")
 
 
 def validate_train(t: TrainConfig) -> list[str]:
@@ -130,6 +138,11 @@ def validate_train(t: TrainConfig) -> list[str]:
         out.append(f"train.align_docs must be true or false, got {t.align_docs!r}")
     if t.sharding not in SHARDINGS:
         out.append(f"train.sharding must be one of {', '.join(SHARDINGS)}, got {t.sharding!r}")
+    if not (isinstance(t.grad_accum, int) and t.grad_accum >= 0):
+        out.append(f"train.grad_accum must be a positive count of microbatches, or 0 (the fewest "
+                   f"that fit this device's memory), got {t.grad_accum!r}")
+    if t.remat not in REMATS:
+        out.append(f"train.remat must be one of {', '.join(REMATS)}, got {t.remat!r}")
     return out
 
 
@@ -166,6 +179,10 @@ def validate_post(p: PostConfig | None, train: TrainConfig) -> list[str]:
     if train.sharding != "dp":
         out.append(f"train.sharding={train.sharding} is for pretraining: sft and rl keep a whole "
                    f"copy of the model on every device (dp)")
+    for key, plain in (("grad_accum", 1), ("remat", "off")):
+        if getattr(train, key) != plain:
+            out.append(f"train.{key}={getattr(train, key)} is for pretraining: sft and rl take "
+                       f"each step whole (train.{key}={plain})")
     out += _finite_non_negative(p, "post", ("kl",)) + _finite_positive(p, "post", ("lr_scale",))
     if p.method == "rl":
         if isinstance(p.samples, int) and p.samples < 2:
@@ -281,7 +298,8 @@ def _section(cls, values: Mapping[str, Any], name: str):
 # Fields added after records existed, with the value that reproduces how those records ran. At
 # that value a field is left out of the hash, so a configuration hashes as it did before the
 # field existed and identical configurations keep hashing identically across versions.
-HASH_OMITS_AT = {("model", "compute_dtype"): "float32", ("train", "sharding"): "dp"}
+HASH_OMITS_AT = {("model", "compute_dtype"): "float32", ("train", "sharding"): "dp",
+                 ("train", "grad_accum"): 1, ("train", "remat"): "off"}
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -294,17 +312,19 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 # Settings that say how a step is carried out on a machine (how the batch and parameters are laid
-# over the devices, how the loss is chunked, how often the run validates and logs), never what it
+# over the devices, how the loss is chunked, how often the run validates and logs, in how many
+# microbatches a step's gradient is summed, which activations are recomputed), never what it
 # computes beyond float rounding. A record made with other values of these is a measurement of
 # the same configuration: the leaderboard gives a configuration one entry (``identity_hash``).
 EXECUTION = (("train", "sharding"), ("train", "loss_chunk"), ("train", "val_batch_size"),
-             ("train", "eval_every"), ("train", "log_every"))
+             ("train", "eval_every"), ("train", "log_every"), ("train", "grad_accum"),
+             ("train", "remat"))
 
 
 def identity_hash(cfg: RunConfig) -> str:
     """What the leaderboard counts as one configuration: ``config_hash`` of the configuration
     with every ``EXECUTION`` setting at its default."""
-    sections = {}
+    sections: dict = {}
     for section, key in EXECUTION:
         sections.setdefault(section, {})[key] = _default(SECTIONS[section], key)
     changed = {s: dataclasses.replace(getattr(cfg, s), **keys) for s, keys in sections.items()}
@@ -312,8 +332,7 @@ def identity_hash(cfg: RunConfig) -> str:
 
 
 def _default(cls, key: str) -> Any:
-    f = next(f for f in dataclasses.fields(cls) if f.name == key)
-    return f.default
+    return next(f for f in dataclasses.fields(cls) if f.name == key).default
 
 
 def dict_hash(d: Mapping[str, Any]) -> str:
@@ -391,6 +410,8 @@ def apply_overrides(cfg: RunConfig, items: list[str], flag: str = "--set") -> Ru
                 raise SpeedrunError(
                     f"unknown setting {section}.{name}; {section} settings are: {', '.join(fields)}"
                 )
+            if isinstance(fields[name], str):  # as typed: YAML would read off/no/on as booleans
+                value = item.partition("=")[2].strip()
             value = coerce(value, fields[name], f"{section}.{name}")
             cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{name: value})})
         elif section in cfg.tricks:

@@ -190,7 +190,9 @@ WIKI_BYTES = Track(
 # decay 0.1, 700 warm-up steps, cosine to 0; for GPT-2 small (124M), lr 6e-4 over ~18.9K steps
 # (10B tokens). Like llm.c, the GPU tracks' baseline computes the forward pass in bfloat16 over
 # float32 master weights, with float32 norm statistics, softmax and loss (model.compute_dtype), so
-# a GPU baseline is fair. Both FineWeb tracks validate on the first 10,485,760 val tokens.
+# a GPU baseline is fair. Both FineWeb tracks validate on the first 10,485,760 val tokens. The
+# batch is taken in as many microbatches as a device's memory needs (train.grad_accum=0: chosen
+# when a run starts), so the same optimizer step runs on one GPU or on eight.
 def fineweb(name: str, summary: str, where: str, train_shards: int, model: ModelConfig,
             lr: float, steps: int, target: float) -> Track:
     """A FineWeb10B track: GPT-2 tokens, llm.c's recipe at ``lr`` for ``steps`` steps, HellaSwag
@@ -207,7 +209,7 @@ def fineweb(name: str, summary: str, where: str, train_shards: int, model: Model
             optim=OptimConfig(lr=lr, warmup_steps=700, weight_decay=0.1, min_lr_frac=0.0),
             train=TrainConfig(batch_size=512, steps=steps, eval_every=250,
                               val_tokens=10_485_760, val_batch_size=64, target=target,
-                              loss_chunk=8192),
+                              loss_chunk=8192, grad_accum=0),
         ),
         rules=Rules(target=target, val_tokens=10_485_760, tokenizer="gpt2", vocab=50257),
         hellaswag=True,

@@ -309,14 +309,15 @@ def ctx(cfg, hooks, params, layer=0, toks=None):
                cfg=cfg.model, layer=layer)
 
 
-def mesh_steps(names, strategy: str, k: int, mesh):
-    """k updates of the harness's step (train.sharding ``strategy`` over ``mesh``) on one fixed
-    batch of 2 x BATCH rows: the losses, the final params, and whether the step returned every
-    array on the split its layout declares."""
-    cfg, hooks, _ = setup(names, [f"train.sharding={strategy}", f"train.batch_size={BATCH * 2}"])
+def mesh_steps(names, strategy: str, k: int, mesh, rows: int = BATCH * 2, overrides=()):
+    """k updates of the harness's step (train.sharding ``strategy`` over ``mesh``, and
+    ``overrides``) on one fixed batch of ``rows`` rows: the losses, the final params, and
+    whether the step returned every array on the split its layout declares."""
+    cfg, hooks, _ = setup(names, [f"train.sharding={strategy}", f"train.batch_size={rows}",
+                                  *overrides])
     state = init_state(cfg, hooks, 0, mesh)
     feed = train_mod.Feed(mesh)
-    x, y = (np.asarray(tokens(s, (BATCH * 2, SEQ))) for s in (0, 1))
+    x, y = (np.asarray(tokens(s, (rows, SEQ))) for s in (0, 1))
     step = jax.jit(train_mod.make_step(cfg, hooks, state.tx, state.layout))
     params, opt_state, losses = state.params, state.opt_state, []
     for i in range(k):

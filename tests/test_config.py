@@ -19,7 +19,7 @@ BAD = {
               "decay": "exp", "min_lr_frac": 1.5},
     "train": {"batch_size": 0, "steps": 0, "eval_every": 0, "val_tokens": 0,
               "val_batch_size": -1, "target": float("inf"), "loss_chunk": 0, "log_every": 0, "align_docs": "yes",
-              "sharding": "tp"},
+              "sharding": "tp", "grad_accum": -1, "remat": "some"},
     "post": {"method": "dpo", "seq_len": 0, "heldout": 0, "samples": 1, "temperature": 0.0,
              "top_k": -1, "kl": -0.1, "lr_scale": float("nan")},
 }
@@ -50,6 +50,44 @@ def test_post_training_keeps_whole_models():
     assert [p for p in config.problems(cfg) if "sharding" in p] == [
         "train.sharding=fsdp is for pretraining: sft and rl keep a whole copy of the model on "
         "every device (dp)"]
+
+
+def test_post_training_takes_each_step_whole():
+    cfg = RunConfig(train=TrainConfig(grad_accum=4, remat="full"), post=PostConfig())
+    assert [p for p in config.problems(cfg) if "pretraining" in p] == [
+        "train.grad_accum=4 is for pretraining: sft and rl take each step whole "
+        "(train.grad_accum=1)",
+        "train.remat=full is for pretraining: sft and rl take each step whole (train.remat=off)"]
+
+
+def test_settings_added_later_keep_every_configurations_hash():
+    """At their defaults the execution settings added after records existed are left out of
+    the hash: a configuration hashes as it did before they existed."""
+    cfg = tracks.TRACKS["wiki-bytes"].config
+    d = cfg.to_dict()
+    for key in ("sharding", "grad_accum", "remat"):
+        del d["train"][key]
+    del d["model"]["compute_dtype"]
+    assert config.config_hash(cfg) == config.dict_hash(d)
+    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, grad_accum=2))
+    assert config.config_hash(changed) != config.config_hash(cfg)
+
+
+def test_every_execution_setting_is_left_out_of_the_identity():
+    cfg = tracks.TRACKS["wiki-bytes"].config
+    for section, key in config.EXECUTION:
+        other = {"sharding": "fsdp", "remat": "full"}.get(key, 7)  # the rest are counts
+        changed = dataclasses.replace(cfg, **{section: dataclasses.replace(
+            getattr(cfg, section), **{key: other})})
+        assert config.config_hash(changed) != config.config_hash(cfg), key
+        assert config.identity_hash(changed) == config.identity_hash(cfg), key
+    assert config.identity_hash(dataclasses.replace(cfg, optim=dataclasses.replace(
+        cfg.optim, lr=1e-3))) != config.identity_hash(cfg)
+
+
+def test_a_string_setting_is_taken_as_typed():
+    cfg = config.apply_overrides(RunConfig(), ["train.remat=off", "train.sharding=fsdp"])
+    assert (cfg.train.remat, cfg.train.sharding) == ("off", "fsdp")
 
 
 def test_shapes_must_divide():

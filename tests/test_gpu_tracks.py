@@ -28,7 +28,8 @@ STACK = ["muon", "momentum-warmup", "rotary", "value-residual"]
 
 def gpt2_small(names):
     cfg = tracks.FINEWEB10B.config
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=1))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=1,
+                                                             grad_accum=1))
     return tricks.configure(apply_overrides(tricks.with_tricks(cfg, names), []))
 
 

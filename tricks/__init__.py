@@ -134,6 +134,10 @@ class Trick:
     # token, document ids over the whole sequence, routing over the whole batch), so cached
     # decoding (`sample`) would differ from the full forward pass: generation refuses it.
     cached_decoding: bool = True
+    # True: the forward pass computes over the batch's tokens together (moe's routing capacity
+    # and load-balancing loss), so microbatches would compute something else: a run refuses
+    # gradient accumulation with it (speedrun/training/accumulate.py).
+    whole_batch: bool = False
     # {track: {hyperparameter: Tuned}}: defaults tuned on a track, replacing the record's
     # constant (``params``) there; checked by ``tuning_problems``.
     tuned: Mapping[str, Mapping[str, Tuned]] = field(default_factory=dict)

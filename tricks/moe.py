@@ -18,7 +18,9 @@ Load balancing: the Switch Transformer auxiliary loss (Fedus et al. 2021, eq. 4)
                                           P_e = mean router probability of e,  alpha = 0.01
 
 added per block to the training loss (``ctx.aux_loss``; validation scores the plain loss). It is
-1 * alpha at perfect balance.
+1 * alpha at perfect balance. Capacity, queues and both means are over the whole batch (every
+device's rows together), so microbatches would route differently: a run refuses
+``train.grad_accum`` above 1 with moe (``whole_batch``).
 
 Experts have hidden width Fe = round(hidden_frac * mlp_ratio * D). ``hidden_frac`` 1 (default)
 keeps each expert the dense MLP's size: at top-1 the *active* parameters per token equal the
@@ -175,4 +177,5 @@ TRICK = Trick(
     source="not a speedrun record: Switch Transformer (Fedus et al. 2021, arXiv:2101.03961); "
     "GShard (Lepikhin et al. 2020) for top-2",
     cached_decoding=False,
+    whole_batch=True,
 )

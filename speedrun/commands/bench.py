@@ -73,15 +73,18 @@ def step_main(args) -> int:
     import tricks as trick_registry
     from speedrun.config import validate
     from speedrun.core import attention
-    from speedrun.training import speed
+    from speedrun.training import accumulate, speed
     from speedrun.training.plan import config_for
 
     cfg = config_for(args.track, args.tricks, args.overrides)
     validate(cfg, trick_registry.setting_problems(cfg))  # e.g. a train.sharding that is none
+    cfg, chosen = accumulate.resolve(cfg, trick_registry.build_hooks(cfg))
+    if chosen:
+        print(chosen)
     dev = jax.devices()[0]
     peak, peak_label = speed.mfu_peak(dev, cfg.model.compute_dtype)
     profile = Path(args.profile) if args.profile else None
-    r = speed.measure_step(cfg, steps=args.steps, profile_dir=profile)
+    r = speed.measure_step(cfg, steps=args.steps, profile_dir=profile, activations=True)
     m = cfg.model
     print(f"device: {jax.device_count()} x {dev.device_kind}")
     print(f"model: {m.n_layer}L d{m.d_model} h{m.n_head} seq{m.seq_len} vocab{m.vocab_size}, "
@@ -103,6 +106,12 @@ def step_main(args) -> int:
         print(f"peak memory ({where}): {r['peak_memory_bytes'] / 2**20:,.0f} MiB")
     if r["step_peak_bytes"]:
         print(f"step program's peak (XLA's buffer plan): {r['step_peak_bytes'] / 2**20:,.0f} MiB")
+    t = cfg.train
+    print(f"microbatches: {t.grad_accum} of {t.batch_size // n // t.grad_accum} sequences a "
+          f"device (train.grad_accum); remat: {t.remat} (train.remat)")
+    if r["kept_activation_bytes"] is not None:
+        print(f"activations kept for the backward pass: {r['kept_activation_bytes'] / 2**20:,.1f} "
+              f"MiB a microbatch (as JAX traces it, train.remat={t.remat})")
     if args.breakdown:
         print("\nwhere the step goes (each piece compiled on its own, median of "
               f"{args.steps}):")

@@ -5,7 +5,10 @@ compiles, ``plan.prepare`` checks the settings, the records folder and the data 
 validation tokens' range. The record is written only after every seed has finished; a
 divergence, a crash or Ctrl-C leaves no record behind, and a record that cannot be written
 leaves a results file for `recover` instead of losing the run. On the tracks that report it,
-each seed's model is scored on HellaSwag after its clock stops.
+each seed's model is scored on HellaSwag after its clock stops. `--save DIR --checkpoint-every
+N` keeps the whole training state in DIR, and `--resume DIR` continues a stopped run from it
+(an untimed record: speedrun/training/resume.py); `--log-to` shows the metrics in TensorBoard
+or Weights & Biases as the run goes (speedrun/training/metrics.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from speedrun.commands import flags
+from speedrun.tracks import DEFAULT as DEFAULT_TRACK
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -33,7 +37,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
                      help="write each seed's final parameters (with the resolved config and the "
                      "tokenizer) to DIR/<track>-<config hash>-seed<N>.safetensors, after the "
                      "clock stops; use them with `sample`, `eval`, `quantize`")
+    run.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                     help="with --save DIR: also keep the whole training state there every N "
+                     "steps (clock stopped), so that `run --resume DIR` can continue the run")
+    run.add_argument("--resume", metavar="DIR", default=None,
+                     help="continue the run kept in DIR (--save DIR --checkpoint-every N) from "
+                     "its last checkpoint: its configuration and seeds; the record says it was "
+                     "resumed (not a timed claim)")
+    run.add_argument("--log-to", action="append", default=[], metavar="LOGGER",
+                     help="also log the metrics (train loss, val loss and bits per byte, lr, "
+                     "step time, tokens/s, MFU) as the run goes: tensorboard:DIR (event files, "
+                     "needs tensorboardX) or wandb[:PROJECT] (needs wandb; WANDB_MODE=offline "
+                     "keeps it local); repeatable")
     flags.output(run, "records are written")
+    run.set_defaults(track=None)  # so that --resume can tell a track named from none
     return run
 
 
@@ -63,8 +80,54 @@ def resolve(args):
         seeds = record_seeds if args.seed is None and args.seeds is None else parse_seeds(
             args.seed, args.seeds)
         return cfg, seeds, args.name or rec.get("name")
-    cfg = config_for(args.track, args.tricks, args.overrides, args.steps)
+    cfg = config_for(args.track or DEFAULT_TRACK, args.tricks, args.overrides, args.steps)
     return cfg, parse_seeds(args.seed, args.seeds), args.name
+
+
+def kept_run(args):
+    """``--resume DIR``: (the kept run, its configuration, seeds and record name), checked
+    against what the command names (a configuration or seeds, if any) before anything is built
+    or compiled."""
+    from pathlib import Path
+
+    from speedrun.errors import SpeedrunError
+    from speedrun.training import resume
+    from speedrun.training.plan import config_for, parse_seeds
+
+    if args.from_record or args.save or args.checkpoint_every is not None:
+        raise SpeedrunError("--resume DIR continues the run kept there, keeping its state in "
+                            "DIR as it goes: drop --from-record/--save/--checkpoint-every")
+    named = args.track or args.tricks or args.overrides or args.steps is not None
+    cfg = config_for(args.track or DEFAULT_TRACK, args.tricks, args.overrides, args.steps) \
+        if named else None
+    seeds = None if args.seed is None and args.seeds is None else parse_seeds(args.seed,
+                                                                             args.seeds)
+    folder = resume.open_folder(Path(args.resume).expanduser(), cfg, seeds)
+    return folder, folder.cfg, folder.seeds, args.name or folder.manifest["name"]
+
+
+def check_checkpoint_every(args) -> None:
+    from speedrun.errors import SpeedrunError
+
+    if args.checkpoint_every is None:
+        return
+    if args.save is None:
+        raise SpeedrunError("--checkpoint-every N keeps the training state in the --save DIR "
+                            "folder: give --save DIR too")
+    if args.checkpoint_every < 1:
+        raise SpeedrunError(f"--checkpoint-every must be at least 1, got "
+                            f"{args.checkpoint_every}")
+
+
+def check_save_folder(args, save_dir: str) -> None:
+    """The --save folder can be written, and a new kept run would overwrite no other."""
+    from pathlib import Path
+
+    from speedrun.training import resume, saving
+
+    saving.check_save_dir(save_dir, args.records_dir)
+    if args.checkpoint_every is not None and not args.resume:
+        resume.check_new(Path(save_dir).expanduser())
 
 
 def hellaswag_examples(plan, data_dir: str | None):
@@ -103,18 +166,23 @@ def main(args) -> int:
     from speedrun.errors import SpeedrunError
     from speedrun.inference import hellaswag_score
     from speedrun.records.record import claim_line
-    from speedrun.training import saving
+    from speedrun.training import metrics, saving
     from speedrun.training.plan import check_name, command_line, label, prepare
-    from speedrun.training.seed import run_seed
 
     devices.maybe_initialize()
     check_name(args.name)
-    cfg, seeds, name = resolve(args)
+    targets = metrics.parse(args.log_to)
+    if args.resume:
+        folder, cfg, seeds, name = kept_run(args)
+        save_dir = args.resume
+    else:
+        check_checkpoint_every(args)
+        folder, (cfg, seeds, name), save_dir = None, resolve(args), args.save
     writes = not args.no_record and devices.is_main_process()
-    save_dir = getattr(args, "save", None)
     if save_dir is not None:  # before anything slow; process 0 saves, and checks for all
-        devices.decided_by_main(lambda: saving.check_save_dir(save_dir, args.records_dir))
+        devices.decided_by_main(lambda: check_save_folder(args, save_dir))
     plan = prepare(cfg, args.data_dir, command_line(), None if args.no_record else args.records_dir)
+    folder = kept_folder(args, folder, plan, seeds, name)
     print(f"track {cfg.track}: {cfg.train.steps} steps, target val loss {cfg.train.target}, "
           f"tricks: {label(cfg)}, seeds: {seeds}, devices: {plan.env['device_count']} x "
           f"{plan.env['device_kind']}")
@@ -123,14 +191,67 @@ def main(args) -> int:
     failed: list[str] = []
     examples, scores = hellaswag_examples(plan, args.data_dir), {}
     after = None if examples is None else hellaswag_after(plan, examples, args.quiet, scores)
-    results = [run_seed(plan, seed, args.quiet, save_dir=save_dir, save_failures=failed,
-                        after=after) for seed in seeds]
+    log_to = (targets, run_name(folder, name or label(cfg))) if targets else None
+    results = train_seeds(plan, seeds, args, save_dir, failed, after, folder, log_to)
+    where = None
     if writes:
         where, rec = saving.save(plan, results, args.records_dir, name,
                                  hellaswag=hellaswag_score.record_field(examples, scores)
-                                 if scores else None)
+                                 if scores else None,
+                                 untimed=folder.untimed() if folder else None)
         print(f"record written: {where}")
         print(claim_line(rec))
+    if folder is not None:
+        folder.done(None if where is None else str(where))
     if failed:
         raise SpeedrunError(f"the run finished but {'; '.join(failed)}")
     return 0
+
+
+def kept_folder(args, folder, plan, seeds: list[int], name: str | None):
+    """The resume.Folder the seeds keep their state in: the kept run's (checked against this
+    machine, code and data), a new one (``--checkpoint-every``), or None."""
+    from pathlib import Path
+
+    from speedrun.training import resume
+
+    if folder is not None:
+        resume.check_same(folder, plan.data, plan.env)
+        # The record and every log name the command that started the run (what it trains).
+        plan.env["command"] = folder.manifest.get("command")
+        print(f"resuming the run kept in {folder.path}")
+    elif args.checkpoint_every is not None:
+        folder = resume.start(Path(args.save).expanduser(), plan.cfg, seeds,
+                              args.checkpoint_every, name, plan.data, plan.env)
+        print(f"keeping the training state in {folder.path} every {folder.every} steps "
+              f"(continue a stopped run with: python -m speedrun run --resume {args.save})")
+    return folder
+
+
+def run_name(folder, name: str) -> str:
+    """The run's name in the metrics loggers: when it started (a resumed run's: when the
+    stopped one started, so it writes on into the same run) and its name."""
+    import datetime
+
+    started = folder.manifest["started"] if folder is not None else \
+        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return f"{started[:19].replace(':', '')}-{name}"
+
+
+def train_seeds(plan, seeds, args, save_dir, failed, after, folder, log_to) -> list:
+    """Every seed's result: trained now, or kept in ``folder`` by the run that was stopped."""
+    from speedrun.training.seed import run_seed
+
+    results = []
+    for seed in seeds:
+        done = folder.result(seed) if folder is not None else None
+        if done is None:
+            done = run_seed(plan, seed, args.quiet, save_dir=save_dir, save_failures=failed,
+                            after=after, folder=folder, log_to=log_to)
+            if folder is not None:
+                folder.finish(done)
+        else:
+            print(f"seed {seed}: finished before the run was stopped; its result is kept in "
+                  f"{folder.path}")
+        results.append(done)
+    return results

@@ -150,7 +150,10 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return p
 
 
-def _read(path: Path) -> tuple[dict, dict]:
+def read_file(path: Path, what: str = "checkpoint", tensors: bool = True) -> tuple[dict, dict]:
+    """(metadata, tensors) of a safetensors file, its size checked against its header first: a
+    file cut short or padded is one ``SpeedrunError`` line naming ``what`` it is. Without
+    ``tensors``, only that check (and the metadata)."""
     from safetensors import safe_open
 
     try:
@@ -169,23 +172,25 @@ def _read(path: Path) -> tuple[dict, dict]:
         if 8 + header_len + end != size:
             raise ValueError(f"truncated or padded: the tensors need {8 + header_len + end} "
                              f"bytes, the file has {size}")
-        tensors = {}
+        if not tensors:
+            return header.get("__metadata__") or {}, {}
+        out = {}
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             for name in f.keys():
-                tensors[name] = f.get_tensor(name)
+                out[name] = f.get_tensor(name)
     except OSError as e:
-        raise SpeedrunError(f"checkpoint {path}: cannot read it ({e.strerror or e})") from None
+        raise SpeedrunError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
     except Exception as e:  # noqa: BLE001 - safetensors/json errors: a damaged file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SpeedrunError(f"checkpoint {path}: not a readable safetensors file ({msg})") from None
-    return meta, tensors
+        raise SpeedrunError(f"{what} {path}: not a readable safetensors file ({msg})") from None
+    return meta, out
 
 
 def load(path: str | os.PathLike) -> Checkpoint:
     """Read and check a checkpoint (see the module docstring)."""
     path = resolve_path(path)
-    meta, tensors = _read(path)
+    meta, tensors = read_file(path)
 
     def bad(what: str):
         return SpeedrunError(f"checkpoint {path}: {what}")

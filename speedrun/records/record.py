@@ -41,7 +41,7 @@ record.yaml, schema version 3 (every field required unless marked optional):
     history         lines saying how a committed record was changed after it was written
                     (e.g. the sittings a schema migration derived)
     untimed         why the seeds' train times are not each one seed's uninterrupted wall clock
-                    (a resumed run, seeds trained side by side): the record is listed, never
+                    (e.g. "resumed from step 400", seeds trained side by side): the record is listed, never
                     ranked, and its times feed no estimate
     hellaswag       information, never a rule: on the tracks that report it, each seed's
                     HellaSwag accuracy after the final validation (untimed):
@@ -275,7 +275,8 @@ def claim_line(rec: dict) -> str:
     s = rec["summary"]
     p = s.get("p_value")
     verdict = "a claim" if s["claim"] else "NOT a claim (" + "; ".join(s["reasons"]) + ")"
+    untimed = f"; untimed ({rec['untimed']}): not a timed claim" if rec.get("untimed") else ""
     return (f"{rec['description']}: {s['mean_steps']:.0f} steps, {s['mean_time_s']:.1f} ± "
             f"{s['std_time_s']:.1f}s, final val loss {s['mean_val_loss']:.4f} ± "
             f"{s['std_val_loss']:.4f} over {s['seeds']} seed(s), "
-            f"p {'n/a' if p is None else f'{p:.2g}'}: {verdict}")
+            f"p {'n/a' if p is None else f'{p:.2g}'}: {verdict}{untimed}")

@@ -87,7 +87,9 @@ def seeds_of(rid: str, rec: dict) -> list[Seed]:
 def problems(records: dict[str, dict]) -> dict[str, list[str]]:
     """{record id: problems} of the records (by id, each already verified alone): those that
     share a sitting id must have been one sitting (``sitting_problems``), and records of one
-    host whose seeds interleave in time must share one (``split_problems``)."""
+    host whose seeds interleave in time must share one (``split_problems``). Untimed records
+    (resumed, seeds side by side) are no evidence of time: their seeds may overlap and pause."""
+    records = {rid: rec for rid, rec in records.items() if not rec.get("untimed")}
     by_sitting: dict[str, list[str]] = {}
     for rid, rec in records.items():
         sid, _ = of(rec)

@@ -221,7 +221,8 @@ def sitting_problems(header: dict | None, log: dict, run: dict, rec: dict,
     if header is None:
         return []  # reported by header_problems
     sid = (rec.get("sitting") or {}).get("id")
-    if header.get("sitting") != sid:
+    # A resumed seed's log began in an earlier sitting (its record, untimed, names the last).
+    if header.get("sitting") != sid and not rec.get("untimed"):
         return [f"{where}: the log's header says sitting {header.get('sitting')!r}, the record "
                 f"says {sid!r}"]
     out = []

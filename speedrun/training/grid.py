@@ -24,7 +24,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from speedrun.config import RunConfig, apply_overrides, config_hash, split_override
+from speedrun.config import (RunConfig, apply_overrides, config_hash, identity_hash,
+                             split_override)
 from speedrun.errors import SpeedrunError
 from speedrun.records import stats
 from speedrun.records.record import SLUG_CHARS, load_record, record_id, slugify
@@ -191,17 +192,17 @@ def reference_of(points: list[Point], base: RunConfig, grid_axes: dict, text: st
 
 def records_by_point(records_dir: str, track: str, points: list[Point], prefix: str
                      ) -> dict[tuple, list[Path]]:
-    """The track's records under ``records_dir`` by (config hash, seeds, hardware class). A
-    record named as one of ``points`` that cannot be read is refused: the sweep could neither
-    read it back nor tell whether it ran that point."""
+    """The track's records under ``records_dir`` by (configuration's identity_hash, seeds,
+    hardware class). A record named as one of ``points`` that cannot be read is refused: the
+    sweep could neither read it back nor tell whether it ran that point."""
     folder = Path(records_dir) / track
     index: dict[tuple, list[Path]] = {}
     names = {slugify(p.name(prefix)): p for p in points}
     for f in find_records([folder]) if folder.is_dir() else []:
         try:
             rec = load_record(f)
-            key = (rec["config_hash"], tuple(sorted(int(r["seed"]) for r in rec["runs"])),
-                   rec["hardware_class"])
+            key = (identity_hash(RunConfig.from_dict(rec["config"])),
+                   tuple(sorted(int(r["seed"]) for r in rec["runs"])), rec["hardware_class"])
         except (SpeedrunError, KeyError, TypeError, ValueError) as e:
             name = f.name.partition("_")[2]  # <date>_<name>, or <date>_<name>-2 beside it
             point = names.get(name) or names.get(re.sub(r"-\d+$", "", name))
@@ -220,7 +221,8 @@ def records_by_point(records_dir: str, track: str, points: list[Point], prefix: 
 def on_record(index: dict, cfg: RunConfig, seeds: list[int], hw: str) -> tuple[Path, dict] | None:
     """The latest record of this configuration over these seeds on this hardware class that
     verifies, or None."""
-    for folder in reversed(index.get((config_hash(cfg), tuple(sorted(seeds)), hw), [])):
+    # by identity: how the record's steps were carried out (its microbatches, say) may differ
+    for folder in reversed(index.get((identity_hash(cfg), tuple(sorted(seeds)), hw), [])):
         problems = verify(folder)
         if not problems:
             return folder, load_record(folder)

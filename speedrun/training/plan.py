@@ -25,7 +25,7 @@ from speedrun.data import corpus, fingerprint, loader, paths
 from speedrun.distributed import devices
 from speedrun.errors import SpeedrunError
 from speedrun.records import provenance
-from speedrun.training import compile_cache, environment
+from speedrun.training import accumulate, compile_cache, environment
 
 
 def parse_seeds(seed: int | None, seeds: str | None) -> list[int]:
@@ -204,6 +204,9 @@ def prepare(cfg: RunConfig, data_dir: str | None, command: str,
     process passes the same: process 0 checks it for all); ``skippable``: as for preflight."""
     track = preflight(cfg, data_dir, records_dir, skippable)
     hooks = trick_registry.build_hooks(cfg)  # fails here, before data or compilation, if broken
+    cfg, chosen = accumulate.resolve(cfg, hooks)  # microbatches: checked, or chosen now
+    if chosen:
+        print(chosen)
     train_files, val_files = data_for(track, data_dir)
     val = validation_set(cfg, val_files)
     check_token_range(cfg, val, val_files, train_files[0].parent, track.dataset)

@@ -35,7 +35,7 @@ from speedrun.core import params as P
 from speedrun.core.hooks import Ctx
 from speedrun.distributed import devices, sharding
 from speedrun.inference import generate as G
-from speedrun.training import environment, train
+from speedrun.training import accumulate, environment, remat, train
 from speedrun.training.environment import matmul_peak
 from speedrun.training.state import init_state
 
@@ -83,12 +83,16 @@ def _setup(cfg: RunConfig):
 
 
 def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
-                 profile_dir: Path | None = None) -> dict:
+                 profile_dir: Path | None = None, activations: bool = False) -> dict:
     """Median wall time of the compiled train step on random tokens (state donated as in a run);
     with ``profile_dir``, a jax.profiler trace of ``steps`` more steps is written there. Also
-    the bytes of parameters and optimizer state one device holds (``train.sharding``)."""
+    the bytes of parameters and optimizer state one device holds (``train.sharding``); with
+    ``activations``, those its backward pass keeps (``remat.kept_bytes``: a trace of the model,
+    seconds at GPT-2 small's size)."""
+    cfg = resolved(cfg)
     hooks, start, (x, y), shard = _setup(cfg)
     state_bytes = sharding.bytes_per_device((start.params, start.opt_state))
+    kept = kept_activation_bytes(cfg, hooks, start.params, x, y) if activations else None
     x, y = devices.put_batch(x, shard), devices.put_batch(y, shard)
     step = jax.jit(train.make_step(cfg, hooks, start.tx, start.layout), donate_argnums=(0, 1))
     t0 = time.perf_counter()
@@ -127,7 +131,23 @@ def measure_step(cfg: RunConfig, steps: int = 10, warmup: int = 2,
         "state_bytes_per_device": state_bytes,
         "peak_memory_bytes": peak_memory(),
         "step_peak_bytes": step_peak,
+        "kept_activation_bytes": kept,
     }
+
+
+def resolved(cfg: RunConfig) -> RunConfig:
+    """The configuration with its microbatch count chosen for this machine, as a run would."""
+    return accumulate.resolve(cfg, trick_registry.build_hooks(cfg))[0]
+
+
+def kept_activation_bytes(cfg: RunConfig, hooks, params, x, y) -> int | None:
+    """Activations one microbatch's backward pass keeps from its forward pass, under
+    ``train.remat`` (traced, not compiled: remat.kept_bytes)."""
+    rows = x.shape[0] // cfg.train.grad_accum
+    step_hooks = remat.with_remat(hooks, cfg.train.remat)
+    return remat.kept_bytes(
+        lambda p: model.loss(p, x[:rows], y[:rows], cfg.model, step_hooks, cfg.train.loss_chunk),
+        params)
 
 
 def program_peak_bytes(compiled) -> int | None:
@@ -153,14 +173,17 @@ def peak_memory() -> int | None:
 
 def breakdown(cfg: RunConfig, steps: int = 10) -> dict:
     """Seconds per train step spent in each piece (see the module docstring for what each is)."""
+    cfg = resolved(cfg)
     hooks, state, (x, y), _ = _setup(cfg)
     tx, params, opt_state = state.tx, state.params, state.opt_state
     m, chunk = cfg.model, cfg.train.loss_chunk
     B, T = x.shape
     x, y = jnp.asarray(x), jnp.asarray(y)
-    grad_fn = jax.jit(jax.value_and_grad(
-        lambda p, x, y: model.loss(state.layout.gather(p), x, y, m, hooks, chunk)))
-    grad_s = median_time(grad_fn, params, x, y, steps=steps)
+    step_hooks = remat.with_remat(hooks, cfg.train.remat)  # the gradient as the step takes it
+    grad_fn = jax.jit(accumulate.value_and_grad(
+        lambda p, x, y, i: model.loss(state.layout.gather(p), x, y, m, step_hooks, chunk),
+        cfg.train.grad_accum))
+    grad_s = median_time(grad_fn, params, x, y, None, steps=steps)
     step_fn = jax.jit(train.make_step(cfg, hooks, tx, state.layout))
     step_s = median_time(step_fn, params, opt_state, x, y, steps=steps)
 

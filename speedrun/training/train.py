@@ -30,7 +30,7 @@ from speedrun.distributed import devices, sharding
 from speedrun.errors import SpeedrunError
 from speedrun.records.logs import val_line
 from speedrun.records.record import first_crossing
-from speedrun.training import evaluate
+from speedrun.training import accumulate, evaluate, remat
 from speedrun.training.state import State, init_state
 
 
@@ -69,15 +69,20 @@ def make_step(cfg: RunConfig, hooks, tx: optax.GradientTransformation,
     """One update. With a split ``layout`` (fsdp) the forward and backward pass see the whole
     parameters (XLA all-gathers them), the gradients come back split (summed, each device
     keeping its slice) and the optimizer updates each device's slice; replicated (dp), none of
-    that is in the step."""
+    that is in the step. The gradient is taken in ``train.grad_accum`` microbatches
+    (accumulate.py), each block checkpointed as ``train.remat`` says (remat.py)."""
     chunk, steps = cfg.train.loss_chunk, cfg.train.steps
+    hooks = remat.with_remat(hooks, cfg.train.remat)
+
+    def loss_fn(params, x, y, i):
+        return model.loss(layout.gather(params), x, y, cfg.model, hooks, chunk, i, steps)
+
+    grads_of = accumulate.value_and_grad(loss_fn, cfg.train.grad_accum, layout.split_params)
 
     def step(params, opt_state, x, y, i=None):
         # i: this update's index (traced), for hooks with schedules in the forward pass
-        loss, grads = jax.value_and_grad(
-            lambda p: model.loss(layout.gather(p), x, y, cfg.model, hooks, chunk, i, steps)
-        )(params)
-        updates, opt_state = tx.update(layout.split_params(grads), opt_state, params)
+        loss, grads = grads_of(params, x, y, i)
+        updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return layout.split_params(params), layout.split_state(opt_state), loss
 
@@ -127,13 +132,16 @@ def train(
     machine_gflops: float | None = None,
     bpb_per_nat: float | None = None,
     finished: Callable[[object], None] | None = None,
+    keep=None,
 ) -> Outcome:
     """Train one seed for ``train.steps`` steps. ``train_loader.batch(step, index, count)`` gives
     this process's rows of the global batch; ``val_batches`` is the fixed validation set;
     ``machine_gflops`` is the machine-speed probe taken before the seed (stored as is);
     ``bpb_per_nat`` converts a mean val loss to bits per byte for the log (None: not shown);
     ``finished(params)`` receives the final parameters after the last validation, with the
-    clock stopped (``run --save`` writes them to a checkpoint)."""
+    clock stopped (``run --save`` writes them to a checkpoint). ``keep`` (resume.SeedKeeper):
+    the state to continue from (``keep.restore``), and a checkpoint every ``keep.every``
+    steps (``keep.save``, with the clock stopped)."""
     mesh = devices.mesh()
     sizes = batch_sizes(cfg, hooks)  # one per step; a few distinct sizes, each compiled once
     for size in sorted(set(sizes)):
@@ -143,41 +151,57 @@ def train(
     state = init_state(cfg, hooks, seed, mesh)
     evaluate_fn = evaluate.make_eval(cfg, hooks, mesh, state.layout)
 
+    resumed = keep.restore(state) if keep is not None else None  # (state, step, curve, time)
+
     t0 = time.perf_counter()  # --- untimed: compile and warm up
     step_fns = compile_steps(cfg, hooks, state, sizes, feed)
-    first_val = evaluate_fn(state.params, val_batches, 0)  # compiles eval; step 0 of the curve
+    if resumed is None:  # step 0 of the curve (its validation compiles eval)
+        curve, start = [(0, 0.0, 0, evaluate_fn(state.params, val_batches, 0))], None
+    else:
+        state, step, curve, train_time = resumed
+        start = (step, train_time)
+        evaluate_fn(state.params, val_batches[:1], step)  # compiles eval; not a curve point
     compile_time = time.perf_counter() - t0
     log(f"compiled and warmed up in {compile_time:.1f}s (not timed)")
     if progress:
         progress(0, {"compiled": compile_time})  # lets a progress bar restart its rate here
-    log(val_line(0, cfg.train.steps, first_val, 0.0, bpb_per_nat))
-    check_finite(first_val, 0, "val")
+    if resumed is None:
+        log(val_line(0, cfg.train.steps, curve[0][3], 0.0, bpb_per_nat))
+        check_finite(curve[0][3], 0, "val")
+        if progress:
+            progress(0, {"val": curve[0][3], "time": 0.0})
+    else:
+        log(f"resumed at step {step} ({train_time:.1f}s of train time before it; the time "
+            f"from that checkpoint to the stop is not counted)")
 
     params, curve = timed_loop(cfg, hooks, state, step_fns, sizes, feed, train_loader,
-                               lambda p, s: evaluate_fn(p, val_batches, s), first_val, log,
-                               progress, bpb_per_nat)
+                               lambda p, s: evaluate_fn(p, val_batches, s), curve, log,
+                               progress, bpb_per_nat, keep, start)
     if finished is not None:  # after the clock and the last validation: never timed
         finished(params)
     return outcome(cfg, seed, curve, compile_time, machine_gflops)
 
 
 def timed_loop(cfg: RunConfig, hooks, state: State, step_fns: dict, sizes: list[int], feed: Feed,
-               train_loader, validate: Callable, first_val: float, log, progress,
-               bpb_per_nat) -> tuple:
-    """Every step, on the clock; the clock stops for each validation. Returns the final
-    parameters and the curve [(step, train_time_s, tokens, val_loss), ...] from step 0."""
+               train_loader, validate: Callable, curve: list, log, progress,
+               bpb_per_nat, keep=None, start: tuple | None = None) -> tuple:
+    """Every step from ``start`` (step, train time; default: the curve's last point) on, on the
+    clock; the clock stops for each validation and checkpoint. Returns the final parameters
+    and the curve [(step, train_time_s, tokens, val_loss), ...] from step 0."""
     t = cfg.train
     seen = tokens_seen(cfg, hooks)
     scheduled = hooks.extra("batch_schedule") is not None
     rows_before = [0, *np.cumsum(sizes).tolist()]  # sequences consumed before each step
     params, opt_state = state.params, state.opt_state
-    curve = [(0, 0.0, 0, first_val)]
-    train_time, step, val_loss = 0.0, 0, first_val
+    curve = list(curve)
+    step, train_time = start or curve[-1][:2]
+    val_loss = curve[-1][3]
+    stops = [t.eval_every] + ([keep.every] if keep is not None else [])
     while step < t.steps:
         t_start = time.perf_counter()
-        # Run steps until the next validation or the end; the host only waits for the device at
-        # log points, so data loading overlaps with compute.
-        stop_at = min(t.steps, (step // t.eval_every + 1) * t.eval_every)
+        # Run steps until the next validation, checkpoint or the end; the host only waits for
+        # the device at log points, so data loading overlaps with compute.
+        stop_at = min(t.steps, *((step // every + 1) * every for every in stops))
         while step < stop_at:
             if not scheduled:
                 x, y = train_loader.batch(step, feed.index, feed.count)
@@ -197,13 +221,16 @@ def timed_loop(cfg: RunConfig, hooks, state: State, step_fns: dict, sizes: list[
                     progress(step, {"loss": loss_value, "val": val_loss, "time": elapsed,
                                     "tok_s": seen[step] / max(elapsed, 1e-9)})
         jax.block_until_ready(params)
-        train_time += time.perf_counter() - t_start  # the clock stops here for validation
-        val_loss = validate(params, step)
-        check_finite(val_loss, step, "val")
-        curve.append((step, train_time, seen[step], val_loss))
-        log(val_line(step, t.steps, val_loss, train_time, bpb_per_nat))
-        if progress:
-            progress(step, {"val": val_loss, "time": train_time})
+        train_time += time.perf_counter() - t_start  # the clock stops here
+        if step % t.eval_every == 0 or step == t.steps:
+            val_loss = validate(params, step)
+            check_finite(val_loss, step, "val")
+            curve.append((step, train_time, seen[step], val_loss))
+            log(val_line(step, t.steps, val_loss, train_time, bpb_per_nat))
+            if progress:
+                progress(step, {"val": val_loss, "time": train_time})
+        if keep is not None and step % keep.every == 0 and step < t.steps:
+            keep.save(step, params, opt_state, curve, train_time)
     return params, curve
 
 

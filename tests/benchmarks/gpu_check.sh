@@ -18,6 +18,10 @@
 #      wsd-schedule` and the CPU track's fastest stack, and STEPS (300) real steps of GPT-2
 #      small on the `wiki` track's shards (~1M GPT-2 tokens: the GPU machine has no internet,
 #      so no FineWeb; the run sees the shards ~9 times).
+#   5. memory (only when PARTS names it: PARTS=memory, ~3 minutes on an H100): `bench` at BATCH
+#      with train.remat off, dots and full (step time, the step program's peak, the device's
+#      peak, the activations kept), then the track's 8 x BATCH in 8 microbatches, and in 16
+#      with remat full: the figures docs/performance.md computes for a 24 GB card.
 #
 # Usage, from the repo root, with the wiki data made here (`python -m speedrun data wiki`) and
 # copied into a folder that travels with the tree (SPEEDRUN_DATA_DIR, default .gpudata; only
@@ -117,5 +121,18 @@ if want run; then
     --set optim.lr=6e-4 --set optim.warmup_steps=30 --set optim.min_lr_frac=0 \
     --set train.batch_size="${RUN_BATCH:-32}" --set train.eval_every=50 \
     --set train.loss_chunk=8192 --set train.val_batch_size=16 --set train.log_every=25
+fi
+# 5. memory: remat and microbatches, each in its own process (a process's peak only grows)
+if want memory; then
+  for remat in off dots full; do
+    bench "bench-remat-${remat}.txt" "" --set train.remat="$remat"
+  done
+  for accum in "8 off" "16 full"; do
+    set -- $accum
+    timed "bench ${TRACK} baseline, $((BATCH * 8)) sequences in $1 microbatches, remat $2" \
+      "bench-accum-$1-remat-$2.txt" $PY -m speedrun bench --track "$TRACK" \
+      --set train.batch_size=$((BATCH * 8)) --set train.grad_accum="$1" --set train.remat="$2" \
+      --steps 3
+  done
 fi
 echo "=== done at ${SECONDS}s (budget ${BUDGET_S}s); files under $out"
