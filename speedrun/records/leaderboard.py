@@ -100,6 +100,7 @@ def load_all(records_dir: Path) -> pd.DataFrame:
         except SpeedrunError as e:
             rec, problems = {}, [str(e)]
         s = rec.get("summary") or {}
+        untimed = [f"untimed: {rec['untimed']}"] if rec.get("untimed") else []  # never ranked
         rows.append({
             "id": references.record_id(folder), "record": rec,
             "rerun_of": rec.get("rerun_of"), "reference": rec.get("reference"),
@@ -112,8 +113,9 @@ def load_all(records_dir: Path) -> pd.DataFrame:
             "tricks": tuple(sorted(rec.get("tricks") or {})),
             "config": json.dumps(rec.get("config") or {}, sort_keys=True),
             "label": _label(rec, registry), "target": rec.get("target"),
-            "seeds": s.get("seeds", 0), "claim": bool(s.get("claim")) and not problems,
-            "reasons": "; ".join(s.get("reasons") or []),
+            "seeds": s.get("seeds", 0),
+            "claim": bool(s.get("claim")) and not problems and not rec.get("untimed"),
+            "reasons": "; ".join([*(s.get("reasons") or []), *untimed]),
             "time": s.get("mean_time_s"), "time_std": s.get("std_time_s"),
             "steps": s.get("mean_steps"), "tokens": s.get("mean_tokens"),
             "loss": s.get("mean_val_loss"), "loss_std": s.get("std_val_loss"),

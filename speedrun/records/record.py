@@ -45,6 +45,9 @@ record.yaml, schema version 2 (every field required unless marked optional):
                     examples, sha256 (of the examples file), seeds: [{seed, acc_norm,
                     acc_norm_se, acc, acc_se, truncated, examples}]
                     (speedrun/inference/hellaswag_score.py)
+    untimed         why the train times are not one seed's uninterrupted, one-at-a-time wall
+                    clock (e.g. "4 seeds trained side by side in one program"): the
+                    leaderboard lists the record, never ranks it
 
 The environment also stores ``sources`` (the sha256 of the code that ran) and ``packages``
 (every installed distribution's version), so that ``verify`` and ``run --from-record`` can say
@@ -87,7 +90,8 @@ FIELDS = {"schema_version": int, "track": str, "target": (int, float), "name": s
           "date": str, "description": str, "hardware_class": str, "tricks": dict,
           "config": dict, "config_hash": str, "data": dict, "environment": dict, "runs": list,
           "summary": dict, "content_hash": str}
-OPTIONAL_FIELDS = {"rerun_of": str, "reference": dict, "history": list, "hellaswag": dict}
+OPTIONAL_FIELDS = {"rerun_of": str, "reference": dict, "history": list, "hellaswag": dict,
+                   "untimed": str}
 DATA_FIELDS = {"dataset": str, "tokenizer": (str, type(None)), "train_sha256": str,
                "val_tokens": int, "val_sha256": str}
 
