@@ -6,6 +6,10 @@ validation tokens' range. The record is written only after every seed has finish
 divergence, a crash or Ctrl-C leaves no record behind, and a record that cannot be written
 leaves a results file for `recover` instead of losing the run. On the tracks that report it,
 each seed's model is scored on HellaSwag after its clock stops.
+
+A run is timed, one seed at a time. For screening, ``--side-by-side`` trains the seeds as one
+vmapped program (speedrun/training/side_by_side.py): the same final losses, but each seed's time
+is the program's, so the record says ``untimed`` and the leaderboard never ranks it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                      help="write each seed's final parameters (with the resolved config and the "
                      "tokenizer) to DIR/<track>-<config hash>-seed<N>.safetensors, after the "
                      "clock stops; use them with `sample`, `eval`, `quantize`")
+    flags.side_by_side(run, "off: a run is timed, one seed at a time", " (screening: the "
+                       "record is then untimed, listed but never ranked)")
     flags.output(run, "records are written")
     return run
 
@@ -103,13 +109,15 @@ def main(args) -> int:
     from speedrun.errors import SpeedrunError
     from speedrun.inference import hellaswag_score
     from speedrun.records.record import claim_line
-    from speedrun.training import saving
+    from speedrun.training import saving, side_by_side
     from speedrun.training.plan import check_name, command_line, label, prepare
     from speedrun.training.seed import run_seed
 
     devices.maybe_initialize()
     check_name(args.name)
     cfg, seeds, name = resolve(args)
+    if args.side_by_side:
+        side_by_side.check_can(cfg)
     writes = not args.no_record and devices.is_main_process()
     save_dir = getattr(args, "save", None)
     if save_dir is not None:  # before anything slow; process 0 saves, and checks for all
@@ -123,14 +131,21 @@ def main(args) -> int:
     failed: list[str] = []
     examples, scores = hellaswag_examples(plan, args.data_dir), {}
     after = None if examples is None else hellaswag_after(plan, examples, args.quiet, scores)
-    results = [run_seed(plan, seed, args.quiet, save_dir=save_dir, save_failures=failed,
-                        after=after) for seed in seeds]
+    untimed = side_by_side.untimed_reason(len(seeds)) if args.side_by_side else None
+    if untimed:
+        results = side_by_side.seeds_of(plan, seeds, args.quiet, save_dir=save_dir,
+                                        save_failures=failed, after=after)
+    else:
+        results = [run_seed(plan, seed, args.quiet, save_dir=save_dir, save_failures=failed,
+                            after=after) for seed in seeds]
     if writes:
         where, rec = saving.save(plan, results, args.records_dir, name,
                                  hellaswag=hellaswag_score.record_field(examples, scores)
-                                 if scores else None)
+                                 if scores else None, untimed=untimed)
         print(f"record written: {where}")
         print(claim_line(rec))
+        if untimed:
+            print(f"untimed ({untimed}): the leaderboard lists it, never ranks it")
     if failed:
         raise SpeedrunError(f"the run finished but {'; '.join(failed)}")
     return 0
