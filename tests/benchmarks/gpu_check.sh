@@ -10,14 +10,14 @@
 #      step time and the step program's peak memory as ratios to the baseline's, the FP8 tricks
 #      first; it stops starting configurations ~TAIL_S (default 20) seconds before the budget.
 #      ~10-15 s a configuration (compilation; XLA reuses its autotuning within the process);
-#   3. side-by-side seeds throughput: an empty slot (SEEDS_CMD, below) until `bench` can
-#      measure several seeds trained in one program;
+#   3. side-by-side seeds throughput: SEEDS_CMD (below) if set, else part 5;
 #   4. the figures measured before, if time is left (PARTS may ask for them alone, with the
 #      budget raised): the window-attention trick's masked attention through cuDNN against XLA
 #      (gpu_masked_attention.py), `bench` of the baseline (--breakdown), `muon,rotary,
 #      wsd-schedule` and the CPU track's fastest stack, and STEPS (300) real steps of GPT-2
 #      small on the `wiki` track's shards (~1M GPT-2 tokens: the GPU machine has no internet,
-#      so no FineWeb; the run sees the shards ~9 times).
+#      so no FineWeb; the run sees the shards ~9 times);
+#   5. side-by-side seeds throughput (tests/benchmarks/side_by_side.py), if time is left.
 #
 # Usage, from the repo root, with the wiki data made here (`python -m speedrun data wiki`) and
 # copied into a folder that travels with the tree (SPEEDRUN_DATA_DIR, default .gpudata; only
@@ -94,7 +94,7 @@ if want seeds; then
   if [ -n "$SEEDS_CMD" ]; then
     timed "side-by-side seeds throughput" side-by-side-seeds.txt bash -c "$SEEDS_CMD"
   else
-    echo "=== side-by-side seeds throughput: not measured (SEEDS_CMD is empty)"
+    echo "=== side-by-side seeds throughput: at the end (part 5), as SEEDS_CMD is empty"
   fi
 fi
 
@@ -117,5 +117,14 @@ if want run; then
     --set optim.lr=6e-4 --set optim.warmup_steps=30 --set optim.min_lr_frac=0 \
     --set train.batch_size="${RUN_BATCH:-32}" --set train.eval_every=50 \
     --set train.loss_chunk=8192 --set train.val_batch_size=16 --set train.log_every=25
+fi
+# 5. side-by-side seeds throughput (tests/benchmarks/side_by_side.py): seeds per hour screening
+#    `muon,rotary,wsd-schedule` (130 steps) on `wiki-bytes`, SBS_COUNTS seeds in one program
+#    against 2 one after another (first and last); wiki-bytes builds its own data (under a second).
+#    Alone: PARTS=seeds. A smoke test on a CPU: SBS_STEPS=2 SBS_COUNTS=1,2.
+if want seeds && [ -z "$SEEDS_CMD" ]; then
+  timed "side-by-side seeds throughput" side-by-side-seeds.txt \
+    $PY tests/benchmarks/side_by_side.py --steps "${SBS_STEPS:-130}" \
+    --counts "${SBS_COUNTS:-1,2,4,8,16,32}" --out "$out"
 fi
 echo "=== done at ${SECONDS}s (budget ${BUDGET_S}s); files under $out"
