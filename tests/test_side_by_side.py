@@ -16,17 +16,15 @@ import re
 import pytest
 
 import tricks
-from helpers import (one_line_error, record_dirs, result, run_cli, short_cfg, write,
-                     write_dataset)
-from speedrun import cli, tracks
+from helpers import (byte_plan, on_devices, one_line_error, record_dirs, result,
+                     run_cli, short_cfg, write, write_dataset)
+from speedrun import cli
 from speedrun.config import apply_overrides
-from speedrun.data import loader
 from speedrun.errors import SpeedrunError
 from speedrun.inference import checkpoint
 from speedrun.records import leaderboard, record, verify
 from speedrun.training import environment, side_by_side, step_inputs
 from speedrun.training.evaluate import evaluate_checkpoint
-from speedrun.training.plan import Plan
 from speedrun.training.seed import run_seed
 
 # The largest difference between a seed's validation losses (every point of its curve, the final
@@ -64,14 +62,6 @@ def fixed_probe(monkeypatch):
     monkeypatch.setattr(environment, "machine_gflops", lambda probe=None: 100.0)
 
 
-def plan_of(cfg, folder) -> Plan:
-    """A plan of ``cfg`` on the tiny dataset in ``folder`` (bytes), as `prepare` makes one."""
-    t, files = cfg.train, {s: sorted(folder.glob(f"*_{s}_*.bin")) for s in ("train", "val")}
-    val = loader.val_batches(files["val"], t.val_tokens, t.val_batch_size, cfg.model.seq_len)
-    return Plan(cfg, tracks.get(cfg.track), tricks.build_hooks(cfg), files["train"], val,
-                {"tokenizer": "bytes", "val_tokens": t.val_tokens}, {"command": "test"})
-
-
 def stack_cfg(names, *overrides):
     cfg = tricks.configure(tricks.with_tricks(short_cfg(), list(names)))
     return tricks.configure(apply_overrides(cfg, list(overrides))) if overrides else cfg
@@ -92,7 +82,7 @@ def gaps(together, alone) -> float:
     pytest.param(n, id="+".join(n) if len(n) < 6 else f"{len(n)}-tricks",
                  marks=() if i == 0 else pytest.mark.slow) for i, n in enumerate(STACKS)])
 def test_every_trick_trains_the_same_side_by_side(names, byte_data):
-    plan = plan_of(stack_cfg(names), byte_data)
+    plan = byte_plan(stack_cfg(names), byte_data)
     alone = [run_seed(plan, seed, quiet=True) for seed in (0, 1)]
     together = side_by_side.seeds_of(plan, [0, 1], quiet=True)
     assert gaps(together, alone) <= tolerance(names)
@@ -113,8 +103,8 @@ POINTS = {  # stack: settings of points that differ only in inputs of the step
 @pytest.mark.parametrize("names", [
     pytest.param(n, marks=() if i == 0 else pytest.mark.slow) for i, n in enumerate(POINTS)])
 def test_sweep_points_side_by_side_equal_their_own_runs(names, byte_data):
-    plans = [plan_of(stack_cfg(names), byte_data)]
-    plans += [plan_of(stack_cfg(names, o), byte_data) for o in POINTS[names]]
+    plans = [byte_plan(stack_cfg(names), byte_data)]
+    plans += [byte_plan(stack_cfg(names, o), byte_data) for o in POINTS[names]]
     seeds = (0,) if len(plans) < 4 else (0, 1)  # the quick tier's: three models
     lanes = [side_by_side.Lane(p, seed) for p in plans for seed in seeds]
     together = side_by_side.train_side_by_side(lanes, quiet=True, stop_on_divergence=False)
@@ -124,8 +114,30 @@ def test_sweep_points_side_by_side_equal_their_own_runs(names, byte_data):
     assert len(finals) == len(lanes)  # every setting changed the run
 
 
+TWO_DEVICES = """
+import json, tempfile
+from pathlib import Path
+import jax
+from helpers import byte_plan, short_cfg, write_dataset
+from speedrun.training import environment, side_by_side
+from speedrun.training.seed import run_seed
+environment.machine_gflops = lambda probe=None: 100.0
+plan = byte_plan(short_cfg(), write_dataset(Path(tempfile.mkdtemp()), vocab=256))
+alone = [run_seed(plan, s, True).final_val_loss for s in (0, 1)]
+together = [r.final_val_loss for r in side_by_side.seeds_of(plan, [0, 1], True)]
+print(json.dumps({"devices": jax.device_count(), "alone": alone, "together": together}))
+"""
+
+
+@pytest.mark.slow
+def test_seeds_side_by_side_split_their_batches_over_the_devices():
+    (out,) = on_devices([TWO_DEVICES], 2).wait()
+    assert out["devices"] == 2
+    assert out["together"] == pytest.approx(out["alone"], abs=TOLERANCE)
+
+
 def test_a_diverging_model_stops_alone_unless_told_to_stop_all(byte_data):
-    good, bad = (plan_of(stack_cfg((), f"optim.lr={lr}", "optim.grad_clip=0"), byte_data)
+    good, bad = (byte_plan(stack_cfg((), f"optim.lr={lr}", "optim.grad_clip=0"), byte_data)
                  for lr in (0.01, 1e30))
     lanes = [side_by_side.Lane(good, 0), side_by_side.Lane(bad, 0, "point 2/2 ")]
     out = side_by_side.train_side_by_side(lanes, quiet=True, stop_on_divergence=False)
