@@ -68,7 +68,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     sw.add_argument("--no-side-by-side", dest="side_by_side", action="store_const", const="off",
                     help="train one seed at a time (each point's record is timed)")
     sw.add_argument("--max-side-by-side", type=int, default=8, metavar="N",
-                    help="at most N models (points x seeds) in one program (default 8)")
+                    help="at most N models (points x seeds) in one program (default 8; a "
+                    "point's seeds always share one)")
     flags.records_dir(sw, "where each point's record is written, and looked for to resume")
     flags.quiet(sw)
     flags.data_dir(sw)
