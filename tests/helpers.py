@@ -252,6 +252,17 @@ def short_cfg(sharding: str = "dp") -> RunConfig:
         log_every=3, sharding=sharding))
 
 
+def byte_plan(cfg, folder):
+    """A plan of ``cfg`` (e.g. ``short_cfg``) on the tiny dataset written as bytes in
+    ``folder`` (``write_dataset(..., vocab=256)``), as `prepare` makes one."""
+    from speedrun.training.plan import Plan
+
+    t, files = cfg.train, {s: sorted(Path(folder).glob(f"*_{s}_*.bin")) for s in ("train", "val")}
+    val = loader.val_batches(files["val"], t.val_tokens, t.val_batch_size, cfg.model.seq_len)
+    return Plan(cfg, tracks.get(cfg.track), tricks.build_hooks(cfg), files["train"], val,
+                {"tokenizer": "bytes", "val_tokens": t.val_tokens}, {"command": "test"})
+
+
 def setup(names=(), overrides=(), **cfg_kw):
     """(cfg, hooks, params) the way the harness builds them, every trick at its record's
     constants (a trick's tests check those; tiny_cfg's track may tune some, see test_tuning)."""

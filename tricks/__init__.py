@@ -327,10 +327,12 @@ def configure(cfg, registry: Mapping[str, Trick] | None = None):
     return cfg
 
 
-def build_hooks(cfg, registry: Mapping[str, Trick] | None = None):
-    """Baseline hooks with every enabled trick applied in the config's order."""
+def build_hooks(cfg, registry: Mapping[str, Trick] | None = None, checked: bool = True):
+    """Baseline hooks with every enabled trick applied in the config's order. ``checked=False``
+    skips the limits check: for settings that are traced values inside a step (sweep points
+    side by side), whose values were checked before they were traced."""
     registry = available() if registry is None else registry
-    found = setting_problems(cfg, registry)
+    found = setting_problems(cfg, registry) if checked else []
     if found:
         raise SpeedrunError(invalid_settings(found))
     hooks = baseline_hooks(cfg.model.compute_dtype)

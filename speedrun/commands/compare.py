@@ -5,6 +5,11 @@ same hardware. Seeds run interleaved, A B A B ... (speedrun/training/interleave.
 in the machine's speed falls on both sides alike. Prints each side's mean time ± std, steps,
 final loss and p, the time ratio B/A with a 95% confidence interval, and writes both records.
 `submit` runs the same interleaving against the track's current #1 and links the two records.
+
+Its times are its purpose, so seeds run one at a time by default. ``--side-by-side`` keeps only
+its loss side: each configuration's seeds train as one program (A's, then B's), and it prints
+each side's final losses and p, and B - A paired by seed, but no time ratio (the records say
+they are untimed).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         cmp_.add_argument(f"--name-{side}", default=None,
                           help=f"record name of configuration {side.upper()}")
     flags.seeds(cmp_, "3", "seeds, run by both (default 3)")
+    flags.side_by_side(cmp_, "off: compare times the two", " (only the losses are compared: "
+                       "no time ratio)")
     flags.output(cmp_, "the two records are written")
     return cmp_
 
@@ -38,8 +45,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def main(args) -> int:
     from speedrun.distributed import devices
     from speedrun.records.record import build_record, claim_line
-    from speedrun.training import saving
-    from speedrun.training.interleave import interleave, ratio_line
+    from speedrun.training import saving, side_by_side
+    from speedrun.training.interleave import interleave, loss_line, ratio_line
     from speedrun.training.plan import check_name, command_line, config_for, parse_seeds, prepare
 
     devices.maybe_initialize()
@@ -51,17 +58,30 @@ def main(args) -> int:
     for side in ("a", "b"):
         cfg = config_for(args.track, getattr(args, side), getattr(args, f"set_{side}"),
                          getattr(args, f"steps_{side}"))
+        if args.side_by_side:
+            side_by_side.check_can(cfg)
         sides[side] = prepare(cfg, args.data_dir, command_line(),
                               None if args.no_record else args.records_dir)
-    results = interleave(sides, seeds, args.quiet)
+    untimed = side_by_side.untimed_reason(len(seeds)) if args.side_by_side else None
+    if untimed:  # the loss side only: each side's seeds in one program, A then B
+        results = {side: side_by_side.seeds_of(plan, seeds, args.quiet, tag=f"{side.upper()} ")
+                   for side, plan in sides.items()}
+    else:
+        results = interleave(sides, seeds, args.quiet)
     for side, plan in sides.items():
         name = getattr(args, f"name_{side}")
         if not writes:
-            rec = build_record(plan.cfg, results[side], plan.env, plan.data, name)
+            rec = build_record(plan.cfg, results[side], plan.env, plan.data, name,
+                               untimed=untimed)
         else:
-            where, rec = saving.save(plan, results[side], args.records_dir, name)
+            where, rec = saving.save(plan, results[side], args.records_dir, name,
+                                     untimed=untimed)
             print(f"{side.upper()} record written: {where}")
         print(f"{side.upper()}: {claim_line(rec)}")
-    print(f"{ratio_line(results['b'], results['a'])}, steps {sides['b'].cfg.train.steps} vs "
-          f"{sides['a'].cfg.train.steps}")
+    steps = f"steps {sides['b'].cfg.train.steps} vs {sides['a'].cfg.train.steps}"
+    print(f"{loss_line(results['b'], results['a'])}, {steps}")
+    if untimed:
+        print(f"times not compared: {untimed} per side (untimed records)")
+    else:
+        print(f"{ratio_line(results['b'], results['a'])}, {steps}")
     return 0

@@ -7,6 +7,11 @@ the answer, then bisects. Probes write no records; the end is the exact `run` co
 makes the claim. With ``--record``, the passing probe with the fewest steps is itself written
 as a record (it is a complete set of fixed-length runs at that length), which saves running the
 claim again.
+
+A probe times nothing: where side by side measured faster than one seed after another
+(speedrun/training/side_by_side.py, ``by_default``), its seeds train as one program unless
+``--no-side-by-side``; with ``--record`` they run one at a time, so that the record is timed,
+unless ``--side-by-side`` asks otherwise (the record is then untimed).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     help="at most K probes (default 8)")
     fs.add_argument("--record", action="store_true",
                     help="write the passing probe with the fewest steps as a record")
+    flags.side_by_side(fs, "on where it measured faster on this kind of device, unless "
+                       "--record")
     flags.records_dir(fs, "where --record writes")
     fs.add_argument("--name", default=None, help="record name for --record")
     flags.data_dir(fs)
@@ -56,7 +63,7 @@ def main(args) -> int:
     from speedrun.errors import SpeedrunError
     from speedrun.records import stats
     from speedrun.records.record import claim_line
-    from speedrun.training import saving
+    from speedrun.training import saving, side_by_side
     from speedrun.training.plan import (check_name, command_line, config_for, label,
                                         parse_seeds, prepare)
     from speedrun.training.seed import run_seed
@@ -71,11 +78,16 @@ def main(args) -> int:
     multiple = max(1, math.ceil(start / 50)) if args.multiple is None else args.multiple
     if min(start, multiple, args.max_probes) < 1:  # before anything is built
         raise SpeedrunError("find-steps needs --start, --multiple and --max-probes >= 1")
+    together = args.side_by_side if args.side_by_side is not None else (
+        not args.record and side_by_side.by_default())
+    if together:
+        side_by_side.check_can(cfg)
     plan = prepare(cfg, args.data_dir, command_line(), args.records_dir if args.record else None,
                    skippable=False)
     target = cfg.train.target
-    print(f"find-steps on {cfg.track}: {label(cfg)}, target {target}, seeds {seeds}, "
-          f"start {start}, multiple of {multiple}, at most {args.max_probes} probes")
+    print(f"find-steps on {cfg.track}: {label(cfg)}, target {target}, seeds {seeds}"
+          f"{' side by side' if together else ''}, start {start}, multiple of {multiple}, at "
+          f"most {args.max_probes} probes")
     if len(seeds) < stats.CLAIM_SEEDS:
         print(f"note: with {len(seeds)} seed(s) a probe passes when every seed ends below the "
               f"target; a claim needs {stats.CLAIM_SEEDS}+ seeds and p < {stats.CLAIM_P}, so "
@@ -84,9 +96,9 @@ def main(args) -> int:
     def passes(steps: int) -> bool:
         n = len(probes) + 1
         print(f"probe {n}/{args.max_probes}: {steps} steps x {len(seeds)} seed(s)")
-        probe_plan = plan.with_steps(steps)
-        results = [run_seed(probe_plan, seed, quiet=True, tag=f"[{steps} steps] ")
-                   for seed in seeds]
+        probe_plan, tag = plan.with_steps(steps), f"[{steps} steps] "
+        results = side_by_side.seeds_of(probe_plan, seeds, True, tag) if together else [
+            run_seed(probe_plan, seed, quiet=True, tag=tag) for seed in seeds]
         ok, why = probe_passes(results, target)
         probes[steps] = why
         outcomes[steps] = (probe_plan, results)
@@ -105,6 +117,7 @@ def main(args) -> int:
     print(f"\nfewest steps found: {best}. Make the claim with:\n  "
           f"{run_command(args, best, max(len(seeds), stats.CLAIM_SEEDS))}")
     if writes:
-        where, rec = saving.save(*outcomes[best], args.records_dir, args.name)
+        untimed = side_by_side.untimed_reason(len(seeds)) if together else None
+        where, rec = saving.save(*outcomes[best], args.records_dir, args.name, untimed=untimed)
         print(f"record of the {best}-step probe written: {where}\n{claim_line(rec)}")
     return 0

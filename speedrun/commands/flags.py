@@ -48,6 +48,14 @@ def seed_or_seeds(p: argparse.ArgumentParser, what: str) -> None:
     seeds(group, None, what)
 
 
+def side_by_side(p: argparse.ArgumentParser, default: str, what: str = "") -> None:
+    """--side-by-side / --no-side-by-side: several seeds trained as one program (untimed);
+    None when neither is given (the command's default, ``default`` says which)."""
+    p.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"train the seeds side by side in one vmapped program (untimed: records "
+                   f"say so and are not ranked){what}; default: {default}")
+
+
 def records_dir(p: argparse.ArgumentParser, where: str) -> None:
     p.add_argument("--records-dir", default="records", metavar="DIR",
                    help=f"{where} (default: ./records)")

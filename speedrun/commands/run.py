@@ -9,6 +9,10 @@ each seed's model is scored on HellaSwag after its clock stops. `--save DIR --ch
 N` keeps the whole training state in DIR, and `--resume DIR` continues a stopped run from it
 (an untimed record: speedrun/training/resume.py); `--log-to` shows the metrics in TensorBoard
 or Weights & Biases as the run goes (speedrun/training/metrics.py).
+
+A run is timed, one seed at a time. For screening, ``--side-by-side`` trains the seeds as one
+vmapped program (speedrun/training/side_by_side.py): the same final losses, but each seed's time
+is the program's, so the record says ``untimed`` and the leaderboard never ranks it.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                      "step time, tokens/s, MFU) as the run goes: tensorboard:DIR (event files, "
                      "needs tensorboardX) or wandb[:PROJECT] (needs wandb; WANDB_MODE=offline "
                      "keeps it local); repeatable")
+    flags.side_by_side(run, "off: a run is timed, one seed at a time", " (screening: the "
+                       "record is then untimed, listed but never ranked)")
     flags.output(run, "records are written")
     run.set_defaults(track=None)  # so that --resume can tell a track named from none
     return run
@@ -119,6 +125,17 @@ def check_checkpoint_every(args) -> None:
                             f"{args.checkpoint_every}")
 
 
+def check_side_by_side(args) -> None:
+    """What a side-by-side run cannot do: it keeps no training state and logs to no watcher."""
+    from speedrun.errors import SpeedrunError
+
+    for flag, given in (("--resume", args.resume), ("--checkpoint-every", args.checkpoint_every),
+                        ("--log-to", args.log_to)):
+        if given:
+            raise SpeedrunError(f"--side-by-side trains the seeds as one program: it cannot be "
+                                f"combined with {flag} (run the seeds one at a time for that)")
+
+
 def check_save_folder(args, save_dir: str) -> None:
     """The --save folder can be written, and a new kept run would overwrite no other."""
     from pathlib import Path
@@ -166,18 +183,22 @@ def main(args) -> int:
     from speedrun.errors import SpeedrunError
     from speedrun.inference import hellaswag_score
     from speedrun.records.record import claim_line
-    from speedrun.training import metrics, saving
+    from speedrun.training import metrics, saving, side_by_side
     from speedrun.training.plan import check_name, command_line, label, prepare
 
     devices.maybe_initialize()
     check_name(args.name)
     targets = metrics.parse(args.log_to)
+    if args.side_by_side:
+        check_side_by_side(args)
     if args.resume:
         folder, cfg, seeds, name = kept_run(args)
         save_dir = args.resume
     else:
         check_checkpoint_every(args)
         folder, (cfg, seeds, name), save_dir = None, resolve(args), args.save
+    if args.side_by_side:
+        side_by_side.check_can(cfg)
     writes = not args.no_record and devices.is_main_process()
     if save_dir is not None:  # before anything slow; process 0 saves, and checks for all
         devices.decided_by_main(lambda: check_save_folder(args, save_dir))
@@ -192,15 +213,22 @@ def main(args) -> int:
     examples, scores = hellaswag_examples(plan, args.data_dir), {}
     after = None if examples is None else hellaswag_after(plan, examples, args.quiet, scores)
     log_to = (targets, run_name(folder, name or label(cfg))) if targets else None
-    results = train_seeds(plan, seeds, args, save_dir, failed, after, folder, log_to)
+    untimed = side_by_side.untimed_reason(len(seeds)) if args.side_by_side else None
+    if untimed:
+        results = side_by_side.seeds_of(plan, seeds, args.quiet, save_dir=save_dir,
+                                        save_failures=failed, after=after)
+    else:
+        results = train_seeds(plan, seeds, args, save_dir, failed, after, folder, log_to)
+        untimed = folder.untimed() if folder else None
     where = None
     if writes:
         where, rec = saving.save(plan, results, args.records_dir, name,
                                  hellaswag=hellaswag_score.record_field(examples, scores)
-                                 if scores else None,
-                                 untimed=folder.untimed() if folder else None)
+                                 if scores else None, untimed=untimed)
         print(f"record written: {where}")
         print(claim_line(rec))
+        if untimed:
+            print(f"untimed ({untimed}): the leaderboard lists it, never ranks it")
     if folder is not None:
         folder.done(None if where is None else str(where))
     if failed:

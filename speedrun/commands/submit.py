@@ -37,6 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "track's #1 for this machine's hardware class)")
     sm.add_argument("--name", default=None, help="record name of the candidate")
     flags.records_dir(sm, "where the records are read and written")
+    sm.add_argument("--side-by-side", action="store_true", help=argparse.SUPPRESS)  # refused
     flags.quiet(sm)
     flags.data_dir(sm)
     return sm
@@ -55,6 +56,9 @@ def main(args) -> int:
     from speedrun.training.time_reference import reference_for
 
     devices.maybe_initialize()
+    if args.side_by_side:
+        raise SpeedrunError("submit times a claim, one seed at a time: --side-by-side is for "
+                            "untimed work (run, compare, sweep, find-steps); drop it")
     cand_cfg = config_for(args.track, args.tricks, args.overrides, args.steps)
     seeds = parse_seeds(None, args.seeds)
     check_name(args.name)

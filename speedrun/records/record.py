@@ -48,6 +48,9 @@ record.yaml, schema version 3 (every field required unless marked optional):
                     examples, sha256 (of the examples file), seeds: [{seed, acc_norm,
                     acc_norm_se, acc, acc_se, truncated, examples}]
                     (speedrun/inference/hellaswag_score.py)
+    untimed         why the train times are not one seed's uninterrupted, one-at-a-time wall
+                    clock (e.g. "4 seeds trained side by side in one program"): the
+                    leaderboard lists the record, never ranks it
 
 The environment also stores ``sources`` (the sha256 of the code that ran) and ``packages``
 (every installed distribution's version), so that ``verify`` and ``run --from-record`` can say

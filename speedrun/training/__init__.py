@@ -16,6 +16,8 @@
                    be written (for `recover`), two linked records, its checkpoints
     resume         a run's whole training state kept every N steps, and continued from it
     interleave     configurations timed side by side on one machine, A B A B
+    side_by_side   several seeds (and sweep points) trained as one vmapped program, untimed
+    step_inputs    settings a step can take as inputs, so sweep points can share a program
     step_search    the search for the fewest steps that make a claim (`find-steps`)
     grid           a grid of settings: points, resuming from records, the paired table (`sweep`)
     time_reference the record a claim is timed against (`submit`)

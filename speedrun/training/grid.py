@@ -187,6 +187,20 @@ def reference_of(points: list[Point], base: RunConfig, grid_axes: dict, text: st
     raise SpeedrunError(f"--reference {text} is not a point of the grid ({takes})")
 
 
+# --- side by side: which points share a program ------------------------------------------------
+
+
+def programs(points: list[Point], fixed: set[str], per_program: int) -> list[list[Point]]:
+    """``points`` in programs of at most ``per_program`` points (at least one), each program's
+    points alike in the swept settings of ``fixed`` (those the step cannot take as inputs),
+    in grid order."""
+    groups: dict[tuple, list[Point]] = {}
+    for p in points:
+        groups.setdefault(tuple((k, v) for k, v in p.settings if k in fixed), []).append(p)
+    size = max(1, per_program)
+    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
 # --- resuming: points already on record ---------------------------------------------------------
 
 

@@ -23,6 +23,16 @@ def interleave(sides: dict[str, Plan], seeds: list[int], quiet: bool) -> dict[st
     return results
 
 
+def loss_line(b: list, a: list) -> str:
+    """B - A in final val loss, paired by seed (the seed fixes the initialization and the data
+    order, so most of the seed-to-seed spread cancels)."""
+    diffs = stats.paired_differences({r.seed: r.final_val_loss for r in b},
+                                     {r.seed: r.final_val_loss for r in a})
+    lower = sum(d < 0 for d in diffs)
+    return (f"final val loss B - A, paired by seed: {sum(diffs) / len(diffs):+.4f} "
+            f"(B lower on {lower} of {len(diffs)} seeds)")
+
+
 def ratio_line(b: list, a: list, what: str = "B/A") -> str:
     """The time ratio of two sides' seeds, with its 95% confidence interval where it has one."""
     tb, ta = [r.train_time_s for r in b], [r.train_time_s for r in a]

@@ -10,15 +10,15 @@
 #      step time and the step program's peak memory as ratios to the baseline's, the FP8 tricks
 #      first; it stops starting configurations ~TAIL_S (default 20) seconds before the budget.
 #      ~10-15 s a configuration (compilation; XLA reuses its autotuning within the process);
-#   3. side-by-side seeds throughput: an empty slot (SEEDS_CMD, below) until `bench` can
-#      measure several seeds trained in one program;
+#   3. side-by-side seeds throughput: SEEDS_CMD (below) if set, else part 5;
 #   4. the figures measured before, if time is left (PARTS may ask for them alone, with the
 #      budget raised): the window-attention trick's masked attention through cuDNN against XLA
 #      (gpu_masked_attention.py), `bench` of the baseline (--breakdown), `muon,rotary,
 #      wsd-schedule` and the CPU track's fastest stack, and STEPS (300) real steps of GPT-2
 #      small on the `wiki` track's shards (~1M GPT-2 tokens: the GPU machine has no internet,
-#      so no FineWeb; the run sees the shards ~9 times).
-#   5. memory (only when PARTS names it: PARTS=memory, ~3 minutes on an H100): `bench` at BATCH
+#      so no FineWeb; the run sees the shards ~9 times);
+#   5. side-by-side seeds throughput (tests/benchmarks/side_by_side.py), if time is left.
+#   6. memory (only when PARTS names it: PARTS=memory, ~3 minutes on an H100): `bench` at BATCH
 #      with train.remat off, dots and full (step time, the step program's peak, the device's
 #      peak, the activations kept), then the track's 8 x BATCH in 8 microbatches, and in 16
 #      with remat full: the figures docs/performance.md computes for a 24 GB card.
@@ -98,7 +98,7 @@ if want seeds; then
   if [ -n "$SEEDS_CMD" ]; then
     timed "side-by-side seeds throughput" side-by-side-seeds.txt bash -c "$SEEDS_CMD"
   else
-    echo "=== side-by-side seeds throughput: not measured (SEEDS_CMD is empty)"
+    echo "=== side-by-side seeds throughput: at the end (part 5), as SEEDS_CMD is empty"
   fi
 fi
 
@@ -122,7 +122,16 @@ if want run; then
     --set train.batch_size="${RUN_BATCH:-32}" --set train.eval_every=50 \
     --set train.loss_chunk=8192 --set train.val_batch_size=16 --set train.log_every=25
 fi
-# 5. memory: remat and microbatches, each in its own process (a process's peak only grows)
+# 5. side-by-side seeds throughput (tests/benchmarks/side_by_side.py): seeds per hour screening
+#    `muon,rotary,wsd-schedule` (130 steps) on `wiki-bytes`, SBS_COUNTS seeds in one program
+#    against 2 one after another (first and last); wiki-bytes builds its own data (under a second).
+#    Alone: PARTS=seeds. A smoke test on a CPU: SBS_STEPS=2 SBS_COUNTS=1,2.
+if want seeds && [ -z "$SEEDS_CMD" ]; then
+  timed "side-by-side seeds throughput" side-by-side-seeds.txt \
+    $PY tests/benchmarks/side_by_side.py --steps "${SBS_STEPS:-130}" \
+    --counts "${SBS_COUNTS:-1,2,4,8,16,32}" --out "$out"
+fi
+# 6. memory: remat and microbatches, each in its own process (a process's peak only grows)
 if want memory; then
   for remat in off dots full; do
     bench "bench-remat-${remat}.txt" "" --set train.remat="$remat"
