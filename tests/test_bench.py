@@ -81,6 +81,7 @@ def trick_costs():
     return module
 
 
+@pytest.mark.slow
 def test_trick_costs_table_gives_each_trick_as_ratios_to_the_baseline(tmp_path, capsys):
     costs = trick_costs()
     order = [label for label, _ in costs.configurations()]

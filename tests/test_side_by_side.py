@@ -101,7 +101,7 @@ POINTS = {  # stack: settings of points that differ only in inputs of the step
 
 
 @pytest.mark.parametrize("names", [
-    pytest.param(n, marks=() if i == 0 else pytest.mark.slow) for i, n in enumerate(POINTS)])
+    pytest.param(n, marks=pytest.mark.slow) for n in POINTS])
 def test_sweep_points_side_by_side_equal_their_own_runs(names, byte_data):
     plans = [byte_plan(stack_cfg(names), byte_data)]
     plans += [byte_plan(stack_cfg(names, o), byte_data) for o in POINTS[names]]
@@ -136,6 +136,7 @@ def test_seeds_side_by_side_split_their_batches_over_the_devices():
     assert out["together"] == pytest.approx(out["alone"], abs=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_a_diverging_model_stops_alone_unless_told_to_stop_all(byte_data):
     good, bad = (byte_plan(stack_cfg((), f"optim.lr={lr}", "optim.grad_clip=0"), byte_data)
                  for lr in (0.01, 1e30))
@@ -189,6 +190,7 @@ def sweep(tmp_path, *extra):
                      "--quiet", *QUICK, *extra])
 
 
+@pytest.mark.slow
 def test_run_side_by_side_writes_an_untimed_record_listed_never_ranked(tiny, capsys):
     assert run_cli(tiny, *QUICK, "--side-by-side", "--seeds", "2",
                    "--save", str(tiny / "models")) == 0
