@@ -205,3 +205,23 @@ def test_an_untimed_record_is_listed_and_feeds_nothing(tmp_path):
     assert "| baseline" in ranked and "softcap" not in ranked
     unranked = text.split("### Not ranked")[1]
     assert "untimed (3 seeds trained side by side in one program)" in unranked
+
+
+def test_step_zero_is_rescored_where_a_rank_is_at_stake(tmp_path, monkeypatch):
+    """The records of configurations that make a claim have their seeds' step 0 re-scored (a
+    model run each); a record that cannot be placed costs nothing; a failing one drops out."""
+    from speedrun.audit import step0
+
+    build(tmp_path)
+    checked = []
+
+    def problems(self, rec):
+        checked.append(rec["description"])
+        return ["runs (seed 1): a copied or altered seed"] if rec["description"] == "softcap" else []
+
+    monkeypatch.setattr(step0.Checker, "problems", problems)
+    _, out = render(tmp_path)
+    assert sorted(checked) == ["baseline", "softcap"]  # not the one-seed rotary record
+    text = out.read_text()
+    assert "| softcap" not in text.split("### Sittings")[0]
+    assert "a copied or altered seed" in text.split("### Not ranked")[1]
